@@ -1,0 +1,5 @@
+import sys
+
+from pvnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""Presets as frozen dataclasses: the paper's settings by name, overridable field by field.
+
+A run writes the resolved config to ``RUN/config.yaml`` so every run directory says exactly
+what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pvnas.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """How clips are cut from videos (paper §4.2): ``frames`` uniformly inside a ``window``."""
+
+    frames: int = 8
+    window: int = 64  # span at the source frame rate from which `frames` are sampled
+    crop: int = 112
+    scale: tuple[int, int] = (128, 164)  # random short-side range (train); test uses scale[0]
+    flip: bool = True
+    test_clips: int = 10
+    test_crops: int = 3
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Supernet search settings (paper §4.2, Alg. 1)."""
+
+    channels: int = 64
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    batch_size: int = 32
+    epochs: int = 80
+    # weights: SGD
+    w_lr: float = 0.1
+    w_lr_min: float = 1e-4  # cosine floor
+    w_momentum: float = 0.9
+    w_weight_decay: float = 1e-4
+    schedule: str = "step"  # "step" (paper) or "cosine" (reproduces the collapse of Fig. 4)
+    step_every: int = 20  # at 80 epochs; scaled proportionally with `epochs`
+    step_gamma: float = 0.1
+    grad_clip: float | None = 5.0  # DARTS' weight-gradient clipping
+    # architecture: Adam
+    a_lr: float = 1e-3
+    a_betas: tuple[float, float] = (0.0, 0.999)
+    a_weight_decay: float = 0.0
+    partial_channels: int = 1
+    workers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Retrain network settings (paper Fig. 5b, §4.2)."""
+
+    channels: int = 64
+    repeats: int = 1  # K: normal cells between reductions
+    dropout: float = 0.4
+    drop_path: float = 0.1
+    clip: ClipConfig = field(default_factory=lambda: ClipConfig(crop=224, scale=(256, 320)))
+
+
+SEARCH_PRESETS: dict[str, SearchConfig] = {
+    "search": SearchConfig(),
+    "tiny": SearchConfig(
+        channels=8,
+        clip=ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
+        batch_size=8,
+        epochs=2,
+        workers=0,
+    ),
+    "demo": SearchConfig(
+        channels=8,
+        clip=ClipConfig(frames=8, window=16, crop=48, scale=(48, 56)),
+        batch_size=16,
+        epochs=8,
+        workers=2,
+    ),
+}
+
+NETWORK_PRESETS: dict[str, NetworkConfig] = {
+    "L": NetworkConfig(channels=64, repeats=1),
+    "M": NetworkConfig(channels=100, repeats=2),
+    "tiny": NetworkConfig(
+        channels=8,
+        repeats=1,
+        clip=ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
+    ),
+}
+
+T = TypeVar("T")
+
+
+def get_preset(presets: dict[str, T], name: str, what: str = "preset") -> T:
+    """Look a preset up by name, failing with the list of valid names."""
+    try:
+        return presets[name]
+    except KeyError:
+        raise ConfigError(f"unknown {what} {name!r}; expected one of: {', '.join(presets)}") from None
+
+
+def override(cfg: T, **changes: Any) -> T:
+    """Return ``cfg`` with the non-None ``changes`` applied (CLI flags left unset keep the preset)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass, tuples as lists, for YAML/JSON."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config dataclass from :func:`to_dict` output (lists back to tuples)."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name == "clip":
+            value = from_dict(ClipConfig, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

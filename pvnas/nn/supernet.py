@@ -1,0 +1,115 @@
+"""The search network of DESIGN §2 / paper Fig. 5a: stem, S-NC, S-RC, T-NC, T-RC, pool, linear.
+
+Each cell kind owns one alpha matrix (14 edges x its op count). The network is agnostic of how a
+cell mixes its edges: ``cell_impl`` picks the literal reference cell or a faster equivalent.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from pvnas.config import SearchConfig
+from pvnas.errors import ConfigError
+from pvnas.nn.mixed import MixedOp
+from pvnas.space.genotype import EDGES_PER_CELL, NODES, Genotype, edge_inputs
+from pvnas.space.ops import CELL_KINDS, FactorizedReduce, ReLUConvBN, is_reduction, ops_for
+
+
+def stem(channels: int) -> nn.Sequential:
+    """Conv 1x3x3 with spatial stride 2, then BN: one cheap spatial reduction before any cell."""
+    return nn.Sequential(
+        nn.Conv3d(3, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+        nn.BatchNorm3d(channels),
+    )
+
+
+def preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
+    """DARTS cell inputs: bring both previous outputs to ``c`` channels and the same resolution."""
+    pre0 = FactorizedReduce(c_pp, c, 2, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, affine=affine)
+    return pre0, ReLUConvBN(c_p, c, 1, affine=affine)
+
+
+class ReferenceCell(nn.Module):
+    """A supernet cell with 14 literal :class:`MixedOp` edges (DARTS ``Cell`` of ``model_search``)."""
+
+    def __init__(self, kind: str, c_pp: int, c_p: int, c: int, reduction_prev: bool) -> None:
+        super().__init__()
+        self.kind = kind
+        self.pre0, self.pre1 = preprocess(c_pp, c_p, c, reduction_prev, affine=False)
+        ops = ops_for(kind)
+        self.edges = nn.ModuleList(
+            MixedOp(c, 2 if is_reduction(kind) and j < 2 else 1, ops) for _, j in edge_inputs()
+        )
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for node in range(2, 2 + NODES):
+            states.append(sum(self.edges[e + j](h, weights[e + j]) for j, h in enumerate(states)))
+            e += node
+        return torch.cat(states[2:], dim=1)
+
+
+CellFactory = Callable[[str, int, int, int, bool], nn.Module]
+
+
+class Supernet(nn.Module):
+    """Stem -> one cell of each kind -> global average pool -> linear, with per-kind alphas."""
+
+    def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell) -> None:
+        super().__init__()
+        self.channels, self.num_classes = channels, num_classes
+        self.stem = stem(channels)
+        c_pp, c_p, c = channels, channels, channels
+        reduction_prev = False
+        self.cells = nn.ModuleDict()
+        for kind in CELL_KINDS:
+            if is_reduction(kind):
+                c *= 2
+            self.cells[kind] = cell(kind, c_pp, c_p, c, reduction_prev)
+            reduction_prev = is_reduction(kind)
+            c_pp, c_p = c_p, NODES * c
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+        self.alphas = nn.ParameterDict(
+            {kind: nn.Parameter(1e-3 * torch.randn(EDGES_PER_CELL, len(ops_for(kind)))) for kind in CELL_KINDS}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for kind, cell in self.cells.items():
+            s0, s1 = s1, cell(s0, s1, torch.softmax(self.alphas[kind], dim=-1))
+        return self.classifier(self.pool(s1).flatten(1))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def named_alphas(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return iter(self.alphas.items())
+
+    def alpha_dict(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the raw logits, the ``alphas/epoch_NNN.pt`` format."""
+        return {kind: a.detach().cpu().clone() for kind, a in self.alphas.items()}
+
+    def genotype(self, **meta) -> Genotype:
+        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta})
+
+
+CELL_IMPLS: dict[str, CellFactory] = {"reference": ReferenceCell}
+DEFAULT_IMPL = "reference"
+
+
+def supernet_from_config(cfg: SearchConfig, num_classes: int, impl: str = DEFAULT_IMPL) -> Supernet:
+    """The supernet of a search config, with the cell implementation ``impl``."""
+    if impl not in CELL_IMPLS:
+        raise ConfigError(f"unknown supernet implementation {impl!r}; expected one of: {', '.join(CELL_IMPLS)}")
+    if cfg.partial_channels != 1 and impl == "reference":
+        raise ConfigError("partial_channels > 1 is not available in the reference (literal DARTS) supernet")
+    return Supernet(cfg.channels, num_classes, cell=CELL_IMPLS[impl])

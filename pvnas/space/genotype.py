@@ -1,0 +1,211 @@
+"""Genotypes as data (DESIGN §3): load, save, validate, derive from alphas, sample at random.
+
+A genotype is never ``eval``-ed: it is JSON, validated field by field, and every error says
+which cell, which edge and which value broke which rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from pvnas.errors import GenotypeError
+from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, SPATIAL_OPS, TEMPORAL_OPS, ops_for
+
+FORMAT = "pvnas-genotype/1"
+NODES = 4  # intermediate nodes per cell
+EDGES_PER_CELL = 14  # supernet edges: 2 + 3 + 4 + 5
+CONCAT = (2, 3, 4, 5)
+
+
+def edge_inputs() -> list[tuple[int, int]]:
+    """(node, input) of the 14 supernet edges in DARTS order: node 2 from 0,1; node 3 from 0,1,2; ..."""
+    return [(node, j) for node in range(2, 2 + NODES) for j in range(node)]
+
+
+@dataclass(frozen=True)
+class CellGenotype:
+    """One cell: 8 ``(op, input_node)`` pairs, entries 2k and 2k+1 feed node k+2."""
+
+    edges: tuple[tuple[str, int], ...]
+    concat: tuple[int, ...] = CONCAT
+
+    def count(self, ops: frozenset[str]) -> int:
+        return sum(op in ops for op, _ in self.edges)
+
+
+@dataclass(frozen=True)
+class Genotype:
+    cells: Mapping[str, CellGenotype]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "cells": {
+                kind: {"edges": [[op, j] for op, j in cell.edges], "concat": list(cell.concat)}
+                for kind, cell in self.cells.items()
+            },
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "genotype") -> "Genotype":
+        """Build and validate; ``source`` (usually the file name) prefixes every error."""
+        if not isinstance(data, dict):
+            raise GenotypeError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT:
+            raise GenotypeError(f"{source}: field 'format' must be {FORMAT!r}, got {data.get('format')!r}")
+        cells_raw = data.get("cells")
+        if not isinstance(cells_raw, dict):
+            raise GenotypeError(f"{source}: field 'cells' must be an object with keys {', '.join(CELL_KINDS)}")
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise GenotypeError(f"{source}: field 'meta' must be an object, got {type(meta).__name__}")
+        cells: dict[str, CellGenotype] = {}
+        for kind, raw in cells_raw.items():
+            where = f"{source}: cell {kind}"
+            if not isinstance(raw, dict) or not isinstance(raw.get("edges"), list):
+                raise GenotypeError(f"{where}: expected an object with an 'edges' list")
+            edges = []
+            for e, entry in enumerate(raw["edges"]):
+                if (
+                    not isinstance(entry, (list, tuple))
+                    or len(entry) != 2
+                    or not isinstance(entry[0], str)
+                    or not isinstance(entry[1], int)
+                    or isinstance(entry[1], bool)
+                ):
+                    raise GenotypeError(f"{where}, edge {e}: expected [op_name, input_node], got {entry!r}")
+                edges.append((entry[0], entry[1]))
+            concat = raw.get("concat", list(CONCAT))
+            if not isinstance(concat, list):
+                raise GenotypeError(f"{where}: 'concat' must be a list, got {concat!r}")
+            cells[kind] = CellGenotype(tuple(edges), tuple(concat))
+        genotype = cls(cells, meta)
+        genotype.validate(source)
+        return genotype
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Genotype":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise GenotypeError(f"{path}: genotype file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GenotypeError(f"{path}: cannot read genotype file ({exc})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GenotypeError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically so a reader never sees half a file."""
+        self.validate()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    # ----------------------------------------------------------------- validation
+    def validate(self, source: str = "genotype") -> None:
+        """Check every rule of DESIGN §3; raise :class:`GenotypeError` naming cell, edge and value."""
+        unknown = [k for k in self.cells if k not in CELL_KINDS]
+        if unknown:
+            raise GenotypeError(f"{source}: unknown cell kind {unknown[0]!r}; expected {', '.join(CELL_KINDS)}")
+        missing = [k for k in CELL_KINDS if k not in self.cells]
+        if missing:
+            raise GenotypeError(f"{source}: missing cell {missing[0]!r}; a genotype needs {', '.join(CELL_KINDS)}")
+        for kind in CELL_KINDS:
+            cell = self.cells[kind]
+            where = f"{source}: cell {kind}"
+            if len(cell.edges) != 2 * NODES:
+                raise GenotypeError(f"{where}: expected {2 * NODES} edges (2 per node), got {len(cell.edges)}")
+            for e, (op, j) in enumerate(cell.edges):
+                node = 2 + e // 2
+                at = f"{where}, edge {e} (node {node})"
+                if op == "zero":
+                    raise GenotypeError(f"{at}: op 'zero' is not allowed in a derived genotype")
+                if op not in TEMPORAL_OPS:
+                    raise GenotypeError(f"{at}: unknown op {op!r}; expected one of {', '.join(TEMPORAL_OPS[1:])}")
+                if op not in ops_for(kind):
+                    raise GenotypeError(
+                        f"{at}: temporal op {op!r} in spatial cell; spatial cells allow {', '.join(SPATIAL_OPS[1:])}"
+                    )
+                if not 0 <= j < node:
+                    raise GenotypeError(f"{at}: input node {j} must be an earlier node, in 0..{node - 1}")
+                if e % 2 == 1 and j == cell.edges[e - 1][1]:
+                    raise GenotypeError(f"{at}: duplicate input node {j}; node {node} needs 2 distinct inputs")
+            if tuple(cell.concat) != CONCAT:
+                raise GenotypeError(f"{where}: 'concat' must be {list(CONCAT)}, got {list(cell.concat)}")
+
+    # ----------------------------------------------------------------- derivation / sampling
+    @classmethod
+    def derive(cls, alphas: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> "Genotype":
+        """DESIGN §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
+
+        Kept edges are listed by input node (ties keep the earlier edge), so the file is canonical.
+        """
+        cells = {}
+        for kind in CELL_KINDS:
+            ops = ops_for(kind)
+            a = alphas[kind].detach().float().cpu()
+            if tuple(a.shape) != (EDGES_PER_CELL, len(ops)):
+                raise GenotypeError(f"alphas of cell {kind}: expected shape {(EDGES_PER_CELL, len(ops))}, got {tuple(a.shape)}")
+            weights = torch.softmax(a, dim=-1)
+            weights[:, ops.index("zero")] = -1.0
+            best_score, best_op = weights.max(dim=-1)
+            edges: list[tuple[str, int]] = []
+            row = 0
+            for node in range(2, 2 + NODES):
+                scores = best_score[row : row + node].tolist()
+                keep = sorted(sorted(range(node), key=lambda j: (-scores[j], j))[:2])
+                edges += [(ops[int(best_op[row + j])], j) for j in keep]
+                row += node
+            cells[kind] = CellGenotype(tuple(edges))
+        return cls(cells, dict(meta or {}))
+
+    @classmethod
+    def random(cls, seed: int, min_conv: int = 0, meta: Mapping[str, Any] | None = None) -> "Genotype":
+        """Uniform random cells (paper Table 3 baseline), resampled until each has >= ``min_conv`` conv ops."""
+        if not 0 <= min_conv <= 2 * NODES:
+            raise GenotypeError(f"min_conv must be in 0..{2 * NODES}, got {min_conv}")
+        rng = random.Random(seed)
+        cells = {}
+        for kind in CELL_KINDS:
+            ops = ops_for(kind)[1:]  # never zero
+            while True:
+                edges: list[tuple[str, int]] = []
+                for node in range(2, 2 + NODES):
+                    edges += [(rng.choice(ops), j) for j in sorted(rng.sample(range(node), 2))]
+                cell = CellGenotype(tuple(edges))
+                if cell.count(CONV_OPS) >= min_conv:
+                    break
+            cells[kind] = cell
+        return cls(cells, {"source": "random", "seed": seed, "min_conv": min_conv, **(meta or {})})
+
+    # ----------------------------------------------------------------- summaries
+    def parameter_free_share(self) -> dict[str, float]:
+        """Per cell, the share of kept edges that are identity/pool (paper Fig. 4 collapse signal)."""
+        return {k: c.count(PARAMETER_FREE) / len(c.edges) for k, c in self.cells.items()}
+
+    def describe(self) -> str:
+        """One line per cell, e.g. ``S-NC: n2 <- sep_conv_1x3x3(0) + identity(1) | ...``."""
+        lines = []
+        for kind, cell in self.cells.items():
+            nodes = [
+                f"n{2 + k} <- {cell.edges[2 * k][0]}({cell.edges[2 * k][1]}) + {cell.edges[2 * k + 1][0]}({cell.edges[2 * k + 1][1]})"
+                for k in range(NODES)
+            ]
+            lines.append(f"{kind}: " + " | ".join(nodes))
+        return "\n".join(lines)
