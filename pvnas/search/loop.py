@@ -64,17 +64,17 @@ def search_step(state: SearchState, clips: torch.Tensor, labels: torch.Tensor) -
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
     # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
-    state.alpha_opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(clips), labels).backward(inputs=arch)
     state.alpha_opt.step()
+    state.alpha_opt.zero_grad(set_to_none=True)
     # 2. w_t <- w_{t-1} - d/dw L_train(w_{t-1}, alpha_t); no alpha gradient is computed
-    state.weight_opt.zero_grad(set_to_none=True)
     logits = model(clips)
     loss = F.cross_entropy(logits, labels)
     loss.backward(inputs=weights)
     if state.grad_clip:
         nn.utils.clip_grad_norm_(weights, state.grad_clip)
     state.weight_opt.step()
+    state.weight_opt.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
     return float(loss.detach()), float(acc)
 

@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create/refresh .venv,
+# install the CPU torch wheel first (so the range in pyproject is already satisfied and pip never
+# pulls a multi-GB CUDA build), then the project.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+demo: venv
+	$(BIN)/pvnas demo --out runs/demo
+
+bench: venv
+	$(BIN)/python benchmarks/bench_supernet.py
+	$(BIN)/python benchmarks/bench_loader.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,77 @@
+"""`pvnas search/derive/random` as a user runs them, and the one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pvnas.cli import main
+from pvnas.space.genotype import Genotype
+from pvnas.space.ops import CONV_OPS
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pvnas", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "RUN"
+    proc = run_cli("search", "--data", "synthetic:16", "--preset", "tiny", "--epochs", "2", "--out", str(run),
+                   "--channels", "4", "--batch-size", "4", "--impl", "reference")
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_search_cli_writes_run(search_run):
+    for name in ("genotype.json", "checkpoint.pt", "metrics.jsonl", "config.yaml", "alphas/epoch_002.pt"):
+        assert (search_run / name).exists(), name
+
+
+def test_derive_any_epoch(search_run, tmp_path):
+    out = tmp_path / "g1.json"
+    assert main(["derive", str(search_run), "--epoch", "1", "-o", str(out)]) == 0
+    g = Genotype.load(out)
+    assert g.meta["epoch"] == 1
+    assert main(["derive", str(search_run), "--epoch", "7"]) == 2
+
+
+def test_derive_to_stdout_is_pure_json(search_run, capsys):
+    assert main(["derive", str(search_run)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["epoch"] == 2
+    Genotype.from_dict(data)
+
+
+def test_random_cli(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["random", "--seed", "3", "--min-conv", "4", "-o", str(out)]) == 0
+    g = Genotype.load(out)
+    assert all(c.count(CONV_OPS) >= 4 for c in g.cells.values())
+    assert main(["random", "--seed", "3", "--min-conv", "4", "-o", str(tmp_path / "r2.json")]) == 0
+    assert (tmp_path / "r2.json").read_text() == out.read_text()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "--data", "synthetic", "--preset", "huge", "--out", "X"], "unknown preset 'huge'"),
+        (["search", "--data", "nowhere:/x", "--preset", "tiny", "--out", "X"], "unknown dataset spec 'nowhere:/x'"),
+        (["search", "--data", "synthetic", "--preset", "tiny", "--epochs", "0", "--out", "X"], "--epochs must be >= 1"),
+        (["derive", "/no/such/run"], "not a search run directory"),
+        (["random", "--min-conv", "12"], "min_conv must be in 0..8"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = run_cli("--debug", "random", "--min-conv", "12")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

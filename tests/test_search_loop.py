@@ -1,0 +1,113 @@
+"""Algorithm 1: the alternation, the schedules, and a real 2-epoch search's run directory."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from pvnas.config import SEARCH_PRESETS, override
+from pvnas.nn.supernet import ReferenceCell, Supernet
+from pvnas.search.loop import make_state, run_search, search_step
+from pvnas.search.schedule import lr_factor, step_period
+from pvnas.space.genotype import Genotype
+
+TINY = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4)
+
+
+def snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_one_iteration_changes_alpha_only_in_alpha_step_and_w_only_in_w_step():
+    torch.manual_seed(0)
+    net = Supernet(4, 8, cell=ReferenceCell)
+    state = make_state(net, TINY)
+    arch, weights = net.arch_parameters(), net.weight_parameters()
+    seen = {}
+    a_step, w_step = state.alpha_opt.step, state.weight_opt.step
+
+    def alpha_step(*args, **kw):
+        seen["before_a"] = (snapshot(arch), snapshot(weights))
+        out = a_step(*args, **kw)
+        seen["after_a"] = (snapshot(arch), snapshot(weights))
+        seen["w_grads_at_a"] = [p.grad for p in weights]
+        return out
+
+    def weight_step(*args, **kw):
+        seen["before_w"] = (snapshot(arch), snapshot(weights))
+        seen["a_grads_at_w"] = [p.grad for p in arch]
+        out = w_step(*args, **kw)
+        seen["after_w"] = (snapshot(arch), snapshot(weights))
+        return out
+
+    state.alpha_opt.step, state.weight_opt.step = alpha_step, weight_step
+    clips, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 1, 2, 3])
+    search_step(state, clips, labels)
+    a0, w0 = seen["before_a"]
+    a1, w1 = seen["after_a"]
+    a2, w2 = seen["before_w"]
+    a3, w3 = seen["after_w"]
+    assert not same(a0, a1) and same(w0, w1)  # alpha step moves alpha only
+    assert same(a1, a2) and same(w1, w2)  # nothing between the steps
+    assert same(a2, a3) and not same(w2, w3)  # weight step moves weights only
+    assert all(g is None for g in seen["w_grads_at_a"])  # no weight gradient computed for the alpha step
+    assert all(g is None for g in seen["a_grads_at_w"])  # and no alpha gradient for the weight step
+
+
+def test_weight_step_uses_the_new_alpha():
+    """w_t is computed with alpha_t: replaying the weight step by hand with alpha_t gives the same w."""
+    torch.manual_seed(0)
+    net = Supernet(4, 8, cell=ReferenceCell)
+    cfg = override(TINY, grad_clip=None, w_momentum=0.0, w_weight_decay=0.0)
+    state = make_state(net, cfg)
+    clips, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 1, 2, 3])
+    twin = Supernet(4, 8, cell=ReferenceCell)
+    twin.load_state_dict(net.state_dict())
+    search_step(state, clips, labels)
+    with torch.no_grad():  # alpha_t and the BN statistics of after the alpha step, then a plain SGD step
+        for kind in twin.alphas:
+            twin.alphas[kind].copy_(net.alphas[kind])
+    twin(clips)  # the alpha step's forward updated BN running stats in `net`; mirror it
+    loss = torch.nn.functional.cross_entropy(twin(clips), labels)
+    grads = torch.autograd.grad(loss, twin.weight_parameters())
+    expected = [p - cfg.w_lr * g for p, g in zip(twin.weight_parameters(), grads)]
+    for got, want in zip(net.weight_parameters(), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_step_schedule_scales_with_epochs():
+    assert step_period(80) == 20 and step_period(40) == 10 and step_period(2) == 1
+    factors = [lr_factor("step", e, 80, every=20, gamma=0.1, lr=0.1, lr_min=1e-4) for e in (0, 19, 20, 39, 40, 79)]
+    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001])
+
+
+def test_cosine_schedule_goes_from_lr_to_min():
+    f = [lr_factor("cosine", e, 80, every=20, gamma=0.1, lr=0.1, lr_min=1e-4) * 0.1 for e in (0, 40, 80)]
+    assert f == pytest.approx([0.1, (0.1 + 1e-4) / 2, 1e-4])
+
+
+def test_two_epoch_search_writes_every_file(tmp_path):
+    run = tmp_path / "run"
+    cfg = override(TINY, epochs=2, seed=3)
+    genotype = run_search(cfg, "synthetic:16", run, impl="reference", preset="tiny")
+    for name in ("genotype.json", "checkpoint.pt", "metrics.jsonl", "config.yaml", "alphas/epoch_001.pt", "alphas/epoch_002.pt"):
+        assert (run / name).exists(), name
+    assert Genotype.load(run / "genotype.json") == genotype
+    assert genotype.meta["epoch"] == 2
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert set(r["entropy"]) == set(r["param_free_share"]) == {"S-NC", "S-RC", "T-NC", "T-RC"}
+        Genotype.from_dict(r["genotype"])
+    assert records[1]["lr"] == pytest.approx(0.01)  # step decay after epoch 1 of 2
+    alphas = torch.load(run / "alphas/epoch_002.pt")
+    assert {k: tuple(v.shape) for k, v in alphas.items()} == {"S-NC": (14, 6), "S-RC": (14, 6), "T-NC": (14, 8), "T-RC": (14, 8)}
+    assert Genotype.derive(alphas).cells == genotype.cells
+    assert not torch.equal(alphas["T-NC"], torch.load(run / "alphas/epoch_001.pt")["T-NC"])
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["search"]["epochs"] == 2 and config["data"] == "synthetic:16"
