@@ -46,6 +46,13 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or a plain single process): the only one that prints results."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _print_json(obj: object) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
@@ -63,6 +70,9 @@ def search(
     workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
     impl: Optional[str] = typer.Option(None, "--impl", help="Supernet cells: fast (default) or reference."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt."),
+    checkpoint_every: Optional[float] = typer.Option(
+        None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
+    ),
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
     from pvnas.config import SEARCH_PRESETS, get_preset, override
@@ -76,9 +86,12 @@ def search(
     for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size), ("--channels", cfg.channels)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
-    genotype = run_search(cfg, data, out, resume=resume, impl=impl or DEFAULT_IMPL, preset=preset)
-    typer.echo(genotype.describe())
-    typer.echo(f"genotype: {out / 'genotype.json'}")
+    result = run_search(
+        cfg, data, out, resume=resume, impl=impl or DEFAULT_IMPL, preset=preset, checkpoint_every=checkpoint_every
+    )
+    if is_main_process():
+        typer.echo(result.genotype.describe())
+        typer.echo(f"genotype: {out / 'genotype.json'}")
 
 
 @app.command()
@@ -135,8 +148,13 @@ def random_genotype(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    from pvnas.engine.runtime import Preempted
+
     try:
         app(args=argv, standalone_mode=False)
+    except Preempted as exc:
+        typer.echo(f"preempted: {exc}", err=True)
+        return exc.exit_code
     except PvnasError as exc:
         if _debug:
             raise

@@ -94,7 +94,7 @@ def test_cosine_schedule_goes_from_lr_to_min():
 def test_two_epoch_search_writes_every_file(tmp_path):
     run = tmp_path / "run"
     cfg = override(TINY, epochs=2, seed=3)
-    genotype = run_search(cfg, "synthetic:16", run, impl="reference", preset="tiny")
+    genotype = run_search(cfg, "synthetic:16", run, impl="reference", preset="tiny").genotype
     for name in ("genotype.json", "checkpoint.pt", "metrics.jsonl", "config.yaml", "alphas/epoch_001.pt", "alphas/epoch_002.pt"):
         assert (run / name).exists(), name
     assert Genotype.load(run / "genotype.json") == genotype

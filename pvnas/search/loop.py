@@ -9,8 +9,10 @@ and a checkpoint, so a genotype can be derived from any epoch (paper Table 3).
 from __future__ import annotations
 
 import logging
+import math
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,10 +22,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvnas import __version__
-from pvnas.config import SearchConfig, to_dict
+from pvnas.config import SearchConfig, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import build_loader
-from pvnas.engine.rundir import MetricsLog, load_yaml, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
+from pvnas.engine.distributed import (
+    DistEnv,
+    any_rank,
+    average_gradients,
+    broadcast_module,
+    check_same_on_all_ranks,
+    init_distributed,
+)
+from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
+from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, StopSignal
 from pvnas.errors import ConfigError, DataError
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
 from pvnas.nn.supernet import DEFAULT_IMPL, supernet_from_config
@@ -58,29 +69,57 @@ def make_state(model: nn.Module, cfg: SearchConfig) -> SearchState:
     return SearchState(model, alpha_opt, weight_opt, scheduler, cfg.grad_clip)
 
 
-def search_step(state: SearchState, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """One iteration of Alg. 1 on one batch; returns (weight-step loss, weight-step accuracy)."""
+def search_step(
+    state: SearchState, clips: torch.Tensor, labels: torch.Tensor, env: DistEnv = DistEnv()
+) -> tuple[float, float, bool]:
+    """One iteration of Alg. 1 on one batch: (weight-step loss, accuracy, whether both losses were finite).
+
+    A non-finite loss (on any rank) skips that update, so one bad batch cannot poison alpha or w.
+    """
     model = state.model
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
     # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
-    F.cross_entropy(model(clips), labels).backward(inputs=arch)
-    state.alpha_opt.step()
-    state.alpha_opt.zero_grad(set_to_none=True)
+    loss_a = F.cross_entropy(model(clips), labels)
+    finite = not any_rank(not torch.isfinite(loss_a).item(), env)
+    if finite:
+        loss_a.backward(inputs=arch)
+        average_gradients(arch, env)
+        state.alpha_opt.step()
+        state.alpha_opt.zero_grad(set_to_none=True)
+    del loss_a
     # 2. w_t <- w_{t-1} - d/dw L_train(w_{t-1}, alpha_t); no alpha gradient is computed
     logits = model(clips)
     loss = F.cross_entropy(logits, labels)
-    loss.backward(inputs=weights)
-    if state.grad_clip:
-        nn.utils.clip_grad_norm_(weights, state.grad_clip)
-    state.weight_opt.step()
-    state.weight_opt.zero_grad(set_to_none=True)
+    finite = finite and not any_rank(not torch.isfinite(loss).item(), env)
+    if finite:
+        loss.backward(inputs=weights)
+        average_gradients(weights, env)
+        if state.grad_clip:
+            nn.utils.clip_grad_norm_(weights, state.grad_clip)
+        state.weight_opt.step()
+        state.weight_opt.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
-    return float(loss.detach()), float(acc)
+    return float(loss.detach()), float(acc), finite
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    alphas: dict[str, torch.Tensor]  # this process's final alphas (identical on every rank)
+
+
+@dataclass
+class Progress:
+    """Where a run is inside its epochs; saved in checkpoints so a resume continues mid-epoch."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    step: int = 0  # batches done in this epoch
+    seen: int = 0
+    loss_sum: float = 0.0
+    acc_sum: float = 0.0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
 
 
 def run_search(
@@ -91,8 +130,14 @@ def run_search(
     resume: bool = False,
     impl: str = DEFAULT_IMPL,
     preset: str = "custom",
-) -> Genotype:
-    """Search on ``data`` into the run directory ``out``; returns the final derived genotype."""
+    checkpoint_every: float | None = None,
+    max_bad_steps: int = 5,
+) -> SearchResult:
+    """Search on ``data`` into the run directory ``out``; returns the final genotype and alphas.
+
+    Works alone or under ``torchrun`` (one process per device). ``checkpoint_every`` minutes adds
+    timed checkpoints to the per-epoch ones; SIGTERM/SIGINT checkpoint and raise :class:`Preempted`.
+    """
     out = Path(out)
     if cfg.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
@@ -102,77 +147,129 @@ def run_search(
     if not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
 
+    env = init_distributed()
     seed_everything(cfg.seed)
     dataset = build_dataset(data, "train", cfg.clip, seed=cfg.seed)
     classes: Sequence[str] = dataset.classes  # type: ignore[attr-defined]
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise DataError(f"--data {data}: the training split has no videos")
-    device = _device()
-    model = supernet_from_config(cfg, len(classes), impl).to(device)
-    state = make_state(model, cfg)
+    if cfg.batch_size * env.world > len(dataset):  # type: ignore[arg-type]
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} x {env.world} processes exceeds the {len(dataset)} training videos "  # type: ignore[arg-type]
+            f"of {data}; lower --batch-size"
+        )
+    model = supernet_from_config(cfg, len(classes), impl).to(env.device)
+    broadcast_module(model, env)
+    # the paper's lr is per GPU: gradients are averaged, so the weight lr scales with the world size
+    state = make_state(model, override(cfg, w_lr=cfg.w_lr * env.world, w_lr_min=cfg.w_lr_min * env.world))
     loader = build_loader(
-        dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
-        drop_last=len(dataset) >= cfg.batch_size,  # type: ignore[arg-type]
+        dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, drop_last=True,
+        rank=env.rank, world=env.world,
     )
     metrics = MetricsLog(out / "metrics.jsonl")
     config_record: dict[str, Any] = {
         "command": "search", "version": __version__, "preset": preset, "data": data, "impl": impl,
-        "classes": list(classes), "search": to_dict(cfg),
+        "world_size": env.world, "classes": list(classes), "search": to_dict(cfg),
     }
 
-    start_epoch = 0
+    progress = Progress()
     if resume:
-        start_epoch = _load_checkpoint(ckpt_path, state, config_record, out)
-        metrics.truncate_after("epoch", start_epoch)
-    else:
+        progress = _load_checkpoint(ckpt_path, state, config_record)
+        if env.is_main:
+            metrics.truncate_after("epoch", progress.epoch)
+            save_yaml(config_record, out / "config.yaml")
+    elif env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(config_record, out / "config.yaml")
 
-    skipped: set[str] = set()
-    genotype = model.genotype(epoch=start_epoch, dataset=data)
-    for epoch in range(start_epoch, cfg.epochs):
-        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        model.train()
-        lr = state.weight_opt.param_groups[0]["lr"]
-        t0, seen, loss_sum, acc_sum = time.perf_counter(), 0, 0.0, 0.0
-        bar = tqdm(loader, desc=f"search {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        for batch in bar:
-            skipped.update(s.path for s in batch.skipped)
-            if batch.labels.numel() == 0:
-                continue
-            clips = batch.clips.to(device, non_blocking=True)
-            labels = batch.labels.to(device, non_blocking=True)
-            loss, acc = search_step(state, clips, labels)
-            n = labels.numel()
-            seen, loss_sum, acc_sum = seen + n, loss_sum + loss * n, acc_sum + acc * n
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{acc_sum / seen:.3f}", lr=f"{lr:.2g}")
-        bar.close()
-        if seen == 0:
-            raise DataError(f"--data {data}: no readable video in epoch {epoch + 1} ({len(skipped)} skipped)")
-        state.scheduler.step()
-        seconds = time.perf_counter() - t0
-        ep = epoch + 1
-        alphas = model.alpha_dict()
-        save_torch(alphas, out / "alphas" / f"epoch_{ep:03d}.pt")
-        genotype = Genotype.derive(alphas, meta={"source": "search", "epoch": ep, "dataset": data})
-        collapse = collapse_stats(alphas)
-        collapsed = warn_if_collapsed(genotype, ep, cfg.schedule)
-        record = {
-            "epoch": ep, "loss": loss_sum / seen, "acc": acc_sum / seen, "lr": lr,
-            "alpha_lr": state.alpha_opt.param_groups[0]["lr"], "seconds": seconds, "clips_per_s": seen / seconds,
-            "skipped": len(skipped), **collapse, "collapsed": collapsed, "genotype": genotype.to_dict(),
-        }
-        metrics.append(record)
-        log.info("epoch %d/%d loss %.4f acc %.3f lr %.3g (%.1fs)", ep, cfg.epochs, record["loss"], record["acc"], lr, seconds)
-        _save_checkpoint(ckpt_path, state, ep, config_record)
-    genotype.save(out / "genotype.json")
-    return genotype
+    def checkpoint() -> None:
+        if env.is_main:
+            _save_checkpoint(ckpt_path, state, progress, config_record)
+
+    guard = NonFiniteGuard(max_bad_steps)
+    timer = CheckpointTimer(checkpoint_every)
+    genotype = Genotype.derive(model.alpha_dict(), meta={"source": "search", "epoch": progress.epoch, "dataset": data})
+    with StopSignal() as stop:
+        while progress.epoch < cfg.epochs:
+            epoch = progress.epoch
+            loader.sampler.set_epoch(epoch, start=progress.step * cfg.batch_size)  # type: ignore[attr-defined]
+            model.train()
+            lr = state.weight_opt.param_groups[0]["lr"]
+            bar = tqdm(
+                loader, desc=f"search {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                initial=progress.step, total=progress.step + len(loader), disable=not env.is_main,
+            )
+            t0 = time.perf_counter()
+            for batch in bar:
+                progress.skipped.extend(s.path for s in batch.skipped if s.path not in progress.skipped)
+                progress.step += 1
+                if batch.labels.numel() > 0:
+                    clips = batch.clips.to(env.device, non_blocking=True)
+                    labels = batch.labels.to(env.device, non_blocking=True)
+                    loss, acc, finite = search_step(state, clips, labels, env)
+                    if guard.check(loss if finite else math.nan, f"epoch {epoch + 1} step {progress.step}"):
+                        n = labels.numel()
+                        progress.seen += n
+                        progress.loss_sum += loss * n
+                        progress.acc_sum += acc * n
+                    if progress.seen:
+                        bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.3f}",
+                                        acc=f"{progress.acc_sum / progress.seen:.3f}", lr=f"{lr:.2g}")
+                if any_rank(stop.requested, env):
+                    progress.seconds += time.perf_counter() - t0
+                    checkpoint()
+                    raise Preempted(
+                        f"stopped at epoch {epoch + 1}, step {progress.step}; checkpoint written to {ckpt_path}. "
+                        f"Resume with the same command plus --resume",
+                        stop.signum or signal.SIGTERM,
+                    )
+                if timer.due():
+                    progress.seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    checkpoint()
+            bar.close()
+            progress.seconds += time.perf_counter() - t0
+            if progress.seen == 0:
+                raise DataError(
+                    f"--data {data}: no readable video in epoch {epoch + 1} ({len(progress.skipped)} skipped)"
+                )
+            state.scheduler.step()
+            alphas = model.alpha_dict()
+            check_same_on_all_ranks(alphas.values(), "alphas", env)
+            genotype = Genotype.derive(alphas, meta={"source": "search", "epoch": epoch + 1, "dataset": data})
+            if env.is_main:
+                _end_of_epoch(out, metrics, alphas, genotype, progress, state, lr, cfg)
+            progress = Progress(epoch=epoch + 1, skipped=progress.skipped)
+            checkpoint()
+    if env.is_main:
+        genotype.save(out / "genotype.json")
+    return SearchResult(genotype, model.alpha_dict())
 
 
-def _save_checkpoint(path: Path, state: SearchState, epoch: int, config_record: dict[str, Any]) -> None:
+def _end_of_epoch(
+    out: Path, metrics: MetricsLog, alphas: dict[str, torch.Tensor], genotype: Genotype,
+    progress: Progress, state: SearchState, lr: float, cfg: SearchConfig,
+) -> None:
+    """Alphas, genotype, collapse statistics and throughput of the finished epoch (rank 0 only)."""
+    ep = progress.epoch + 1
+    save_torch(alphas, out / "alphas" / f"epoch_{ep:03d}.pt")
+    collapse = collapse_stats(alphas)
+    collapsed = warn_if_collapsed(genotype, ep, cfg.schedule)
+    record = {
+        "epoch": ep, "loss": progress.loss_sum / progress.seen, "acc": progress.acc_sum / progress.seen,
+        "lr": lr, "alpha_lr": state.alpha_opt.param_groups[0]["lr"], "seconds": progress.seconds,
+        "clips_per_s": progress.seen / max(progress.seconds, 1e-9), "skipped": len(progress.skipped),
+        **collapse, "collapsed": collapsed, "genotype": genotype.to_dict(),
+    }
+    metrics.append(record)
+    log.info("epoch %d/%d loss %.4f acc %.3f lr %.3g (%.1fs)", ep, cfg.epochs, record["loss"], record["acc"], lr,
+             progress.seconds)
+
+
+def _save_checkpoint(path: Path, state: SearchState, progress: Progress, config_record: dict[str, Any]) -> None:
     save_torch(
         {
-            "epoch": epoch,
+            "progress": asdict(progress),
             "model": state.model.state_dict(),
             "alpha_opt": state.alpha_opt.state_dict(),
             "weight_opt": state.weight_opt.state_dict(),
@@ -184,24 +281,32 @@ def _save_checkpoint(path: Path, state: SearchState, epoch: int, config_record: 
     )
 
 
-def _load_checkpoint(path: Path, state: SearchState, config_record: dict[str, Any], out: Path) -> int:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    saved = dict(ckpt["config"])
-    saved_search = {k: v for k, v in saved["search"].items() if k != "epochs"}
-    now_search = {k: v for k, v in config_record["search"].items() if k != "epochs"}
-    if saved_search != now_search or saved["data"] != config_record["data"]:
-        raise ConfigError(
-            f"--resume: {path} was written by a different config (data or search settings differ from "
-            f"{out / 'config.yaml'}); resume with the same options or start a new --out"
-        )
+def _load_checkpoint(path: Path, state: SearchState, config_record: dict[str, Any]) -> Progress:
+    """Restore everything; only ``epochs`` may differ from the checkpoint's config (to extend a run)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torn or foreign file
+        raise ConfigError(f"--resume: cannot read {path} ({exc})") from None
+    saved = ckpt["config"]
+    ignore = {"epochs", "workers"}
+    saved_search = {k: v for k, v in saved["search"].items() if k not in ignore}
+    now_search = {k: v for k, v in config_record["search"].items() if k not in ignore}
+    for key, now, then in [("data", config_record["data"], saved["data"]), ("impl", config_record["impl"], saved["impl"]),
+                           ("world size", config_record["world_size"], saved["world_size"])] + [
+        (f"search.{k}", now_search.get(k), saved_search.get(k)) for k in sorted(set(saved_search) | set(now_search))
+    ]:
+        if now != then:
+            raise ConfigError(
+                f"--resume: {path} was written with {key} = {then!r}, this run has {now!r}; "
+                "resume with the same options or start a new --out"
+            )
     state.model.load_state_dict(ckpt["model"])
     state.alpha_opt.load_state_dict(ckpt["alpha_opt"])
     state.weight_opt.load_state_dict(ckpt["weight_opt"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
-    # --epochs may have grown since the checkpoint: the lr of the next epoch follows the new schedule
+    progress = Progress(**ckpt["progress"])
+    # --epochs may have grown since the checkpoint: the lr of this epoch follows the new schedule
     for group, base, factor in zip(state.weight_opt.param_groups, state.scheduler.base_lrs, state.scheduler.lr_lambdas):
-        group["lr"] = base * factor(int(ckpt["epoch"]))
+        group["lr"] = base * factor(progress.epoch)
     set_rng_state(ckpt["rng"])
-    if load_yaml(out / "config.yaml").get("search", {}).get("epochs") != config_record["search"]["epochs"]:
-        save_yaml(config_record, out / "config.yaml")
-    return int(ckpt["epoch"])
+    return progress
