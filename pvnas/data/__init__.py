@@ -2,23 +2,118 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import parse_qsl
+
 from torch.utils.data import Dataset
 
 from pvnas.config import ClipConfig
+from pvnas.data.decode import Decoder, get_decoder
 from pvnas.errors import ConfigError
 
 SPLITS = ("train", "val")
+SPEC_HELP = "demo, synthetic[:N], kinetics:ROOT, ssv2:ROOT, ucf101:ROOT[?split=1], folder:ROOT, csv:FILE"
+_FILE_OPTIONS = {"flip", "decoder"}
+_OPTIONS = {"kinetics": _FILE_OPTIONS, "ssv2": _FILE_OPTIONS, "ucf101": _FILE_OPTIONS | {"split"},
+            "folder": _FILE_OPTIONS, "csv": _FILE_OPTIONS, "demo": _FILE_OPTIONS, "synthetic": set()}  # fmt: skip
+_BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
-def build_dataset(spec: str, split: str, clip: ClipConfig, *, seed: int = 0) -> Dataset:
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``"kind:ARG?key=value&..."`` -> ``(kind, ARG, options)``, checking kind and option names."""
+    head, _, query = spec.partition("?")
+    kind, _, arg = head.partition(":")
+    if kind not in _OPTIONS:
+        raise ConfigError(f"unknown dataset spec {spec!r}; expected one of: {SPEC_HELP}")
+    try:
+        options = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    except ValueError:
+        raise ConfigError(f"--data {spec}: options after '?' must look like key=value&key=value") from None
+    unknown = set(options) - _OPTIONS[kind]
+    if unknown:
+        allowed = ", ".join(sorted(_OPTIONS[kind])) or "none"
+        raise ConfigError(f"--data {spec}: unknown option(s) {', '.join(sorted(unknown))}; {kind} accepts: {allowed}")
+    if kind in ("kinetics", "ssv2", "ucf101", "folder", "csv") and not arg:
+        raise ConfigError(f"--data {spec}: {kind} needs a path, e.g. {kind}:/data/{kind}")
+    if "flip" in options and options["flip"].lower() not in _BOOL:
+        raise ConfigError(f"--data {spec}: flip must be 0 or 1, got {options['flip']!r}")
+    if options.get("split", "1") not in ("1", "2", "3"):
+        raise ConfigError(f"--data {spec}: split must be 1, 2 or 3, got {options['split']!r}")
+    return kind, arg, options
+
+
+def list_samples(
+    kind: str, arg: str, options: dict[str, str], split: str
+) -> tuple[list[tuple[str, int]], list[str], str, bool | None]:
+    """The ``(path, label)`` pairs, class names, source description and flip default of a file spec.
+
+    Only reads manifests and directory listings (no decoding); :func:`parse_spec` gives the
+    arguments. ``flip`` is None where the clip config decides.
+    """
+    from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, ucf101
+    from pvnas.data.datasets._files import require_dir
+
+    flip = None
+    if kind == "csv":
+        samples, classes, source = csv_list.csv_samples(Path(arg), split)
+    elif kind == "demo":
+        samples, classes, source = folder.folder_samples(demo.ensure_demo(), split)
+        flip = demo.FLIP
+    elif kind in ("kinetics", "ssv2", "ucf101", "folder"):
+        root = require_dir(Path(arg), f"{kind}:{arg}")
+        if kind == "kinetics":
+            samples, classes, source = kinetics.kinetics_samples(root, split)
+        elif kind == "ssv2":
+            samples, classes, source = ssv2.ssv2_samples(root, split)
+            flip = ssv2.FLIP
+        elif kind == "ucf101":
+            samples, classes, source = ucf101.ucf101_samples(root, split, int(options.get("split", "1")))
+        else:
+            samples, classes, source = folder.folder_samples(root, split)
+    else:
+        raise ConfigError(f"{kind} is not a file dataset; expected one of: {SPEC_HELP}")
+    if "flip" in options:
+        flip = _BOOL[options["flip"].lower()]
+    return samples, classes, f"{source} ({split} split)", flip
+
+
+def build_dataset(
+    spec: str,
+    split: str,
+    clip: ClipConfig,
+    *,
+    seed: int = 0,
+    views: str | None = None,
+    decoder: Decoder | None = None,
+) -> Dataset:
     """Parse a ``--data`` spec and build the ``split`` ("train" or "val") dataset.
 
     Every dataset has ``classes`` (list of names, index = label) and yields
-    ``(clip, label, index)`` or a :class:`pvnas.data.loader.Skipped`.
+    ``(clip, label, index)`` or a :class:`pvnas.data.loader.Skipped` (a video that cannot be read).
+    ``views`` picks what ``clip`` is (default ``"train"`` for the train split, else ``"single"``):
+
+    * ``"train"``  — one random clip: ``window`` frames at the source rate, ``frames`` of them,
+      random short-side scale in ``clip.scale``, random ``clip.crop`` crop, horizontal flip:
+      float ``(3, T, crop, crop)``;
+    * ``"single"`` — centre clip, short side ``scale[0]``, centre crop: ``(3, T, crop, crop)``,
+      for cheap validation during training;
+    * ``"multi"``  — ``test_clips`` x ``test_crops`` views (10 x 3 = 30 by default) for final
+      evaluation: ``(V, 3, T, crop, crop)``, clip-major; average the V scores per video.
+
+    Spec options after ``?``: ``split=1|2|3`` (ucf101), ``flip=0|1`` (override the default:
+    on, except ssv2 and demo whose labels say left/right), ``decoder=pyav|decord``.
+    ``seed`` only changes the content of ``synthetic``; clip randomness comes from the sampler.
+    File datasets raise :class:`~pvnas.errors.DataError` when a manifest is missing or names an
+    unknown label, or when no listed video exists or is readable.
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-    kind, _, arg = spec.partition(":")
+    from pvnas.data.datasets.video import VIEWS, VideoDataset
+
+    kind, arg, options = parse_spec(spec)
+    views = views or ("train" if split == "train" else "single")
+    if views not in VIEWS:
+        raise ConfigError(f"views must be one of {VIEWS}, got {views!r}")
     if kind == "synthetic":
         from pvnas.data.datasets.synthetic import SyntheticDataset
 
@@ -28,8 +123,10 @@ def build_dataset(spec: str, split: str, clip: ClipConfig, *, seed: int = 0) -> 
             raise ConfigError(f"--data synthetic:N needs an integer N, got {arg!r}") from None
         if size < 1:
             raise ConfigError(f"--data synthetic:N needs N >= 1, got {size}")
-        return SyntheticDataset(size if split == "train" else max(8, size // 4), clip, train=split == "train", seed=seed)
-    raise ConfigError(
-        f"unknown dataset spec {spec!r}; expected one of: demo, synthetic[:N], kinetics:ROOT, "
-        "ssv2:ROOT, ucf101:ROOT[?split=1], folder:ROOT, csv:FILE"
-    )
+        train = split == "train"
+        return SyntheticDataset(size if train else max(8, size // 4), clip, train=train, seed=seed, views=views)
+
+    samples, classes, source, flip = list_samples(kind, arg, options, split)
+    if decoder is None:
+        decoder = get_decoder(options.get("decoder", "pyav"))
+    return VideoDataset(samples, classes, clip, views=views, decoder=decoder, flip=flip, source=source)

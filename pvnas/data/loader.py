@@ -6,12 +6,16 @@ travel with the batch so the training loop can count them into ``metrics.jsonl``
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+logger = logging.getLogger(__name__)
 
 
 class Skipped(NamedTuple):
@@ -88,6 +92,29 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+class VideoLoader(DataLoader):
+    """A DataLoader that reports the videos its batches skipped: one warning per file per run.
+
+    Workers cannot share "already warned" state, so the warning is given here, in the main
+    process. ``skipped`` maps each skipped path to its reason; ``skip_count`` counts skipped
+    items including repeats over epochs (what ``metrics.jsonl`` should record).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped: dict[str, str] = {}
+        self.skip_count = 0
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            for item in batch.skipped:
+                self.skip_count += 1
+                if item.path not in self.skipped:
+                    self.skipped[item.path] = item.reason
+                    logger.warning("skipping video %s: %s", item.path, item.reason)
+            yield batch
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -98,12 +125,16 @@ def build_loader(
     drop_last: bool = False,
     rank: int = 0,
     world: int = 1,
-) -> DataLoader:
-    """A deterministic loader over a :class:`SeededSampler`; call ``loader.sampler.set_epoch``."""
+) -> VideoLoader:
+    """A deterministic :class:`VideoLoader` over a :class:`SeededSampler`; call ``loader.sampler.set_epoch``.
+
+    Workers persist across epochs (decoders keep their per-file index caches) and memory is
+    pinned when CUDA is available.
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
     sampler = SeededSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)  # type: ignore[arg-type]
-    return DataLoader(
+    return VideoLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -1,0 +1,77 @@
+"""Loader: same seed -> same clips whatever the worker count; bad videos dropped, counted, warned once."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import torch
+
+from pvnas.config import ClipConfig
+from pvnas.data import build_dataset
+from pvnas.data.datasets.video import VideoDataset
+from pvnas.data.loader import build_loader
+
+CLIP = ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
+
+
+def _epochs(loader, epochs):
+    out = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        out.append([(b.clips, b.labels, b.indices) for b in loader])
+    return out
+
+
+def test_same_seed_same_clips_with_0_and_2_workers(tmp_path, generated_videos, real_clips):
+    names = ["h264_bframes.mp4", "h264.mkv", "vp9.webm", "mpeg4.avi", "mpeg4_bframes.avi", "low_fps_5.mp4"]
+    samples = [(str(generated_videos[n]), i % 3) for i, n in enumerate(names)]
+    samples.append((str(real_clips["apply_eye_makeup.avi"]), 2))
+    ds = VideoDataset(samples, ["a", "b", "c"], CLIP)
+    serial = _epochs(build_loader(ds, 3, shuffle=True, seed=7, workers=0), 2)
+    parallel = _epochs(build_loader(ds, 3, shuffle=True, seed=7, workers=2), 2)
+    for e in range(2):
+        assert len(serial[e]) == len(parallel[e]) == 3
+        for (c0, l0, i0), (c1, l1, i1) in zip(serial[e], parallel[e]):
+            assert torch.equal(i0, i1) and torch.equal(l0, l1) and torch.equal(c0, c1)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(serial[0], serial[1]))  # new epoch, new clips
+    other = _epochs(build_loader(ds, 3, shuffle=True, seed=8, workers=0), 1)
+    assert not all(torch.equal(a[2], b[2]) for a, b in zip(serial[0], other[0]))
+
+
+def test_bad_videos_skipped_once_with_labels_intact(tmp_path, generated_videos, bad_videos, caplog):
+    root = tmp_path / "tree" / "train"
+    good = {"a": "h264.mkv", "b": "mpeg4.avi", "c": "vp9.webm"}
+    for label, name in good.items():
+        (root / label).mkdir(parents=True)
+        shutil.copyfile(generated_videos[name], root / label / name)
+    bad_names = sorted(bad_videos)
+    for i, name in enumerate(bad_names):
+        shutil.copyfile(bad_videos[name], root / "abc"[i % 3] / f"bad_{name}")
+    ds = build_dataset(f"folder:{tmp_path / 'tree'}", "train", CLIP)
+    expected = {i: label for i, (_, label) in enumerate(ds.samples)}
+    for workers in (0, 2):
+        caplog.clear()
+        loader = build_loader(ds, 4, shuffle=True, seed=0, workers=workers)
+        with caplog.at_level(logging.WARNING, logger="pvnas.data"):
+            for epoch in range(2):
+                loader.sampler.set_epoch(epoch)
+                seen = {}
+                for batch in loader:
+                    assert batch.clips.shape[0] == batch.labels.shape[0] == batch.indices.shape[0]
+                    seen.update(zip(batch.indices.tolist(), batch.labels.tolist()))
+                assert len(seen) == len(good)
+                assert all(expected[i] == label for i, label in seen.items())
+        assert loader.skip_count == 2 * len(bad_names)
+        assert sorted(loader.skipped) == sorted(str(root / "abc"[i % 3] / f"bad_{n}") for i, n in enumerate(bad_names))
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == len(bad_names), warnings  # one per file, not per epoch or worker
+        for name in bad_names:
+            assert sum(f"bad_{name}" in w for w in warnings) == 1
+
+
+def test_all_bad_batch_is_empty_not_an_error(generated_videos, bad_videos):
+    ds = VideoDataset([(str(generated_videos["h264.mkv"]), 0), (str(bad_videos["empty.mp4"]), 0)], ["a"], CLIP)
+    loader = build_loader(ds, 1, shuffle=False, seed=0)
+    batches = list(loader)
+    assert batches[1].clips.numel() == 0 and len(batches[1].skipped) == 1
