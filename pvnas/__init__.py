@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from pvnas.config import SEARCH_PRESETS, get_preset, override
+from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, get_preset, override
+from pvnas.metrics.flops import count_flops
 from pvnas.space.genotype import Genotype
 
-__all__ = ["Genotype", "build_supernet"]
+__all__ = ["Genotype", "build_network", "build_supernet", "count_flops"]
 __version__ = "0.1.0"
 
 
@@ -27,3 +28,18 @@ def build_supernet(
 
     cfg = override(get_preset(SEARCH_PRESETS, preset), channels=channels, partial_channels=partial_channels)
     return supernet_from_config(cfg, num_classes, impl or DEFAULT_IMPL)
+
+
+def build_network(
+    genotype: Genotype,
+    preset: str = "L",
+    num_classes: int = 400,
+    channels: int | None = None,
+    repeats: int | None = None,
+) -> nn.Module:
+    """The retrain network of DESIGN §4 for ``genotype``; ``channels``/``repeats`` override C and K."""
+    from pvnas.nn.network import network_from_config
+
+    cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats)
+    return network_from_config(genotype, cfg, num_classes)
+

@@ -73,6 +73,7 @@ def search(
     checkpoint_every: Optional[float] = typer.Option(
         None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
     ),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
     from pvnas.config import SEARCH_PRESETS, get_preset, override
@@ -87,7 +88,8 @@ def search(
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     result = run_search(
-        cfg, data, out, resume=resume, impl=impl or DEFAULT_IMPL, preset=preset, checkpoint_every=checkpoint_every
+        cfg, data, out, resume=resume, impl=impl or DEFAULT_IMPL, preset=preset, checkpoint_every=checkpoint_every,
+        tensorboard=tensorboard,
     )
     if is_main_process():
         typer.echo(result.genotype.describe())
@@ -146,12 +148,194 @@ def random_genotype(
         log.info("wrote %s", output)
 
 
+@app.command()
+def train(
+    genotype: Path = typer.Option(..., "--genotype", help="Genotype JSON (from search, derive or random)."),
+    data: str = typer.Option(..., "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
+    preset: str = typer.Option("L", "--preset", help="L, M (paper), tiny, demo."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", help="Epochs (default: the preset's, else the dataset's: 196, UCF-101 128); warm-up scales."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process and step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Base lr per process (paper 0.01), times the world size."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt."),
+    checkpoint_every: Optional[float] = typer.Option(
+        None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
+    ),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
+) -> None:
+    """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
+    from pvnas.config import NETWORK_PRESETS, get_preset, override
+    from pvnas.engine.train import resolve_schedule, run_train
+    from pvnas.space.genotype import Genotype
+
+    geno = Genotype.load(genotype)
+    cfg = override(
+        get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
+        lr=lr, workers=workers,
+    )
+    for name, value in (("--channels", cfg.channels), ("--repeats", cfg.repeats), ("--batch-size", cfg.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    cfg = resolve_schedule(cfg, data, epochs)
+    result = run_train(
+        geno, cfg, data, out, resume=resume, preset=preset, checkpoint_every=checkpoint_every, tensorboard=tensorboard
+    )
+    if is_main_process():
+        _print_json(result)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="RUN/model.pt written by `pvnas train`."),
+    data: str = typer.Option(..., "--data", help="Dataset spec; its val split is scored."),
+    views: Optional[str] = typer.Option(None, "--views", help="CLIPSxCROPS per video (default: the model's, 10x3)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per forward pass (bounds memory)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
+) -> None:
+    """Multi-view test: one JSON object (top1, top5, videos, skipped, by_views); also RUN/eval_<data>.json."""
+    from pvnas.engine.evaluate import run_eval
+
+    _print_json(run_eval(checkpoint, data, views=views, batch_size=batch_size, workers=workers))
+
+
+@app.command()
+def predict(
+    videos: list[Path] = typer.Argument(..., help="Video files."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="RUN/model.pt written by `pvnas train`."),
+    views: str = typer.Option("1x1", "--views", help="CLIPSxCROPS averaged per video."),
+    top: int = typer.Option(5, "--top", help="How many classes to list per video."),
+) -> None:
+    """Top-5 labels with probabilities per video, as a JSON list; a broken video gets an "error" entry.
+
+    Exit code 0 if at least one video was scored, 2 if none could be.
+    """
+    from pvnas.engine.predict import predict_videos
+    from pvnas.errors import DataError
+
+    results = predict_videos(checkpoint, videos, views=views, top=top)
+    _print_json(results)
+    if all("error" in r for r in results):
+        raise DataError(f"none of the {len(results)} videos could be read")
+
+
+@app.command()
+def flops(
+    genotype: Path = typer.Option(..., "--genotype", help="Genotype JSON."),
+    preset: str = typer.Option("L", "--preset", help="L, M (paper), tiny, demo."),
+    frames: int = typer.Option(8, "--frames", help="Frames per clip."),
+    size: int = typer.Option(224, "--size", help="Crop size (pixels)."),
+    num_classes: int = typer.Option(400, "--num-classes"),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
+) -> None:
+    """Parameters and GFLOPs (multiply-adds / 1e9, per view) of the retrain network, as JSON."""
+    from pvnas import build_network
+    from pvnas.metrics.flops import count_flops
+    from pvnas.space.genotype import Genotype
+
+    for name, value in (("--frames", frames), ("--size", size), ("--num-classes", num_classes)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    model = build_network(Genotype.load(genotype), preset, num_classes, channels=channels, repeats=repeats)
+    result = count_flops(model, (3, frames, size, size))
+    _print_json({**result, "preset": preset, "input": [3, frames, size, size], "num_classes": num_classes})
+
+
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="RUN/model.pt written by `pvnas train`."),
+    fmt: ExportFormat = typer.Option(ExportFormat.torchscript, "--format", help="torchscript or onnx."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write (.pt / .onnx)."),
+) -> None:
+    """A deployable model: float clips (N, 3, T, H, W) -> logits; prints JSON with the parity check."""
+    from pvnas.engine.export import export_model
+
+    _print_json(export_model(checkpoint, fmt.value, output))
+
+
+@app.command("data")
+def data_doctor(
+    spec: str = typer.Argument(..., help="Dataset spec, e.g. ucf101:/data/ucf101?split=1 or folder:ROOT."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes that probe videos."),
+) -> None:
+    """Check a dataset: classes, videos per split, unreadable files with reasons; exit 0 if usable."""
+    from tqdm.auto import tqdm
+
+    from pvnas.data.doctor import check_dataset, format_report
+
+    report = check_dataset(spec, workers=workers, progress=lambda it: tqdm(it, desc="probing", leave=False))
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if not report["usable"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prepare(
+    src: Path = typer.Argument(..., help="Dataset root to re-encode (any layout)."),
+    dst: Path = typer.Argument(..., help="Output root; the same layout, so the same spec works on it."),
+    short_side: int = typer.Option(128, "--short-side", help="Resize so the short side is this many pixels."),
+    keyint: int = typer.Option(16, "--keyint", help="Keyframe interval (small = cheap seeking)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel encoder processes."),
+) -> None:
+    """Re-encode a dataset for fast seeking (short side, short keyframe interval); keeps the layout."""
+    from pvnas.data.prepare import prepare_dataset
+
+    if not src.is_dir():
+        raise ConfigError(f"{src}: no such dataset directory")
+    if short_side < 16 or keyint < 1:
+        raise ConfigError(f"--short-side must be >= 16 and --keyint >= 1, got {short_side} and {keyint}")
+    _print_json(prepare_dataset(src, dst, short_side=short_side, keyint=keyint, workers=workers))
+
+
+@app.command()
+def plot(run: Path = typer.Argument(..., help="Run directory (search, train or demo).")) -> None:
+    """PNG figures: alpha evolution per cell kind, derived cells, curves, accuracy vs views."""
+    from pvnas.viz.plots import plot_run
+
+    _require_dir(run)
+    made = plot_run(run) + [p for sub in sorted(run.iterdir()) if sub.is_dir() and sub.name != "plots"
+                             for p in plot_run(sub)]
+    if not made:
+        raise ConfigError(f"{run}: nothing to plot (no alphas/, metrics.jsonl, genotype.json or eval_*.json)")
+    for path in made:
+        typer.echo(str(path))
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run directory (search, train or demo)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file (default RUN/report.html)."),
+) -> None:
+    """One self-contained HTML file: config, figures, genotype, params/GFLOPs, accuracy, skipped videos."""
+    from pvnas.viz.report import build_report
+
+    _require_dir(run)
+    typer.echo(str(build_report(run, output)))
+
+
+def _require_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such run directory")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     from pvnas.engine.runtime import Preempted
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except Preempted as exc:
         typer.echo(f"preempted: {exc}", err=True)
         return exc.exit_code
@@ -172,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 2
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

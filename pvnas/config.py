@@ -47,20 +47,41 @@ class SearchConfig:
     a_lr: float = 1e-3
     a_betas: tuple[float, float] = (0.0, 0.999)
     a_weight_decay: float = 0.0
-    partial_channels: int = 1
+    partial_channels: int = 1  # PC-DARTS: ops mix 1/K of the channels (fast supernet only)
+    edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
     workers: int = 2
     seed: int = 0
 
 
+# Fig. 5b stacks S-NC x K, S-RC, T-NC x K, T-RC; L and M continue with two more temporal stages,
+# which gives M its 11 layers (K = 2) and L ~17-19M parameters / ~19 GMACs at 8x224x224 (paper:
+# 19.65M / 22.14) — see pvnas/nn/network.py.
+FIG5B_STAGES: tuple[str, ...] = ("S-NC", "S-RC", "T-NC", "T-RC")
+PAPER_STAGES: tuple[str, ...] = FIG5B_STAGES + ("T-NC", "T-RC", "T-NC")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Retrain network settings (paper Fig. 5b, §4.2)."""
+    """Retrain network and its training settings (paper Fig. 5b, §4.2)."""
 
     channels: int = 64
-    repeats: int = 1  # K: normal cells between reductions
+    repeats: int = 1  # K: each normal kind of `stages` is repeated K times
+    stages: tuple[str, ...] = PAPER_STAGES  # cell kinds in stacking order; channels double at each RC
+    stem_stride: int = 4  # spatial stride before the first cell: 224 crop -> 56, as 112 -> 56 in search
     dropout: float = 0.4
-    drop_path: float = 0.1
+    drop_path: float = 0.1  # ramped linearly from 0 over the epochs, as DARTS
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(crop=224, scale=(256, 320)))
+    batch_size: int = 8  # per process
+    epochs: int | None = None  # None: the dataset's default (Kinetics/SSv2 196, UCF-101 128)
+    warmup_epochs: int | None = None  # None: the dataset's (36 / 16), scaled when --epochs is given
+    lr: float = 0.01  # per process; multiplied by the world size
+    lr_min: float = 0.0
+    warmup_start: float = 0.01  # warm-up starts at lr * warmup_start
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    val_videos: int = 1000  # validation subset (single centre view) scored after each epoch
+    workers: int = 4
+    seed: int = 0
 
 
 SEARCH_PRESETS: dict[str, SearchConfig] = {
@@ -87,7 +108,27 @@ NETWORK_PRESETS: dict[str, NetworkConfig] = {
     "tiny": NetworkConfig(
         channels=8,
         repeats=1,
+        stages=FIG5B_STAGES,
+        stem_stride=2,
         clip=ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
+        batch_size=8,
+        epochs=2,
+        warmup_epochs=0,
+        val_videos=16,
+        workers=0,
+    ),
+    "demo": NetworkConfig(
+        channels=8,
+        repeats=1,
+        stages=FIG5B_STAGES,
+        stem_stride=2,
+        clip=ClipConfig(frames=8, window=16, crop=48, scale=(48, 56), test_clips=4, test_crops=3),
+        batch_size=16,
+        epochs=12,
+        warmup_epochs=2,
+        lr=0.05,
+        val_videos=128,
+        workers=2,
     ),
 }
 

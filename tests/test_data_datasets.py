@@ -47,7 +47,9 @@ def test_kinetics(tmp_path, videos, caplog):
     a = _place(videos["cleaning_pool_32f.mp4"], root / "train" / "cleaning pool" / "abc_000014_000024.mp4")
     b = _place(videos["h264_bframes.mp4"], root / "train" / "air_drumming" / "xyz_-1_000000_000010.mp4")
     c = _place(videos["h264.mkv"], root / "val" / "cleaning pool" / "val1_000100_000110.mp4")
-    train = build_dataset(f"kinetics:{root}", "train", CLIP)
+    with pytest.raises(DataError, match=r"1 of 3 listed videos do not exist \(.*gone_000005_000015.mp4\); .*\?missing=skip"):
+        build_dataset(f"kinetics:{root}", "train", CLIP)
+    train = build_dataset(f"kinetics:{root}?missing=skip", "train", CLIP)
     assert train.classes == ["air drumming", "cleaning pool"]
     assert _pairs(train) == [(a, 1), (b, 0)]
     assert train.missing == [str(root / "train" / "air_drumming" / "gone_000005_000015.mp4")]

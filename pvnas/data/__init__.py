@@ -13,7 +13,7 @@ from pvnas.errors import ConfigError
 
 SPLITS = ("train", "val")
 SPEC_HELP = "demo, synthetic[:N], kinetics:ROOT, ssv2:ROOT, ucf101:ROOT[?split=1], folder:ROOT, csv:FILE"
-_FILE_OPTIONS = {"flip", "decoder"}
+_FILE_OPTIONS = {"flip", "decoder", "missing"}
 _OPTIONS = {"kinetics": _FILE_OPTIONS, "ssv2": _FILE_OPTIONS, "ucf101": _FILE_OPTIONS | {"split"},
             "folder": _FILE_OPTIONS, "csv": _FILE_OPTIONS, "demo": _FILE_OPTIONS, "synthetic": set()}  # fmt: skip
 _BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -37,6 +37,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         raise ConfigError(f"--data {spec}: {kind} needs a path, e.g. {kind}:/data/{kind}")
     if "flip" in options and options["flip"].lower() not in _BOOL:
         raise ConfigError(f"--data {spec}: flip must be 0 or 1, got {options['flip']!r}")
+    if options.get("missing", "error") not in ("error", "skip"):
+        raise ConfigError(f"--data {spec}: missing must be error or skip, got {options['missing']!r}")
     if options.get("split", "1") not in ("1", "2", "3"):
         raise ConfigError(f"--data {spec}: split must be 1, 2 or 3, got {options['split']!r}")
     return kind, arg, options
@@ -101,10 +103,12 @@ def build_dataset(
       evaluation: ``(V, 3, T, crop, crop)``, clip-major; average the V scores per video.
 
     Spec options after ``?``: ``split=1|2|3`` (ucf101), ``flip=0|1`` (override the default:
-    on, except ssv2 and demo whose labels say left/right), ``decoder=pyav|decord``.
+    on, except ssv2 and demo whose labels say left/right), ``decoder=pyav|decord``,
+    ``missing=error|skip`` (listed videos that do not exist: fail before training, the default,
+    or leave them out with a warning — real Kinetics copies always lack a few).
     ``seed`` only changes the content of ``synthetic``; clip randomness comes from the sampler.
-    File datasets raise :class:`~pvnas.errors.DataError` when a manifest is missing or names an
-    unknown label, or when no listed video exists or is readable.
+    File datasets raise :class:`~pvnas.errors.DataError` when a manifest is missing, names an
+    unknown label or a file that does not exist, or when no listed video is readable.
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
@@ -129,4 +133,7 @@ def build_dataset(
     samples, classes, source, flip = list_samples(kind, arg, options, split)
     if decoder is None:
         decoder = get_decoder(options.get("decoder", "pyav"))
-    return VideoDataset(samples, classes, clip, views=views, decoder=decoder, flip=flip, source=source)
+    return VideoDataset(
+        samples, classes, clip, views=views, decoder=decoder, flip=flip, source=source,
+        allow_missing=options.get("missing") == "skip",
+    )

@@ -96,10 +96,12 @@ def check_dataset(
         elif split_report["readable"] == 0:
             report["problems"].append(f"{split}: none of the {split_report['videos']} listed videos is readable")
         if split_report.get("missing"):
-            report["problems"].append(f"{split}: {len(split_report['missing'])} listed videos are missing")
+            hint = "" if options.get("missing") == "skip" else " (training refuses this; add ?missing=skip to leave them out)"
+            report["problems"].append(f"{split}: {len(split_report['missing'])} listed videos are missing{hint}")
         if split_report.get("unreadable"):
             report["problems"].append(f"{split}: {len(split_report['unreadable'])} videos cannot be decoded")
-    report["usable"] = all(report["splits"][s].get("readable", 0) > 0 for s in SPLITS)
+    missing_ok = options.get("missing") == "skip" or not any(report["splits"][s].get("missing") for s in SPLITS)
+    report["usable"] = missing_ok and all(report["splits"][s].get("readable", 0) > 0 for s in SPLITS)
     return report
 
 

@@ -34,6 +34,7 @@ from pvnas.engine.distributed import (
     init_distributed,
 )
 from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
+from pvnas.engine.tensorboard import TensorBoard
 from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, StopSignal
 from pvnas.errors import ConfigError, DataError
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
@@ -132,6 +133,7 @@ def run_search(
     preset: str = "custom",
     checkpoint_every: float | None = None,
     max_bad_steps: int = 5,
+    tensorboard: bool = False,
 ) -> SearchResult:
     """Search on ``data`` into the run directory ``out``; returns the final genotype and alphas.
 
@@ -186,6 +188,7 @@ def run_search(
         if env.is_main:
             _save_checkpoint(ckpt_path, state, progress, config_record)
 
+    board = TensorBoard(out, tensorboard and env.is_main)
     guard = NonFiniteGuard(max_bad_steps)
     timer = CheckpointTimer(checkpoint_every)
     genotype = Genotype.derive(model.alpha_dict(), meta={"source": "search", "epoch": progress.epoch, "dataset": data})
@@ -238,9 +241,12 @@ def run_search(
             check_same_on_all_ranks(alphas.values(), "alphas", env)
             genotype = Genotype.derive(alphas, meta={"source": "search", "epoch": epoch + 1, "dataset": data})
             if env.is_main:
-                _end_of_epoch(out, metrics, alphas, genotype, progress, state, lr, cfg)
+                record = _end_of_epoch(out, metrics, alphas, genotype, progress, state, lr, cfg)
+                board.scalars(record, epoch + 1)
+                board.alphas(alphas, epoch + 1)
             progress = Progress(epoch=epoch + 1, skipped=progress.skipped)
             checkpoint()
+    board.close()
     if env.is_main:
         genotype.save(out / "genotype.json")
     return SearchResult(genotype, model.alpha_dict())
@@ -249,7 +255,7 @@ def run_search(
 def _end_of_epoch(
     out: Path, metrics: MetricsLog, alphas: dict[str, torch.Tensor], genotype: Genotype,
     progress: Progress, state: SearchState, lr: float, cfg: SearchConfig,
-) -> None:
+) -> dict[str, Any]:
     """Alphas, genotype, collapse statistics and throughput of the finished epoch (rank 0 only)."""
     ep = progress.epoch + 1
     save_torch(alphas, out / "alphas" / f"epoch_{ep:03d}.pt")
@@ -259,11 +265,12 @@ def _end_of_epoch(
         "epoch": ep, "loss": progress.loss_sum / progress.seen, "acc": progress.acc_sum / progress.seen,
         "lr": lr, "alpha_lr": state.alpha_opt.param_groups[0]["lr"], "seconds": progress.seconds,
         "clips_per_s": progress.seen / max(progress.seconds, 1e-9), "skipped": len(progress.skipped),
-        **collapse, "collapsed": collapsed, "genotype": genotype.to_dict(),
+        "skipped_files": progress.skipped[:100], **collapse, "collapsed": collapsed, "genotype": genotype.to_dict(),
     }
     metrics.append(record)
     log.info("epoch %d/%d loss %.4f acc %.3f lr %.3g (%.1fs)", ep, cfg.epochs, record["loss"], record["acc"], lr,
              progress.seconds)
+    return record
 
 
 def _save_checkpoint(path: Path, state: SearchState, progress: Progress, config_record: dict[str, Any]) -> None:

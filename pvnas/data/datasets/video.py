@@ -42,9 +42,10 @@ class VideoDataset(Dataset):
     all randomness comes from ``np.random.default_rng(seed)`` (seed = index for a bare int), so
     a clip does not depend on which worker loads it.
 
-    Listed files that do not exist are dropped when the dataset is built (``self.missing``) with
-    one warning; a list with no existing file, or with no readable video among them, is a
-    :class:`DataError` before any training. Files that exist but fail to decode come back as
+    Listed files that do not exist are a :class:`DataError` before any training (a manifest that
+    points at nothing means a wrong root or an incomplete download); with ``allow_missing`` they
+    are dropped (``self.missing``) with one warning instead. A list with no readable video is a
+    :class:`DataError` too. Files that exist but fail to decode come back as
     :class:`Skipped` (the loader warns once per file and counts them); labels never shift.
     """
 
@@ -58,6 +59,7 @@ class VideoDataset(Dataset):
         decoder: Decoder | None = None,
         flip: bool | None = None,
         source: str = "",
+        allow_missing: bool = False,
     ) -> None:
         if views not in VIEWS:
             raise ConfigError(f"views must be one of {VIEWS}, got {views!r}")
@@ -79,6 +81,12 @@ class VideoDataset(Dataset):
         if not self.samples:
             example = f" (e.g. {self.missing[0]})" if self.missing else ""
             raise DataError(f"{self.source}: none of the {len(self.missing)} listed videos exist{example}")
+        if self.missing and not allow_missing:
+            shown = ", ".join(self.missing[:3]) + (", ..." if len(self.missing) > 3 else "")
+            raise DataError(
+                f"{self.source}: {len(self.missing)} of {len(samples)} listed videos do not exist ({shown}); "
+                "fix the paths, or add ?missing=skip to --data to leave them out"
+            )
         if self.missing:
             logger.warning(
                 "%s: %d of %d listed videos are missing and left out, e.g. %s",

@@ -1,0 +1,43 @@
+"""Parameters and multiply-adds of a real module (the paper's Table 1 "GFLOPs" are MACs per view).
+
+Counted by running the module once under :class:`torch.utils.flop_counter.FlopCounterMode`,
+so what is counted is what executes (grouped/dilated/strided convs, the classifier), not a
+formula that can drift from the code. That counter reports 2 FLOPs per multiply-add for
+convolutions and matmuls; we divide by 2. Element-wise ops (BN, ReLU, pooling, adds) are not
+counted, as in the fvcore/ptflops convention the paper's numbers follow.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int | float]:
+    """``{"params": int, "gflops": float}`` of ``model`` on one clip of ``input_shape``.
+
+    ``input_shape`` is ``(3, T, H, W)`` or ``(N, 3, T, H, W)``; with N views the count is
+    divided by N, so ``gflops`` is always per view. Runs in eval mode without gradients and
+    restores the training flag afterwards.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 4:
+        shape = (1,) + shape
+    if len(shape) != 5 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (3, T, H, W) or (N, 3, T, H, W), got {tuple(input_shape)}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(shape, device=device))
+    finally:
+        model.train(was_training)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": counter.get_total_flops() / 2 / shape[0] / 1e9,
+    }

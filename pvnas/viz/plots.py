@@ -1,0 +1,218 @@
+"""The figures a NAS paper needs, from a run directory's files alone (no live objects).
+
+Each function reads what the run wrote (``alphas/``, ``metrics.jsonl``, ``genotype.json``,
+``eval_*.json``) and writes one PNG; :func:`plot_run` makes every figure the run supports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from pvnas.engine.rundir import MetricsLog  # noqa: E402
+from pvnas.space.genotype import NODES, Genotype, edge_inputs  # noqa: E402
+from pvnas.space.ops import CELL_KINDS, PARAMETER_FREE, ops_for  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+OP_COLORS = {
+    "zero": "#bbbbbb", "identity": "#7f7f7f", "avg_pool_1x3x3": "#bcbd22", "max_pool_1x3x3": "#ff7f0e",
+    "sep_conv_1x3x3": "#1f77b4", "dil_conv_1x3x3": "#2ca02c", "conv_3x3x3": "#d62728", "conv_3x1x1": "#9467bd",
+}
+
+
+def load_alpha_history(run: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """Epochs and per-kind softmax weights stacked over epochs: ``{kind: (epochs, 14, n_ops)}``."""
+    files = sorted((run / "alphas").glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    epochs = [int(p.stem.split("_")[1]) for p in files]
+    snaps = [torch.load(p, map_location="cpu") for p in files]
+    return epochs, {k: torch.stack([torch.softmax(s[k].float(), -1) for s in snaps]) for k in CELL_KINDS}
+
+
+def plot_alpha_evolution(run: Path, out: Path) -> list[Path]:
+    """Per cell kind, 14 small multiples: the softmax weight of every op on the edge over epochs."""
+    epochs, history = load_alpha_history(run)
+    paths = []
+    for kind, w in history.items():
+        ops = ops_for(kind)
+        fig, axes = plt.subplots(2, 7, figsize=(17, 5), sharex=True, sharey=True)
+        for e, (ax, (node, j)) in enumerate(zip(axes.flat, edge_inputs())):
+            for o, name in enumerate(ops):
+                ax.plot(epochs, w[:, e, o].numpy(), color=OP_COLORS[name], lw=1.6, label=name,
+                        ls="--" if name in PARAMETER_FREE else "-")
+            ax.set_title(f"{j} -> node {node}", fontsize=9)
+            ax.grid(alpha=0.3)
+        for ax in axes[-1]:
+            ax.set_xlabel("epoch")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("softmax weight")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(ops), fontsize=9, frameon=False)
+        fig.suptitle(f"{kind}: op weights per edge over the search (dashed: parameter-free)")
+        fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+        paths.append(_save(fig, out / f"alphas_{kind}.png"))
+    return paths
+
+
+def plot_alpha_heatmap(run: Path, out: Path) -> Path:
+    """Final-epoch softmax weights of all four cell kinds as heatmaps (edges x ops)."""
+    epochs, history = load_alpha_history(run)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5))
+    for ax, (kind, w) in zip(axes, history.items()):
+        ops = ops_for(kind)
+        im = ax.imshow(w[-1].numpy(), cmap="viridis", vmin=0, aspect="auto")
+        ax.set_xticks(range(len(ops)), [o.replace("_1x3x3", "") for o in ops], rotation=60, fontsize=8)
+        ax.set_yticks(range(14), [f"{j}->{n}" for n, j in edge_inputs()], fontsize=8)
+        ax.set_title(f"{kind} (epoch {epochs[-1]})")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, out / "alphas_final.png")
+
+
+def plot_cells(genotype: Genotype, out: Path) -> Path:
+    """The four derived cells as DAGs: inputs c_{k-2}, c_{k-1} -> nodes 0..3 -> c_{k} (concat)."""
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
+    for ax, kind in zip(axes.flat, CELL_KINDS):
+        _draw_cell(ax, genotype.cells[kind].edges, kind)
+    fig.suptitle(f"derived cells ({genotype.meta.get('source', 'genotype')}"
+                 + (f", epoch {genotype.meta['epoch']}" if "epoch" in genotype.meta else "") + ")")
+    fig.tight_layout()
+    return _save(fig, out / "cells.png")
+
+
+def _draw_cell(ax: Any, edges: Sequence[tuple[str, int]], kind: str) -> None:
+    pos = {0: (0.0, 0.75), 1: (0.0, 0.25)}
+    for k in range(NODES):
+        pos[2 + k] = (0.3 + 0.15 * k, 0.9 - 0.27 * k)
+    pos["out"] = (1.0, 0.5)
+    names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"} | {2 + k: str(k) for k in range(NODES)}
+    for e, (op, j) in enumerate(edges):
+        node = 2 + e // 2
+        (x0, y0), (x1, y1) = pos[j], pos[node]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="-|>", color=OP_COLORS[op], lw=1.8, shrinkA=14, shrinkB=14,
+                                    connectionstyle=f"arc3,rad={0.12 if e % 2 else -0.12}"))
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (0.03 if e % 2 else -0.03), op, fontsize=7, ha="center",
+                color=OP_COLORS[op], bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
+    for k in range(NODES):
+        (x0, y0), (x1, y1) = pos[2 + k], pos["out"]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="-|>", color="#cccccc", lw=1, shrinkA=14, shrinkB=16))
+    for key, (x, y) in pos.items():
+        color = "#c6dbef" if key in (0, 1) else ("#fdd0a2" if key == "out" else "#e5f5e0")
+        ax.text(x, y, names[key], ha="center", va="center", fontsize=10,
+                bbox=dict(boxstyle="circle,pad=0.4" if key not in (0, 1, "out") else "round,pad=0.4", fc=color, ec="black"))
+    ax.set_xlim(-0.1, 1.1)
+    ax.set_ylim(-0.05, 1.05)
+    ax.axis("off")
+    ax.set_title(kind)
+
+
+def plot_curves(run: Path, out: Path) -> Path:
+    """Loss, accuracy (train and validation when logged) and learning rate over epochs."""
+    records = MetricsLog(run / "metrics.jsonl").read()
+    epochs = [r["epoch"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(epochs, [r["loss"] for r in records], marker="o", label="train loss")
+    if any("val_loss" in r for r in records):
+        axes[0].plot(epochs, [r.get("val_loss") for r in records], marker="o", label="val loss")
+    for key in ("acc", "val_top1", "val_top5"):
+        if any(key in r for r in records):
+            axes[1].plot(epochs, [r.get(key) for r in records], marker="o", label=key)
+    axes[2].plot(epochs, [r["lr"] for r in records], marker="o", label="weight lr")
+    axes[2].set_yscale("log")
+    for ax, title in zip(axes, ("loss", "accuracy", "learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out / "curves.png")
+
+
+def plot_collapse(run: Path, out: Path) -> Path:
+    """Per cell kind: alpha entropy and parameter-free share of the derivation (paper Fig. 4 signal)."""
+    records = MetricsLog(run / "metrics.jsonl").read()
+    epochs = [r["epoch"] for r in records]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for kind in CELL_KINDS:
+        axes[0].plot(epochs, [r["entropy"][kind] for r in records], marker="o", label=kind)
+        axes[1].plot(epochs, [r["param_free_share"][kind] for r in records], marker="o", label=kind)
+    axes[1].axhline(0.5, color="red", ls=":", lw=1, label="collapse warning")
+    axes[0].set_title("alpha entropy (nats, mean over edges)")
+    axes[1].set_title("parameter-free share of the derived cell")
+    axes[1].set_ylim(-0.05, 1.05)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out / "collapse.png")
+
+
+def plot_views(evals: dict[str, dict[str, Any]], out: Path) -> Path:
+    """Top-1/Top-5 against the number of test views, one line per evaluated model."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, result in evals.items():
+        by_views = result.get("by_views", {})
+        items = sorted(by_views.items(), key=lambda kv: _view_count(kv[0]))
+        xs = [_view_count(k) for k, _ in items]
+        ax.plot(xs, [v["top1"] for _, v in items], marker="o", label=f"{name} top-1")
+        ax.plot(xs, [v["top5"] for _, v in items], marker="s", ls="--", label=f"{name} top-5")
+        for (k, v), x in zip(items, xs):
+            ax.annotate(k, (x, v["top1"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_xscale("log")
+    ax.set_xlabel("views per video (clips x crops)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy vs number of views")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out / "views.png")
+
+
+def _view_count(views: str) -> int:
+    clips, _, crops = views.partition("x")
+    return int(clips) * int(crops or 1)
+
+
+def find_evals(run: Path) -> dict[str, dict[str, Any]]:
+    """``eval_*.json`` files directly in ``run``, by name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(run.glob("eval_*.json"))}
+
+
+def plot_run(run: Path, out: Path | None = None) -> list[Path]:
+    """Every figure the files of ``run`` allow, into ``out`` (default ``run/plots``)."""
+    run = Path(run)
+    out = Path(out) if out else run / "plots"
+    made: list[Path] = []
+    if list((run / "alphas").glob("epoch_*.pt")):
+        made += plot_alpha_evolution(run, out)
+        made.append(plot_alpha_heatmap(run, out))
+    if (run / "genotype.json").exists():
+        made.append(plot_cells(Genotype.load(run / "genotype.json"), out))
+    records = MetricsLog(run / "metrics.jsonl").read()
+    if records:
+        made.append(plot_curves(run, out))
+        if "entropy" in records[0]:
+            made.append(plot_collapse(run, out))
+    evals = find_evals(run)
+    if evals:
+        made.append(plot_views(evals, out))
+    return made
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log.debug("wrote %s", path)
+    return path

@@ -1,0 +1,117 @@
+"""One self-contained HTML report per run directory: config, figures, genotype, cost, accuracy.
+
+Images are inlined as base64 so the file can be mailed or attached to a paper draft as is.
+A directory holding several runs (e.g. the demo's search/, train/, random/) gets one section each.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pvnas.engine.rundir import MetricsLog
+from pvnas.space.genotype import Genotype
+from pvnas.viz.plots import find_evals, plot_run
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #aaa;margin-top:2em}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:12px}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}th{background:#eee}
+.muted{color:#777}
+"""
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "metrics.jsonl").exists() or (path / "config.yaml").exists() or (path / "genotype.json").exists()
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _pre(text: str) -> str:
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _section(run: Path, title: str) -> str:
+    parts = [f"<h2>{html.escape(title)}</h2>"]
+    plots = {p.name: p for p in plot_run(run)}
+    if (run / "config.yaml").exists():
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        parts.append("<h3>Config</h3>" + _pre(yaml.safe_dump(config, sort_keys=False)))
+    if (run / "genotype.json").exists():
+        genotype = Genotype.load(run / "genotype.json")
+        parts.append("<h3>Genotype</h3>" + _pre(genotype.describe()))
+        if "cells.png" in plots:
+            parts.append(_img(plots["cells.png"]))
+        parts.append("<details><summary>genotype.json</summary>" + _pre(json.dumps(genotype.to_dict(), indent=2)) + "</details>")
+    if (run / "flops.json").exists():
+        cost = json.loads((run / "flops.json").read_text())
+        parts.append("<h3>Cost</h3>" + _table([cost], list(cost)))
+    records = MetricsLog(run / "metrics.jsonl").read()
+    if records:
+        total = sum(r.get("seconds", 0.0) for r in records)
+        parts.append(f"<h3>Training</h3><p>{len(records)} epochs, {total:.1f} s in total "
+                     f"({total / len(records):.1f} s per epoch).</p>")
+        columns = [c for c in ("epoch", "loss", "acc", "val_top1", "val_top5", "lr", "clips_per_s", "seconds", "skipped")
+                   if any(c in r for r in records)]
+        parts.append(_table(records, columns))
+        for name in ("curves.png", "collapse.png", "alphas_final.png"):
+            if name in plots:
+                parts.append(_img(plots[name]))
+        evolution = sorted(n for n in plots if n.startswith("alphas_") and n != "alphas_final.png")
+        if evolution:
+            parts.append("<h3>Alpha evolution</h3>" + "".join(_img(plots[n]) for n in evolution))
+        skipped = sorted({f for r in records for f in r.get("skipped_files", [])})
+        parts.append(f"<h3>Skipped videos</h3><p>{records[-1].get('skipped', 0)} skipped</p>"
+                     + (_pre("\n".join(skipped)) if skipped else ""))
+    evals = find_evals(run)
+    if evals:
+        rows = [{"eval": name, **{k: v for k, v in result.items() if not isinstance(v, dict)}} for name, result in evals.items()]
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        parts.append("<h3>Evaluation</h3>" + _table(rows, columns))
+        if "views.png" in plots:
+            parts.append(_img(plots["views.png"]))
+    return "\n".join(parts)
+
+
+def build_report(run: Path, out: Path | None = None) -> Path:
+    """Write ``run/report.html`` (or ``out``) covering ``run`` and every run directly inside it."""
+    run = Path(run)
+    runs = [run] if _is_run(run) else []
+    runs += [p for p in sorted(run.iterdir()) if p.is_dir() and _is_run(p)]
+    if not runs:
+        from pvnas.errors import ConfigError
+
+        raise ConfigError(f"{run}: no run found (expected metrics.jsonl, config.yaml or genotype.json)")
+    summary = run / "summary.json"
+    body = [f"<h1>pvnas report: {html.escape(run.name)}</h1>",
+            f'<p class="muted">{html.escape(str(run.resolve()))}</p>']
+    if summary.exists():
+        body.append("<h2>Summary</h2>" + _pre(summary.read_text()))
+    body += [_section(r, r.name if r != run else "run") for r in runs]
+    out = Path(out) if out else run / "report.html"
+    out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>pvnas report {html.escape(run.name)}</title>"
+                   f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    return out

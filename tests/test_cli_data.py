@@ -1,0 +1,65 @@
+"""`pvnas data` and a search on a folder tree of real clips mixed with broken files."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def mixed_tree(tmp_path_factory, real_clips, bad_videos):
+    root = tmp_path_factory.mktemp("mixed") / "tree"
+    layout = {
+        "train/cleaning/a.mp4": real_clips["cleaning_pool_32f.mp4"],
+        "train/cleaning/b.mkv": real_clips["flipping_pancake.mkv"],
+        "train/makeup/c.avi": real_clips["apply_eye_makeup.avi"],
+        "train/makeup/d.mov": real_clips["three_frames_rotated.mov"],
+        "train/makeup/e.mp4": real_clips["cleaning_pool_32f.mp4"],
+        "train/cleaning/broken_empty.mp4": bad_videos["empty.mp4"],
+        "train/makeup/broken_text.mp4": bad_videos["text.mp4"],
+        "train/cleaning/broken_truncated.mp4": bad_videos["truncated.mp4"],
+        "val/cleaning/f.mp4": real_clips["cleaning_pool_32f.mp4"],
+        "val/makeup/g.avi": real_clips["apply_eye_makeup.avi"],
+        "val/makeup/broken_audio.mp4": bad_videos["audio_only.mp4"],
+    }
+    for rel, src in layout.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / rel)
+    return root
+
+
+def pvnas(*args):
+    return subprocess.run([sys.executable, "-m", "pvnas", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_data_doctor_names_every_broken_file_and_exits_0(mixed_tree):
+    proc = pvnas("data", f"folder:{mixed_tree}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("broken_empty.mp4", "broken_text.mp4", "broken_truncated.mp4", "broken_audio.mp4"):
+        assert name in proc.stdout
+    report = json.loads(pvnas("data", f"folder:{mixed_tree}", "--json").stdout)
+    assert report["usable"] and report["classes"] == ["cleaning", "makeup"]
+    assert report["splits"]["train"]["readable"] == 5 and len(report["splits"]["train"]["unreadable"]) == 3
+
+
+def test_search_on_mixed_tree_completes_and_counts_skipped(mixed_tree, tmp_path):
+    run = tmp_path / "run"
+    proc = pvnas("search", "--data", f"folder:{mixed_tree}", "--preset", "tiny", "--epochs", "1",
+                 "--channels", "4", "--batch-size", "2", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped"] == 3
+    assert sorted(p.rsplit("/", 1)[-1] for p in record["skipped_files"]) == [
+        "broken_empty.mp4", "broken_text.mp4", "broken_truncated.mp4"]
+    warnings = [line for line in proc.stderr.replace("\r", "\n").splitlines() if "broken_text.mp4" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0]  # one warning per file
+
+
+def test_data_doctor_on_unusable_and_bad_specs(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "x.mp4").write_bytes(b"")
+    assert pvnas("data", f"folder:{tmp_path}").returncode == 1
+    bad = pvnas("data", "nowhere:/x")
+    assert bad.returncode == 2 and "unknown dataset spec" in bad.stderr

@@ -1,0 +1,92 @@
+"""End to end through the CLI: random -> train -> eval -> predict -> export (tiny, 1 epoch)."""
+
+import json
+
+import pytest
+import torch
+
+from pvnas.cli import main
+from pvnas.data.datasets.video import VideoDataset
+from pvnas.engine.export import export_model
+from pvnas.engine.modelfile import load_model
+
+
+def run_cli(capsys, *args):
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr().out
+    return rc, out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`pvnas random --seed 1 -o g.json && pvnas train --genotype g.json --data synthetic:16 --preset tiny ...`."""
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["random", "--seed", "1", "-o", str(root / "g.json")]) == 0
+    assert main(["train", "--genotype", str(root / "g.json"), "--data", "synthetic:16", "--preset", "tiny",
+                 "--channels", "4", "--batch-size", "4", "--epochs", "1", "--out", str(root / "R")]) == 0
+    return root / "R" / "model.pt"
+
+
+def test_eval_prints_one_json_object_with_every_view_protocol(trained, capsys):
+    rc, out = run_cli(capsys, "eval", "--checkpoint", trained, "--data", "synthetic:16", "--views", "2x3")
+    assert rc == 0
+    result = json.loads(out)  # nothing else on stdout
+    assert result["views"] == "2x3" and result["videos"] == 8 and result["skipped"] == 0
+    assert set(result["by_views"]) == {"1x1", "2x1", "2x3"}
+    assert (result["top1"], result["top5"]) == (result["by_views"]["2x3"]["top1"], result["by_views"]["2x3"]["top5"])
+    assert all(0.0 <= v[k] <= 1.0 for v in result["by_views"].values() for k in ("top1", "top5"))
+    assert json.loads((trained.parent / "eval_synthetic_16.json").read_text()) == result
+
+
+def test_eval_user_errors_are_one_line_exit_2(trained, tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--data", "synthetic"]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(trained), "--data", "synthetic", "--views", "3"]) == 2
+    assert "--views" in capsys.readouterr().err
+
+
+def test_predict_answers_good_videos_and_reports_broken_ones(trained, real_clips, bad_videos, capsys):
+    good = [real_clips["cleaning_pool_32f.mp4"], real_clips["three_frames_rotated.mov"]]
+    rc, out = run_cli(capsys, "predict", "--checkpoint", trained, good[0], bad_videos["empty.mp4"],
+                      bad_videos["text.mp4"], good[1])
+    assert rc == 0
+    results = json.loads(out)
+    assert [r["video"] for r in results] == [str(good[0]), str(bad_videos["empty.mp4"]), str(bad_videos["text.mp4"]), str(good[1])]
+    assert "error" in results[1] and "error" in results[2]
+    for r in (results[0], results[3]):
+        probs = [p["prob"] for p in r["predictions"]]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    rc, out = run_cli(capsys, "predict", "--checkpoint", trained, bad_videos["empty.mp4"])
+    assert rc == 2 and "error" in json.loads(out)[0]
+
+
+def real_clip(model_file, path):
+    """A normalised centre clip of a real video, exactly as eval feeds the model."""
+    trained = load_model(model_file)
+    dataset = VideoDataset([(str(path), 0)], trained.classes, trained.config.clip, views="single")
+    return dataset[0][0].unsqueeze(0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_matches_eager_on_a_real_clip(trained, real_clips, tmp_path, fmt, capsys):
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    clip = real_clip(trained, real_clips["flipping_pancake.mkv"])
+    result = export_model(trained, fmt, tmp_path / f"model.{fmt}", example=clip)
+    assert result["max_abs_diff"] < 1e-4
+    eager = load_model(trained).model
+    with torch.no_grad():
+        expected = eager(torch.cat([clip, clip.flip(-1)]))
+    if fmt == "torchscript":  # the file alone, batch 2 (not the traced batch size)
+        loaded = torch.jit.load(str(tmp_path / "model.torchscript"))
+        got = loaded(torch.cat([clip, clip.flip(-1)]))
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"clips": torch.cat([clip, clip.flip(-1)]).numpy()})[0])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    rc, out = run_cli(capsys, "export", "--checkpoint", trained, "--format", fmt, "-o", tmp_path / "cli.out")
+    assert rc == 0 and json.loads(out)["format"] == fmt and (tmp_path / "cli.out").stat().st_size > 0
