@@ -22,6 +22,7 @@ test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: venv
+	rm -rf runs/demo
 	$(BIN)/pvnas demo --out runs/demo
 
 bench: venv

@@ -264,6 +264,22 @@ def export(
     _print_json(export_model(checkpoint, fmt.value, output))
 
 
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory to create (must be empty)."),
+    data: str = typer.Option("demo", "--data", help="Dataset spec (default: the generated demo videos)."),
+    seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick", help="Smoke-test budget: seconds instead of minutes."),
+) -> None:
+    """search -> derive -> retrain searched and random -> eval both -> plots -> HTML report."""
+    from pvnas.demo import run_demo, summary_lines
+    from pvnas.space.genotype import Genotype
+
+    summary = run_demo(out, data=data, quick=quick, seed=seed)
+    for line in summary_lines(summary, Genotype.load(out / "genotype.json")):
+        typer.echo(line)
+
+
 @app.command("data")
 def data_doctor(
     spec: str = typer.Argument(..., help="Dataset spec, e.g. ucf101:/data/ucf101?split=1 or folder:ROOT."),
