@@ -75,3 +75,19 @@ def test_unknown_op_names_the_valid_ones():
 def test_search_ops_have_no_affine_bn():
     op = build_op("sep_conv_1x3x3", 4, 1, affine=False)
     assert all(not m.affine for m in op.modules() if isinstance(m, nn.BatchNorm3d))
+
+
+@pytest.mark.parametrize("name", DESIGN_NAMES)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [1, 2])
+def test_ops_accept_maps_smaller_than_their_kernel(name, stride, size):
+    y = build_op(name, 4, stride)(torch.randn(1, 4, 2, size, size))
+    assert y.shape[-1] == (size if stride == 1 else 1)
+
+
+def test_avg_pool_matches_avgpool3d_where_that_works():
+    x = torch.randn(2, 3, 4, 9, 7)
+    for stride in (1, 2, (2, 2, 2)):
+        ref = nn.AvgPool3d((1, 3, 3), stride=(1, stride, stride) if isinstance(stride, int) else stride,
+                           padding=(0, 1, 1), count_include_pad=False)
+        torch.testing.assert_close(build_op("avg_pool_1x3x3", 3, stride)(x), ref(x))

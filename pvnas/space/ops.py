@@ -119,6 +119,24 @@ def temporal_conv(c: int, stride: Stride, spatial_kernel: int, affine: bool = Tr
     )
 
 
+class AvgPool1x3x3(nn.AvgPool3d):
+    """1x3x3 average pool (padding excluded from the mean) that accepts maps smaller than 3x3.
+
+    ``AvgPool3d`` on CPU rejects inputs smaller than its kernel even when padded, which deep
+    stacks reach at small input sizes; the same pool as a 2D op on (N, C*T, H, W) does not.
+    """
+
+    def __init__(self, stride: Stride) -> None:
+        super().__init__((1, 3, 3), stride=stride3(stride), padding=(0, 1, 1), count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        st, sh, sw = self.stride  # type: ignore[misc]
+        x = x[:, :, ::st]
+        n, c, t, h, w = x.shape
+        y = nn.functional.avg_pool2d(x.reshape(n, c * t, h, w), 3, (sh, sw), 1, count_include_pad=False)
+        return y.reshape(n, c, t, *y.shape[-2:])
+
+
 def identity(c: int, stride: Stride, affine: bool = True) -> nn.Module:
     return nn.Identity() if stride3(stride) == (1, 1, 1) else FactorizedReduce(c, c, stride, affine)
 
@@ -128,9 +146,7 @@ OpFactory = Callable[..., nn.Module]
 OPS: dict[str, OpFactory] = {
     "zero": lambda c, stride, affine=True: Zero(stride),
     "identity": identity,
-    "avg_pool_1x3x3": lambda c, stride, affine=True: nn.AvgPool3d(
-        (1, 3, 3), stride=stride3(stride), padding=(0, 1, 1), count_include_pad=False
-    ),
+    "avg_pool_1x3x3": lambda c, stride, affine=True: AvgPool1x3x3(stride),
     "max_pool_1x3x3": lambda c, stride, affine=True: nn.MaxPool3d((1, 3, 3), stride=stride3(stride), padding=(0, 1, 1)),
     "sep_conv_1x3x3": sep_conv,
     "dil_conv_1x3x3": lambda c, stride, affine=True: _dil_conv(c, stride, 2, affine),
