@@ -46,6 +46,11 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+FRAMES_OPT = typer.Option(None, "--frames", help="Frames per clip (preset default; the window scales with it).")
+CROP_OPT = typer.Option(None, "--crop", help="Crop size in pixels (preset default).")
+SCALE_OPT = typer.Option(None, "--scale", help="Random short-side range MIN,MAX before cropping (preset default).")
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun (or a plain single process): the only one that prints results."""
     import os
@@ -74,15 +79,19 @@ def search(
         None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
     ),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
+    frames: Optional[int] = FRAMES_OPT,
+    crop: Optional[int] = CROP_OPT,
+    scale: Optional[str] = SCALE_OPT,
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
-    from pvnas.config import SEARCH_PRESETS, get_preset, override
+    from pvnas.config import SEARCH_PRESETS, get_preset, override, override_clip
     from pvnas.nn.supernet import DEFAULT_IMPL
     from pvnas.search.loop import run_search
 
+    base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
-        get_preset(SEARCH_PRESETS, preset),
-        epochs=epochs, seed=seed, schedule=schedule.value, batch_size=batch_size, channels=channels, workers=workers,
+        base, epochs=epochs, seed=seed, schedule=schedule.value, batch_size=batch_size, channels=channels,
+        workers=workers, clip=override_clip(base.clip, frames, crop, scale),
     )
     for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size), ("--channels", cfg.channels)):
         if value < 1:
@@ -168,16 +177,20 @@ def train(
         None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
     ),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
+    frames: Optional[int] = FRAMES_OPT,
+    crop: Optional[int] = CROP_OPT,
+    scale: Optional[str] = SCALE_OPT,
 ) -> None:
     """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
-    from pvnas.config import NETWORK_PRESETS, get_preset, override
+    from pvnas.config import NETWORK_PRESETS, get_preset, override, override_clip
     from pvnas.engine.train import resolve_schedule, run_train
     from pvnas.space.genotype import Genotype
 
     geno = Genotype.load(genotype)
+    base = get_preset(NETWORK_PRESETS, preset)
     cfg = override(
-        get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
-        lr=lr, workers=workers,
+        base, channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
+        lr=lr, workers=workers, clip=override_clip(base.clip, frames, crop, scale),
     )
     for name, value in (("--channels", cfg.channels), ("--repeats", cfg.repeats), ("--batch-size", cfg.batch_size)):
         if value < 1:

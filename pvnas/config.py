@@ -25,6 +25,23 @@ class ClipConfig:
     test_clips: int = 10
     test_crops: int = 3
 
+    def __post_init__(self) -> None:
+        """Refuse impossible clips up front, naming the field and the fix."""
+        lo, hi = self.scale
+        if self.frames < 1:
+            raise ConfigError(f"frames (--frames) must be >= 1, got {self.frames}")
+        if self.window < self.frames:
+            raise ConfigError(f"window ({self.window}) must be >= frames ({self.frames}): frames are sampled inside it")
+        if not 0 < lo <= hi:
+            raise ConfigError(f"scale (--scale) must be MIN,MAX with 0 < MIN <= MAX, got {lo},{hi}")
+        if self.crop < 1 or self.crop > lo:
+            raise ConfigError(
+                f"crop (--crop) {self.crop} is larger than the smallest scale {lo} (frames are resized to a short "
+                f"side in [{lo}, {hi}] before cropping); use --crop <= {lo} or a larger --scale"
+            )
+        if self.test_clips < 1 or self.test_crops not in (1, 3):
+            raise ConfigError(f"test views must be >= 1 clips x 1 or 3 crops, got {self.test_clips}x{self.test_crops}")
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -146,6 +163,23 @@ def get_preset(presets: dict[str, T], name: str, what: str = "preset") -> T:
 def override(cfg: T, **changes: Any) -> T:
     """Return ``cfg`` with the non-None ``changes`` applied (CLI flags left unset keep the preset)."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
+
+
+def override_clip(clip: ClipConfig, frames: int | None, crop: int | None, scale: str | None) -> ClipConfig:
+    """Apply the ``--frames/--crop/--scale MIN,MAX`` flags; the window keeps its frames-to-window ratio."""
+    changes: dict[str, Any] = {}
+    if frames is not None:
+        changes["frames"] = frames
+        changes["window"] = max(frames, clip.window * frames // clip.frames)
+    if crop is not None:
+        changes["crop"] = crop
+    if scale is not None:
+        try:
+            lo, hi = (int(v) for v in scale.split(","))
+        except ValueError:
+            raise ConfigError(f"--scale must be MIN,MAX in pixels (e.g. 128,164), got {scale!r}") from None
+        changes["scale"] = (lo, hi)
+    return dataclasses.replace(clip, **changes) if changes else clip
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
