@@ -41,3 +41,28 @@ def test_ddp_search_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("genotype:") == 1  # only rank 0 prints
     assert (run / "genotype.json").exists() and (run / "alphas/epoch_001.pt").exists()
+
+
+def test_ddp_train_keeps_weights_identical_on_every_rank(tmp_path):
+    run, dump = tmp_path / "run", tmp_path / "dump"
+    dump.mkdir()
+    proc = torchrun(str(SCRIPTS / "ddp_train.py"), str(run), str(dump))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(dump / "rank0.pt"), torch.load(dump / "rank1.pt")
+    assert r0.keys() == r1.keys() and len(r0) > 10
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), name
+    saved = torch.load(run / "model.pt", weights_only=False)["state_dict"]
+    for name in r0:
+        assert torch.equal(saved[name], r0[name]), name
+
+
+def test_ddp_train_cli(tmp_path):
+    genotype = tmp_path / "g.json"
+    from pvnas.space.genotype import Genotype
+
+    Genotype.random(2, min_conv=4).save(genotype)
+    proc = torchrun("-m", "pvnas", "train", "--genotype", str(genotype), "--data", "synthetic:16", "--preset", "tiny",
+                    "--epochs", "1", "--channels", "4", "--batch-size", "4", "--out", str(tmp_path / "R"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "R" / "model.pt").exists()

@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import time
+from dataclasses import dataclass, field
 from types import FrameType
 
 from pvnas.errors import PvnasError
@@ -91,3 +92,16 @@ class CheckpointTimer:
             return False
         self.last = time.monotonic()
         return True
+
+
+@dataclass
+class Progress:
+    """Where a run is inside its epochs; saved in checkpoints so a resume continues mid-epoch."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    step: int = 0  # batches done in this epoch
+    seen: int = 0
+    loss_sum: float = 0.0
+    acc_sum: float = 0.0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)

@@ -33,15 +33,21 @@ from pvnas import __version__
 from pvnas.config import NetworkConfig, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import build_loader
-from pvnas.engine.distributed import DistEnv, any_rank, average_gradients, broadcast_module, init_distributed
+from pvnas.engine.distributed import (
+    DistEnv,
+    any_rank,
+    average_gradients,
+    broadcast_module,
+    check_same_on_all_ranks,
+    init_distributed,
+)
 from pvnas.engine.evaluate import autocast, evaluate, to_device
 from pvnas.engine.modelfile import model_record, save_model
 from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
-from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, StopSignal
+from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, Progress, StopSignal
 from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError
 from pvnas.nn.network import Network, network_from_config
-from pvnas.search.loop import Progress
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -255,6 +261,7 @@ def run_train(
                     checkpoint()
             bar.close()
             progress.seconds += time.perf_counter() - t0
+            check_same_on_all_ranks(model.parameters(), "weights", env)
             if progress.seen == 0:
                 raise DataError(
                     f"--data {data}: no readable video in epoch {epoch + 1} ({len(progress.skipped)} skipped)"

@@ -12,7 +12,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +35,7 @@ from pvnas.engine.distributed import (
 )
 from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
 from pvnas.engine.tensorboard import TensorBoard
-from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, StopSignal
+from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, Progress, StopSignal
 from pvnas.errors import ConfigError, DataError
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
 from pvnas.nn.supernet import DEFAULT_IMPL, supernet_from_config
@@ -108,19 +108,6 @@ def search_step(
 class SearchResult:
     genotype: Genotype
     alphas: dict[str, torch.Tensor]  # this process's final alphas (identical on every rank)
-
-
-@dataclass
-class Progress:
-    """Where a run is inside its epochs; saved in checkpoints so a resume continues mid-epoch."""
-
-    epoch: int = 0  # 0-based epoch in progress
-    step: int = 0  # batches done in this epoch
-    seen: int = 0
-    loss_sum: float = 0.0
-    acc_sum: float = 0.0
-    seconds: float = 0.0
-    skipped: list[str] = field(default_factory=list)
 
 
 def run_search(
