@@ -112,9 +112,9 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
     ),
     "demo": SearchConfig(
         channels=8,
-        clip=ClipConfig(frames=8, window=16, crop=48, scale=(48, 56)),
+        clip=ClipConfig(frames=8, window=16, crop=32, scale=(32, 40), test_clips=4),
         batch_size=16,
-        epochs=8,
+        epochs=6,
         workers=2,
     ),
 }
