@@ -11,8 +11,12 @@ import signal
 import time
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any, Callable, Iterable
 
-from pvnas.errors import PvnasError
+from tqdm.auto import tqdm
+
+from pvnas.engine.distributed import DistEnv, any_rank
+from pvnas.errors import DataError, PvnasError
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +109,54 @@ class Progress:
     acc_sum: float = 0.0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+
+
+def run_epoch(
+    loader: Iterable,
+    progress: Progress,
+    step: Callable[[Any], tuple[float, float, bool]],
+    *,
+    desc: str,
+    lr: Callable[[], float],
+    env: DistEnv,
+    guard: NonFiniteGuard,
+    stop: StopSignal,
+    timer: CheckpointTimer,
+    checkpoint: Callable[[], None],
+    resume_hint: str,
+    data: str,
+) -> None:
+    """The batch loop shared by search and training: bar, skipped files, guard, preemption, checkpoints.
+
+    ``step(batch)`` updates the model and returns (loss, accuracy, finite); ``progress`` is advanced
+    in place (``progress.step`` counts the batch before ``step`` runs), so a checkpoint written
+    here resumes at the next batch.
+    """
+    bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, initial=progress.step,
+               total=progress.step + len(loader), disable=not env.is_main)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    for batch in bar:
+        progress.skipped.extend(s.path for s in batch.skipped if s.path not in progress.skipped)
+        progress.step += 1
+        if batch.labels.numel() > 0:
+            loss, acc, finite = step(batch)
+            if guard.check(loss if finite else math.nan, f"{desc} step {progress.step}"):
+                n = batch.labels.numel()
+                progress.seen += n
+                progress.loss_sum += loss * n
+                progress.acc_sum += acc * n
+            if progress.seen:
+                bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.3f}",
+                                acc=f"{progress.acc_sum / progress.seen:.3f}", lr=f"{lr():.2g}")
+        if any_rank(stop.requested, env):
+            progress.seconds += time.perf_counter() - t0
+            checkpoint()
+            raise Preempted(f"stopped at {desc}, step {progress.step}; {resume_hint}", stop.signum or signal.SIGTERM)
+        if timer.due():
+            progress.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            checkpoint()
+    bar.close()
+    progress.seconds += time.perf_counter() - t0
+    if progress.seen == 0:
+        raise DataError(f"--data {data}: no readable video in {desc} ({len(progress.skipped)} skipped)")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from pvnas import __version__
 from pvnas.config import NetworkConfig, override, to_dict
@@ -44,7 +41,7 @@ from pvnas.engine.distributed import (
 from pvnas.engine.evaluate import autocast, evaluate, to_device
 from pvnas.engine.modelfile import model_record, save_model
 from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
-from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, Progress, StopSignal
+from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Progress, StopSignal, run_epoch
 from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError
 from pvnas.nn.network import Network, network_from_config
@@ -223,49 +220,23 @@ def run_train(
             loader.sampler.set_epoch(epoch, start=progress.step * cfg.batch_size)  # type: ignore[attr-defined]
             model.train()
             model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs  # DARTS' linear ramp
-            bar = tqdm(
-                loader, desc=f"train {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                initial=progress.step, total=progress.step + len(loader), disable=not env.is_main,
-            )
-            t0 = time.perf_counter()
-            lr = lr_at(epoch + progress.step / steps_per_epoch, cfg, env.world)
-            for batch in bar:
-                progress.skipped.extend(s.path for s in batch.skipped if s.path not in progress.skipped)
-                lr = lr_at(epoch + progress.step / steps_per_epoch, cfg, env.world)
+            current_lr = [lr_at(epoch + progress.step / steps_per_epoch, cfg, env.world)]
+
+            def step(batch: Any) -> tuple[float, float, bool]:
+                # the lr follows a pure function of progress (the batch about to run), so resume is exact
+                current_lr[0] = lr_at(epoch + (progress.step - 1) / steps_per_epoch, cfg, env.world)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
-                progress.step += 1
-                if batch.labels.numel() > 0:
-                    clips = to_device(batch.clips, env.device)
-                    labels = batch.labels.to(env.device, non_blocking=True)
-                    loss, acc, finite = train_step(model, optimizer, clips, labels, env.device, env)
-                    if guard.check(loss if finite else math.nan, f"epoch {epoch + 1} step {progress.step}"):
-                        n = labels.numel()
-                        progress.seen += n
-                        progress.loss_sum += loss * n
-                        progress.acc_sum += acc * n
-                    if progress.seen:
-                        bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.3f}",
-                                        acc=f"{progress.acc_sum / progress.seen:.3f}", lr=f"{lr:.2g}")
-                if any_rank(stop.requested, env):
-                    progress.seconds += time.perf_counter() - t0
-                    checkpoint()
-                    raise Preempted(
-                        f"stopped at epoch {epoch + 1}, step {progress.step}; checkpoint written to {ckpt_path}. "
-                        f"Resume with the same command plus --resume",
-                        stop.signum or signal.SIGTERM,
-                    )
-                if timer.due():
-                    progress.seconds += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    checkpoint()
-            bar.close()
-            progress.seconds += time.perf_counter() - t0
+                    group["lr"] = current_lr[0]
+                clips = to_device(batch.clips, env.device)
+                return train_step(model, optimizer, clips, batch.labels.to(env.device, non_blocking=True), env.device, env)
+
+            run_epoch(
+                loader, progress, step, desc=f"train epoch {epoch + 1}/{cfg.epochs}", lr=lambda: current_lr[0],
+                env=env, guard=guard, stop=stop, timer=timer, checkpoint=checkpoint, data=data,
+                resume_hint=f"checkpoint written to {ckpt_path}. Resume with the same command plus --resume",
+            )
+            lr = current_lr[0]
             check_same_on_all_ranks(model.parameters(), "weights", env)
-            if progress.seen == 0:
-                raise DataError(
-                    f"--data {data}: no readable video in epoch {epoch + 1} ({len(progress.skipped)} skipped)"
-                )
             record = {
                 "epoch": epoch + 1, "loss": progress.loss_sum / progress.seen, "acc": progress.acc_sum / progress.seen,
                 "lr": lr, "drop_path": model.drop_path_prob, "seconds": progress.seconds,

@@ -9,9 +9,6 @@ and a checkpoint, so a genotype can be derived from any epoch (paper Table 3).
 from __future__ import annotations
 
 import logging
-import math
-import signal
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +16,6 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from pvnas import __version__
 from pvnas.config import SearchConfig, override, to_dict
@@ -35,7 +31,7 @@ from pvnas.engine.distributed import (
 )
 from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
 from pvnas.engine.tensorboard import TensorBoard
-from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Preempted, Progress, StopSignal
+from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Progress, StopSignal, run_epoch
 from pvnas.errors import ConfigError, DataError
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
 from pvnas.nn.supernet import DEFAULT_IMPL, supernet_from_config
@@ -185,44 +181,16 @@ def run_search(
             loader.sampler.set_epoch(epoch, start=progress.step * cfg.batch_size)  # type: ignore[attr-defined]
             model.train()
             lr = state.weight_opt.param_groups[0]["lr"]
-            bar = tqdm(
-                loader, desc=f"search {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                initial=progress.step, total=progress.step + len(loader), disable=not env.is_main,
+
+            def step(batch: Any) -> tuple[float, float, bool]:
+                clips = batch.clips.to(env.device, non_blocking=True)
+                return search_step(state, clips, batch.labels.to(env.device, non_blocking=True), env)
+
+            run_epoch(
+                loader, progress, step, desc=f"search epoch {epoch + 1}/{cfg.epochs}", lr=lambda: lr, env=env,
+                guard=guard, stop=stop, timer=timer, checkpoint=checkpoint, data=data,
+                resume_hint=f"checkpoint written to {ckpt_path}. Resume with the same command plus --resume",
             )
-            t0 = time.perf_counter()
-            for batch in bar:
-                progress.skipped.extend(s.path for s in batch.skipped if s.path not in progress.skipped)
-                progress.step += 1
-                if batch.labels.numel() > 0:
-                    clips = batch.clips.to(env.device, non_blocking=True)
-                    labels = batch.labels.to(env.device, non_blocking=True)
-                    loss, acc, finite = search_step(state, clips, labels, env)
-                    if guard.check(loss if finite else math.nan, f"epoch {epoch + 1} step {progress.step}"):
-                        n = labels.numel()
-                        progress.seen += n
-                        progress.loss_sum += loss * n
-                        progress.acc_sum += acc * n
-                    if progress.seen:
-                        bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.3f}",
-                                        acc=f"{progress.acc_sum / progress.seen:.3f}", lr=f"{lr:.2g}")
-                if any_rank(stop.requested, env):
-                    progress.seconds += time.perf_counter() - t0
-                    checkpoint()
-                    raise Preempted(
-                        f"stopped at epoch {epoch + 1}, step {progress.step}; checkpoint written to {ckpt_path}. "
-                        f"Resume with the same command plus --resume",
-                        stop.signum or signal.SIGTERM,
-                    )
-                if timer.due():
-                    progress.seconds += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    checkpoint()
-            bar.close()
-            progress.seconds += time.perf_counter() - t0
-            if progress.seen == 0:
-                raise DataError(
-                    f"--data {data}: no readable video in epoch {epoch + 1} ({len(progress.skipped)} skipped)"
-                )
             state.scheduler.step()
             alphas = model.alpha_dict()
             check_same_on_all_ranks(alphas.values(), "alphas", env)
