@@ -260,6 +260,31 @@ def flops(
     _print_json({**result, "preset": preset, "input": [3, frames, size, size], "num_classes": num_classes})
 
 
+@app.command()
+def estimate(
+    preset: str = typer.Option("search", "--preset", help="Search preset: search (paper), tiny, demo."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Clips per step (preset default)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Crop size in pixels (preset default)."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="PC-DARTS K (1: exact)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec whose known size to use, e.g. kinetics:ROOT."),
+    dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Training videos (default: known or 1000)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Search epochs (preset default)."),
+    num_classes: int = typer.Option(400, "--num-classes"),
+    steps: int = typer.Option(2, "--steps", help="Timed search steps (after one warm-up)."),
+) -> None:
+    """Before a search: supernet params, MACs per clip, memory, measured step time, projected search time (JSON)."""
+    from pvnas.engine.estimate import estimate as run_estimate
+
+    _print_json(
+        run_estimate(
+            preset, batch=batch, frames=frames, size=size, channels=channels, partial_channels=partial_channels,
+            dataset_size=dataset_size, epochs=epochs, num_classes=num_classes, data=data, steps=steps,
+        )
+    )
+
+
 class ExportFormat(str, Enum):
     torchscript = "torchscript"
     onnx = "onnx"

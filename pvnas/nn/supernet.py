@@ -6,6 +6,7 @@ cell mixes its edges: ``cell_impl`` picks the literal reference cell or a faster
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Iterator
 
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 
 from pvnas.config import SearchConfig
 from pvnas.errors import ConfigError
+from pvnas.nn.fast import FastCell
 from pvnas.nn.mixed import MixedOp
 from pvnas.space.genotype import EDGES_PER_CELL, NODES, Genotype, edge_inputs
 from pvnas.space.ops import CELL_KINDS, FactorizedReduce, ReLUConvBN, is_reduction, ops_for
@@ -44,7 +46,11 @@ class ReferenceCell(nn.Module):
             MixedOp(c, 2 if is_reduction(kind) and j < 2 else 1, ops) for _, j in edge_inputs()
         )
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if edge_weights is not None:  # without partial channels an edge factor is a factor of its op weights
+            weights = weights * edge_weights[:, None]
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for node in range(2, 2 + NODES):
@@ -57,9 +63,12 @@ CellFactory = Callable[[str, int, int, int, bool], nn.Module]
 
 
 class Supernet(nn.Module):
-    """Stem -> one cell of each kind -> global average pool -> linear, with per-kind alphas."""
+    """Stem -> one cell of each kind -> global average pool -> linear, with per-kind alphas.
 
-    def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell) -> None:
+    ``edge_norm`` adds PC-DARTS edge normalisation: per-kind betas, softmax over each node's inputs.
+    """
+
+    def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell, edge_norm: bool = False) -> None:
         super().__init__()
         self.channels, self.num_classes = channels, num_classes
         self.stem = stem(channels)
@@ -77,15 +86,24 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict(
             {kind: nn.Parameter(1e-3 * torch.randn(EDGES_PER_CELL, len(ops_for(kind)))) for kind in CELL_KINDS}
         )
+        self.betas = nn.ParameterDict(
+            {kind: nn.Parameter(1e-3 * torch.randn(EDGES_PER_CELL)) for kind in CELL_KINDS} if edge_norm else {}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
         for kind, cell in self.cells.items():
-            s0, s1 = s1, cell(s0, s1, torch.softmax(self.alphas[kind], dim=-1))
+            s0, s1 = s1, cell(s0, s1, torch.softmax(self.alphas[kind], dim=-1), self.edge_weights(kind))
         return self.classifier(self.pool(s1).flatten(1))
 
+    def edge_weights(self, kind: str) -> torch.Tensor | None:
+        """PC-DARTS edge factors of a cell kind: softmax of beta over each node's incoming edges."""
+        if kind not in self.betas:
+            return None
+        return torch.cat([torch.softmax(b, dim=0) for b in self.betas[kind].split(list(range(2, 2 + NODES)))])
+
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
+        return list(self.alphas.values()) + list(self.betas.values())
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
@@ -99,17 +117,22 @@ class Supernet(nn.Module):
         return {kind: a.detach().cpu().clone() for kind, a in self.alphas.items()}
 
     def genotype(self, **meta) -> Genotype:
-        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta})
+        edge_weights = {kind: self.edge_weights(kind).detach().cpu() for kind in self.betas}
+        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta}, edge_weights=edge_weights or None)
 
 
-CELL_IMPLS: dict[str, CellFactory] = {"reference": ReferenceCell}
-DEFAULT_IMPL = "reference"
+CELL_IMPLS: dict[str, CellFactory] = {"reference": ReferenceCell, "fast": FastCell}
+DEFAULT_IMPL = "fast"
 
 
 def supernet_from_config(cfg: SearchConfig, num_classes: int, impl: str = DEFAULT_IMPL) -> Supernet:
     """The supernet of a search config, with the cell implementation ``impl``."""
     if impl not in CELL_IMPLS:
         raise ConfigError(f"unknown supernet implementation {impl!r}; expected one of: {', '.join(CELL_IMPLS)}")
-    if cfg.partial_channels != 1 and impl == "reference":
+    k = cfg.partial_channels
+    if k < 1 or cfg.channels % k:
+        raise ConfigError(f"partial_channels must be >= 1 and divide channels ({cfg.channels}), got {k}")
+    if k != 1 and impl == "reference":
         raise ConfigError("partial_channels > 1 is not available in the reference (literal DARTS) supernet")
-    return Supernet(cfg.channels, num_classes, cell=CELL_IMPLS[impl])
+    cell = CELL_IMPLS[impl] if k == 1 else partial(CELL_IMPLS[impl], partial_channels=k)
+    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm)

@@ -151,10 +151,16 @@ class Genotype:
 
     # ----------------------------------------------------------------- derivation / sampling
     @classmethod
-    def derive(cls, alphas: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> "Genotype":
+    def derive(
+        cls,
+        alphas: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any] | None = None,
+        edge_weights: Mapping[str, torch.Tensor] | None = None,
+    ) -> "Genotype":
         """DESIGN §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
 
         Kept edges are listed by input node (ties keep the earlier edge), so the file is canonical.
+        ``edge_weights`` (PC-DARTS edge normalisation, 14 per kind) multiply the scores that rank edges.
         """
         cells = {}
         for kind in CELL_KINDS:
@@ -165,6 +171,8 @@ class Genotype:
             weights = torch.softmax(a, dim=-1)
             weights[:, ops.index("zero")] = -1.0
             best_score, best_op = weights.max(dim=-1)
+            if edge_weights is not None:
+                best_score = best_score * edge_weights[kind].detach().float().cpu()
             edges: list[tuple[str, int]] = []
             row = 0
             for node in range(2, 2 + NODES):

@@ -1,0 +1,396 @@
+"""A fast supernet cell: the same mixture as :class:`~pvnas.nn.supernet.ReferenceCell`, computed cheaply.
+
+The cell owns exactly the reference's modules (``pre0``, ``pre1``, 14 :class:`MixedOp` edges), so
+state dicts and optimizer states are interchangeable with the reference; only ``forward`` differs
+(measurements behind each choice: docs/performance.md):
+
+* every tensor lives as frames ``(N*T, C, H, W)`` in channels-last memory, which is also the
+  memory of a channels-last-3d ``(N, C, T, H, W)`` clip: 1xkxk convs and pools run as 2D ops and
+  the 3x1x1 temporal convs as 2D convs on a ``(N, C, T, H*W)`` view, with no transposes in between;
+* the edges leaving a node share their input: its ReLU, the pixel phases that strided/dilated ops
+  read, the pools and their affine-free train-mode BatchNorm are computed once per node;
+* ``zero`` is skipped; a conv op's softmax weight is the affine weight of its last BatchNorm; the
+  identity and pool terms are added by one autograd function that recomputes the pools in backward
+  rather than keeping pooled maps and max-pool indices (memory);
+* edges with few channels (partial channels) are batched: ``group`` edges of a node run each op as
+  one conv over their channels interleaved channel-major (``channel * group + edge``), since
+  channels-last kernels waste vector width below 16 channels;
+* ``partial_channels=K`` is PC-DARTS: ops mix the first C/K channels, the rest bypass the edge
+  (1x2x2 max pool on reduction edges), and the edge output is channel-shuffled with K groups.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pvnas.nn.mixed import MixedOp
+from pvnas.space.genotype import NODES, edge_inputs
+from pvnas.space.ops import CONV_OPS, FactorizedReduce, is_reduction, ops_for
+
+POOLS = ("avg_pool_1x3x3", "max_pool_1x3x3")
+GROUP_CHANNELS = 16  # edges are batched until a group has this many channels (one AVX-512 vector)
+
+
+# ------------------------------------------------------------------ layout
+def to_frames(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N*T, C, H, W) channels-last; a view if ``x`` is channels-last-3d."""
+    n, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).reshape(n * t, h, w, c).permute(0, 3, 1, 2)
+
+
+def from_frames(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`to_frames`: a channels-last-3d (N, C, T, H, W) view of the same memory."""
+    nt, c, h, w = y.shape
+    return nhwc(y).reshape(n, nt // n, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def nhwc(y: torch.Tensor) -> torch.Tensor:
+    """Frames (N', C, H, W) as their memory order (N', H, W, C), made contiguous if they are not."""
+    return y.permute(0, 2, 3, 1).contiguous()
+
+
+def nchw(y: torch.Tensor) -> torch.Tensor:
+    """(N', H, W, C) memory as channels-last frames (N', C, H, W) (a view)."""
+    return y.permute(0, 3, 1, 2)
+
+
+def pc_join(mixed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS ``channel_shuffle(cat([mixed, bypass]), groups)`` on (..., C) memory, in one copy.
+
+    Channel ``g * C/groups + i`` of the concatenation moves to ``i * groups + g``; ``mixed`` is group 0.
+    """
+    rest = bypass.unflatten(-1, (groups - 1, -1)).transpose(-2, -1)
+    return torch.cat([mixed.unsqueeze(-1), rest], dim=-1).flatten(-2)
+
+
+class SharedInput:
+    """``relu(x)`` of a node, read by the conv ops of all its edges, and its d x d pixel phases, computed once.
+
+    Phase (i, j) holds the pixels (d*a + i, d*b + j); sizes are rounded up with zeros, exactly the zero
+    padding that FactorizedReduce (odd pixels) and a "same"-padded dilated conv read there.
+    """
+
+    def __init__(self, r: torch.Tensor) -> None:
+        self.r = r
+        self._phases: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+    def phases(self, d: int) -> torch.Tensor:
+        """All phases stacked in the batch, phase (i, j) in block i*d + j: (d*d*N', C, ceil(H/d), ceil(W/d))."""
+        if d not in self._phases:
+            v = nhwc(self.r)
+            n, h, w, c = v.shape
+            hp, wp = -(-h // d), -(-w // d)
+            if (hp * d, wp * d) != (h, w):
+                v = F.pad(v, (0, 0, 0, wp * d - w, 0, hp * d - h))
+            stacked = nchw(v.view(n, hp, d, wp, d, c).permute(2, 4, 0, 1, 3, 5).reshape(d * d * n, hp, wp, c))
+            # split once: its backward concatenates the phases' gradients instead of zero-filling per slice
+            self._phases[d] = stacked, stacked.split(n)
+        return self._phases[d][0]
+
+    def phase(self, d: int, i: int, j: int) -> torch.Tensor:
+        self.phases(d)
+        return self._phases[d][1][i * d + j]
+
+
+# ------------------------------------------------------------------ edge-batched layers
+def _interleave(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-edge tensors along dim 0 interleaved channel-major: ``out[c * G + g] = tensors[g][c]``."""
+    return tensors[0] if len(tensors) == 1 else torch.stack(tensors, dim=1).flatten(0, 1)
+
+
+def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Dense conv weights of G edges as one conv over channel-major batched channels (0 across edges)."""
+    if len(weights) == 1:
+        return weights[0]
+    w = torch.stack(weights)  # (G, C_out, C_in, *kernel)
+    eye = torch.eye(len(weights), dtype=w.dtype, device=w.device)
+    return torch.einsum("goi...,gh->ogih...", w, eye).flatten(2, 3).flatten(0, 1)
+
+
+def _conv(x: torch.Tensor | SharedInput, convs: list[nn.Conv3d], n: int) -> torch.Tensor:
+    """The bias-free Conv3d of G edges as one conv on frames: on their common input (a :class:`SharedInput`)
+    or on their channel-major batched frames.
+
+    1xkxk kernels run as conv2d on the frames, kx1x1 kernels as conv2d on their (N, C, T, H*W) view.
+    """
+    conv, g = convs[0], len(convs)
+    shared = isinstance(x, SharedInput)
+    if conv.groups not in (1, conv.in_channels):
+        raise ValueError(f"fast cell: only dense or depthwise convs can be batched, got groups={conv.groups}")
+    weights = [c.weight for c in convs]
+    if shared or conv.groups > 1:  # G outputs per input channel group, or one depthwise filter per channel
+        weight, groups = _interleave(weights), conv.groups * (1 if shared else g)
+    else:
+        weight, groups = _block_diagonal(weights), 1
+    kt, kh, kw = conv.kernel_size
+    if kt == 1 and conv.dilation[1:] != (1, 1):
+        return _atrous_conv2d(x if shared else SharedInput(x), weight[:, :, 0], conv, groups)
+    if shared:
+        x = x.r
+    if kt == 1:
+        return F.conv2d(x, weight[:, :, 0], None, conv.stride[1:], conv.padding[1:], 1, groups)
+    if kh != 1 or kw != 1:
+        raise ValueError(f"fast cell: unsupported kernel {conv.kernel_size} (only 1xkxk or kx1x1)")
+    nt, c, h, w = x.shape
+    video = nchw(nhwc(x).view(n, nt // n, h * w, c))
+    y = F.conv2d(video, weight[..., 0], None, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1), groups)
+    return nchw(nhwc(y).view(-1, h, w, y.shape[1]))
+
+
+def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d, groups: int) -> torch.Tensor:
+    """A dilated ("same"-padded) 1xkxk conv as an undilated one on the d x d pixel phases (space-to-batch).
+
+    oneDNN's channels-last dilated depthwise conv is ~5x slower than the undilated one. Output pixel i
+    only reads input pixels of its phase i mod d; with stride d only phase 0 is read at all.
+    """
+    d, k, s = conv.dilation[-1], conv.kernel_size[-1], conv.stride[-1]
+    if conv.padding[1:] != (d * (k // 2),) * 2 or conv.dilation[1] != d or conv.stride[1:] not in ((1, 1), (d, d)):
+        return F.conv2d(src.r, weight, None, conv.stride[1:], conv.padding[1:], conv.dilation[1:], groups)
+    if s == d:
+        return F.conv2d(src.phase(d, 0, 0), weight, None, 1, k // 2, 1, groups)
+    n, _, h, w = src.r.shape
+    y = nhwc(F.conv2d(src.phases(d), weight, None, 1, k // 2, 1, groups))
+    hp, wp = y.shape[1:3]
+    y = y.view(d, d, n, hp, wp, -1).permute(2, 3, 0, 4, 1, 5).reshape(n, hp * d, wp * d, -1)
+    return nchw(y[:, :h, :w].contiguous())
+
+
+def _record_stats(bns: list[nn.BatchNorm3d], mean: torch.Tensor, var: torch.Tensor) -> None:
+    """Update each module's running statistics as its own training forward would have (batch stats given
+    per channel, channel-major over the modules, or shared by all when sized for one)."""
+    per_edge = mean.numel() > bns[0].num_features
+    with torch.no_grad():
+        for g, bn in enumerate(bns):
+            bn.num_batches_tracked.add_(1)
+            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            m, v = (mean.view(-1, len(bns))[:, g], var.view(-1, len(bns))[:, g]) if per_edge else (mean, var)
+            bn.running_mean.lerp_(m, f)
+            bn.running_var.lerp_(v, f)
+
+
+def _batch_norm(x: torch.Tensor, bns: list[nn.BatchNorm3d], weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The BatchNorm3d of G edges on channel-major batched frames (or of several edges on one shared
+    input), with ``weight`` as affine weight; every module's buffers change as in its own forward."""
+    bn = bns[0]
+    if not bn.training:
+        mean = _interleave([b.running_mean for b in bns])
+        var = _interleave([b.running_var for b in bns])
+        return F.batch_norm(x, mean, var, weight, None, False, 0.0, bn.eps)
+    mean, var = x.new_zeros(x.shape[1]), x.new_ones(x.shape[1])  # momentum 1: they receive the batch stats
+    y = F.batch_norm(x, mean, var, weight, None, True, 1.0, bn.eps)
+    _record_stats(bns, mean, var)
+    return y
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if not any(True for _ in m.children())]
+
+
+def _chain(src: SharedInput, ops: list[nn.Module], n: int, weight: torch.Tensor | None) -> torch.Tensor:
+    """A ReLU-Conv-...-BN op (sep/dil/temporal conv, ReLUConvBN) of G edges from their shared ``relu(x)``.
+
+    ``weight`` (per output channel) is the affine weight of the last BatchNorm: the mixture weight.
+    Inner ReLUs run in place on a BN output, which BN's backward does not need.
+    """
+    layers = list(zip(*map(_leaves, ops)))
+    if not isinstance(layers[0][0], nn.ReLU):
+        raise TypeError(f"fast cell: op {type(ops[0]).__name__} does not start with ReLU")
+    x: torch.Tensor | SharedInput = src
+    for i, mods in enumerate(layers[1:], start=2):
+        if isinstance(mods[0], nn.ReLU) and isinstance(x, torch.Tensor):
+            x = F.relu(x, inplace=True)
+        elif isinstance(mods[0], nn.Conv3d):
+            x = _conv(x, list(mods), n)
+        elif isinstance(mods[0], nn.BatchNorm3d):
+            x = _batch_norm(x, list(mods), weight if i == len(layers) else None)
+        else:
+            raise TypeError(f"fast cell: unsupported layer {type(mods[0]).__name__}")
+    return x
+
+
+def _factorized_reduce(src: SharedInput, ops: list[FactorizedReduce], weight: torch.Tensor | None) -> torch.Tensor:
+    """FactorizedReduce of G edges from their shared ``relu(x)``.
+
+    Its strided 1x1 convs run as 1x1 convs on the even and the (zero-padded) odd pixel phases: the
+    same numbers, less work, and no oneDNN crash (backward of strided channels-last 1x1 convs with 4
+    or 8 input channels, torch 2.13).
+    """
+    s = ops[0].conv_1.stride[-1]
+    halves = [F.conv2d(src.phase(s, i, i), _interleave([getattr(op, name).weight for op in ops])[:, :, 0])
+              for i, name in enumerate(("conv_1", "conv_2"))]
+    return _batch_norm(torch.cat(halves, dim=1), [op.bn for op in ops], weight)
+
+
+def _pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+    """A 1xkxk Avg/MaxPool3d module of the registry applied as a 2D pool on frames."""
+    k, s, p = pool.kernel_size[1:], pool.stride[1:], pool.padding[1:]
+    if isinstance(pool, nn.AvgPool3d):
+        return F.avg_pool2d(x, k, s, p, pool.ceil_mode, pool.count_include_pad)
+    return F.max_pool2d(x, k, s, p, ceil_mode=pool.ceil_mode)
+
+
+def _parameter_free_sources(
+    x: torch.Tensor, identity: bool, pools: list[nn.Module], bns: list[list[nn.BatchNorm3d]], record: bool
+) -> list[torch.Tensor]:
+    """x (if ``identity``) and each pool's affine-free train-mode BN output, as (N', H', W', c); ``record``
+    puts the batch statistics into the BN modules of every edge (not when recomputing)."""
+    sources = [nhwc(x)] if identity else []
+    for pool, edge_bns in zip(pools, bns):
+        pooled = _pool(x, pool)
+        y = _batch_norm(pooled, edge_bns) if record else F.batch_norm(pooled, None, None, training=True, eps=edge_bns[0].eps)
+        sources.append(nhwc(y))
+    return sources
+
+
+def _edge_views(ys: tuple[torch.Tensor, ...], c: int) -> list[torch.Tensor]:
+    """Per edge, its (N', H', W', c) part of the channel-major batched group frames ``ys``."""
+    return [v for y in ys for v in nhwc(y).unflatten(-1, (c, -1)).unbind(-1)]
+
+
+class _ParameterFree(torch.autograd.Function):
+    """Adds the train-mode identity and pool terms of a node's edges to the edges' sums ``ys`` (in place).
+
+    Term of edge e: sum_k coef[e, k] * source_k over x (identity) and BN(avg/max pool x); with batch
+    statistics these BNs agree for all edges. Only x (kept by the graph anyway) is saved: the cheap
+    pools are recomputed in backward instead of keeping pooled maps, max-pool indices and BN outputs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, coef, layers, *ys):  # type: ignore[override]
+        ctx.mark_dirty(*ys)
+        ctx.save_for_backward(x, coef)
+        ctx.layers, ctx.c = layers, x.shape[1]
+        sources = _parameter_free_sources(x, *layers, record=True)
+        for e, out in enumerate(_edge_views(ys, ctx.c)):
+            for k, source in enumerate(sources):
+                out.addcmul_(source, coef[e, k])
+        return ys
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        x, coef = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_()
+            sources = _parameter_free_sources(xd, *ctx.layers, record=False)
+        edge_grads = _edge_views(grads, ctx.c)
+        grad_coef = torch.stack([torch.stack([torch.tensordot(g, s.detach(), g.dim()) for s in sources]) for g in edge_grads])
+        grad_sources = []
+        for k in range(len(sources)):
+            acc = edge_grads[0] * coef[0, k]
+            for e in range(1, len(edge_grads)):
+                acc.addcmul_(edge_grads[e], coef[e, k])
+            grad_sources.append(acc)
+        (grad_x,) = torch.autograd.grad(sources, xd, grad_sources)
+        return (grad_x, grad_coef, None, *grads)
+
+
+# ------------------------------------------------------------------ cell
+class FastCell(nn.Module):
+    """Drop-in for ``ReferenceCell`` (same modules and state dict), plus ``partial_channels`` (PC-DARTS)."""
+
+    def __init__(self, kind: str, c_pp: int, c_p: int, c: int, reduction_prev: bool, partial_channels: int = 1) -> None:
+        super().__init__()
+        from pvnas.nn.supernet import preprocess  # supernet.py registers this cell: import lazily
+
+        if c % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} does not divide the {c} channels of cell {kind}")
+        self.kind, self.k = kind, partial_channels
+        self.group = max(1, GROUP_CHANNELS // (c // partial_channels))  # edges batched per op
+        self.pre0, self.pre1 = preprocess(c_pp, c_p, c, reduction_prev, affine=False)
+        self.names = ops_for(kind)
+        # per node j: its ops' stride and the edges leaving it, as (edge index, target node) in target order
+        self.strides = [2 if is_reduction(kind) and j < 2 else 1 for j in range(2 + NODES)]
+        self.fan_out = [[(e, i) for e, (i, src) in enumerate(edge_inputs()) if src == j] for j in range(2 + NODES)]
+        self.edges = nn.ModuleList(MixedOp(c // partial_channels, self.strides[j], self.names) for _, j in edge_inputs())
+
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``weights``: softmax(alpha), (14, n_ops); ``edge_weights``: per-edge factors (PC-DARTS edge norm)."""
+        n = s0.shape[0]
+        if edge_weights is not None:  # the mixed part of an edge scales with its op weights, the bypass does not
+            weights = weights * edge_weights[:, None]
+        states = [self._preprocess(self.pre0, s0, n), self._preprocess(self.pre1, s1, n)]
+        mixed: list[torch.Tensor | None] = [None] * NODES  # running sums over each node's edges, (N', H, W, c)
+        bypass: list[torch.Tensor | None] = [None] * NODES
+        for j in range(2 + NODES):
+            if j >= 2:
+                states.append(self._node(mixed[j - 2], bypass[j - 2]))
+            if not self.fan_out[j]:
+                continue
+            outputs, passed = self._fan_out(j, states[j], weights, n)
+            for (e, i), out in zip(self.fan_out[j], outputs):
+                mixed[i - 2] = out if mixed[i - 2] is None else mixed[i - 2].add_(out)
+                if passed is not None:
+                    b = passed if edge_weights is None else passed * edge_weights[e]
+                    bypass[i - 2] = b if bypass[i - 2] is None else bypass[i - 2] + b
+        return from_frames(nchw(torch.cat([nhwc(s) for s in states[2:]], dim=-1)), n)
+
+    def _preprocess(self, pre: nn.Module, s: torch.Tensor, n: int) -> torch.Tensor:
+        src = SharedInput(F.relu(to_frames(s)))
+        if isinstance(pre, FactorizedReduce):
+            return _factorized_reduce(src, [pre], None)
+        return _chain(src, [pre], n, None)
+
+    def _node(self, mixed: torch.Tensor, bypass: torch.Tensor | None) -> torch.Tensor:
+        """A node from its summed edges; with partial channels, join the bypass channels as PC-DARTS."""
+        return nchw(mixed if bypass is None else pc_join(mixed, bypass, self.k))
+
+    def _fan_out(self, j: int, h: torch.Tensor, weights: torch.Tensor, n: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The edges leaving node j: each one's weighted sum over its ops as a fresh (N', H', W', c) tensor,
+        and the channels that bypass the ops (partial channels, NHWC; None without)."""
+        edges, stride = [e for e, _ in self.fan_out[j]], self.strides[j]
+        c = h.shape[1] // self.k
+        x = h if self.k == 1 else h[:, :c].contiguous(memory_format=torch.channels_last)
+        src = SharedInput(F.relu(x))
+        mods = [self.edges[e].ops for e in edges]
+        w = weights[edges]  # (E, n_ops)
+        ys = []  # per group of edges: the sum of their conv ops, channel-major batched frames
+        for start in range(0, len(edges), self.group):
+            part = slice(start, start + self.group)
+            terms = []
+            for col, name in enumerate(self.names):
+                # (repeat, not expand: with a stride-0 weight the gradients came out wrong here, torch 2.13 CPU)
+                ops, fold = [m[col] for m in mods[part]], w[part, col].repeat(c)
+                if name in CONV_OPS:
+                    terms.append(_chain(src, ops, n, fold))
+                elif name == "identity" and stride > 1:
+                    terms.append(_factorized_reduce(src, ops, fold))
+            y = terms[0] + terms[1]
+            for t in terms[2:]:
+                y.add_(t)
+            ys.append(y)
+        ys = self._add_parameter_free(ys, x, stride, mods, w)
+        # (squeeze/unbind: their backward does not zero-fill a full-size gradient as slicing does)
+        outputs = []
+        for y in ys:
+            y = nhwc(y).unflatten(-1, (c, -1))
+            outputs += [y.squeeze(-1)] if y.shape[-1] == 1 else [t.contiguous() for t in y.unbind(-1)]
+        if self.k == 1:
+            return outputs, None
+        passed = h[:, c:]  # PC-DARTS: the channels that skip the ops (max-pooled on reduction edges)
+        if stride > 1:
+            passed = F.max_pool2d(passed, stride, stride, ceil_mode=True)
+        return outputs, nhwc(passed)
+
+    def _add_parameter_free(
+        self, ys: list[torch.Tensor], x: torch.Tensor, stride: int, mods: list[nn.ModuleList], w: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """``ys`` plus the identity and pool terms of their edges (in eval mode each edge's pool BN has its
+        own running statistics, so nothing is shared but the pooling)."""
+        identity = stride == 1  # on reduction edges it is a FactorizedReduce: a conv op
+        pool_cols = [self.names.index(name) for name in POOLS]
+        pools = [mods[0][col][0] for col in pool_cols]
+        bns = [[m[col][1] for m in mods] for col in pool_cols]
+        coef = w[:, [self.names.index("identity")] * identity + pool_cols]  # (E, sources)
+        if bns[0][0].training:
+            return list(_ParameterFree.apply(x, coef, (identity, pools, bns), *ys))
+        pooled = [_pool(x, pool) for pool in pools]
+        terms = []
+        for e in range(len(mods)):
+            sources = ([nhwc(x)] if identity else []) + [nhwc(_batch_norm(p, [b[e]])) for p, b in zip(pooled, bns)]
+            terms.append(sum(s * coef[e, k] for k, s in enumerate(sources)))
+        free = torch.stack(terms, dim=-1).split(self.group, dim=-1)
+        return [nchw((nhwc(y).unflatten(-1, (x.shape[1], -1)) + f).flatten(-2)) for y, f in zip(ys, free)]

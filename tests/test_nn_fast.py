@@ -1,0 +1,227 @@
+"""The fast supernet cell against the literal reference (and a literal PC-DARTS edge), plus ``estimate``."""
+
+import json
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pvnas
+from pvnas.config import SEARCH_PRESETS, override
+from pvnas.engine.estimate import dataset_size_of, project_search
+from pvnas.errors import ConfigError
+from pvnas.nn.fast import FastCell, pc_join
+from pvnas.nn.supernet import ReferenceCell, Supernet, supernet_from_config
+from pvnas.search.loop import make_state, search_step
+from pvnas.space.genotype import NODES
+from pvnas.space.ops import CELL_KINDS
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def twins(channels=4, classes=5, **fast_kwargs):
+    """A reference supernet and a fast one holding the very same weights and buffers."""
+    torch.manual_seed(0)
+    ref = Supernet(channels, classes, cell=ReferenceCell)
+    fast = Supernet(channels, classes, cell=partial(FastCell, **fast_kwargs) if fast_kwargs else FastCell)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def clip(n=2, t=4, size=16):
+    return torch.randn(n, 3, t, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def assert_close(a, b, what, tol=1e-10):
+    assert a.shape == b.shape, what
+    err = (a - b).abs().max().item()
+    assert err <= tol * max(1.0, a.abs().max().item()), f"{what}: max abs error {err:.3g}"
+
+
+def cell_inputs(net, x):
+    """The (s0, s1) each cell of ``net`` sees on clip ``x``, detached (in eval mode: no buffer changes)."""
+    net.eval()
+    with torch.no_grad():
+        s0 = s1 = net.stem(x)
+        inputs = {}
+        for kind, cell in net.cells.items():
+            inputs[kind] = (s0, s1)
+            s0, s1 = s1, cell(s0, s1, torch.softmax(net.alphas[kind], -1))
+    net.train()
+    return inputs
+
+
+@pytest.mark.parametrize("size", [16, 14])  # 14: odd sizes after the stem (padding paths)
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_fast_cell_equals_reference_cell(kind, size):
+    ref, fast = twins()
+    s0, s1 = cell_inputs(ref, clip(size=size))[kind]
+    alpha = torch.randn_like(ref.alphas[kind])
+    outs, grads = [], []
+    for net in (ref, fast):
+        a = alpha.clone().requires_grad_()
+        x0, x1 = s0.clone().requires_grad_(), s1.clone().requires_grad_()
+        out = net.cells[kind](x0, x1, torch.softmax(a, -1))
+        out.backward(torch.cos(torch.arange(out.numel()).view_as(out).to(out)))  # any fixed, uneven gradient
+        outs.append(out)
+        grads.append([a.grad, x0.grad, x1.grad] + [p.grad for p in net.cells[kind].parameters()])
+    assert_close(outs[0], outs[1], f"{kind} output")
+    for i, (g_ref, g_fast) in enumerate(zip(*grads)):
+        assert_close(g_ref, g_fast, f"{kind} gradient #{i}")
+    for (name, b_ref), b_fast in zip(ref.cells[kind].state_dict().items(), fast.cells[kind].state_dict().values()):
+        assert_close(b_ref.double(), b_fast.double(), f"{kind} {name}")
+
+
+def test_fast_supernet_equals_reference_train_and_eval():
+    ref, fast = twins()
+    x = clip()
+    for mode in ("train", "eval"):
+        ref.train(mode == "train"), fast.train(mode == "train")
+        logits = [net(x) for net in (ref, fast)]
+        assert_close(logits[0], logits[1], f"{mode} logits")
+        for net, out in zip((ref, fast), logits):
+            net.zero_grad()
+            F.cross_entropy(out, torch.tensor([1, 3])).backward()
+        for (name, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters()):
+            assert_close(p_ref.grad, p_fast.grad, f"{mode} grad of {name}")
+
+
+def test_search_step_keeps_the_twins_identical():
+    ref, fast = twins()
+    cfg = SEARCH_PRESETS["tiny"]
+    states = [make_state(net, cfg) for net in (ref, fast)]
+    x, y = clip(), torch.tensor([0, 4])
+    for _ in range(2):
+        for state in states:
+            search_step(state, x, y)
+    for (name, v_ref), v_fast in zip(ref.state_dict().items(), fast.state_dict().values()):
+        assert_close(v_ref.double(), v_fast.double(), name, tol=1e-8)
+
+
+def test_state_dicts_are_interchangeable():
+    ref, fast = twins()
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in fast.state_dict().items()}
+
+
+def test_build_supernet_defaults_to_fast():
+    net = pvnas.build_supernet(channels=16, num_classes=10)
+    assert all(isinstance(cell, FastCell) for cell in net.cells.values())
+    assert isinstance(pvnas.build_supernet(channels=4, num_classes=10, impl="reference").cells["S-NC"], ReferenceCell)
+
+
+def literal_pc_cell(cell, s0, s1, weights, edge_weights=None):
+    """PC-DARTS (Xu et al.) in 3D, literally: ops on the first C/K channels, bypass, shuffle, edge factors."""
+    k = cell.k
+    states, e = [cell.pre0(s0), cell.pre1(s1)], 0
+    for node in range(2, 2 + NODES):
+        total = 0
+        for j, h in enumerate(states):
+            c = h.shape[1] // k
+            mixed = cell.edges[e + j](h[:, :c], weights[e + j])
+            rest = h[:, c:]
+            if mixed.shape[-1] != h.shape[-1]:
+                rest = F.max_pool3d(rest, (1, 2, 2), (1, 2, 2), ceil_mode=True)
+            y = torch.cat([mixed, rest], 1)
+            y = y.view(y.shape[0], k, -1, *y.shape[2:]).transpose(1, 2).reshape(y.shape)  # channel_shuffle
+            total = total + (1 if edge_weights is None else edge_weights[e + j]) * y
+        states.append(total)
+        e += node
+    return torch.cat(states[2:], 1)
+
+
+@pytest.mark.parametrize("edge_norm", [False, True])
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_partial_channel_cell_equals_literal_pc_darts(kind, edge_norm):
+    torch.manual_seed(0)
+    net = Supernet(8, 5, cell=partial(FastCell, partial_channels=4), edge_norm=edge_norm)
+    with torch.no_grad():
+        for b in net.betas.values():
+            b.normal_()
+    s0, s1 = cell_inputs(net, clip(size=14))[kind]
+    cell, weights, ew = net.cells[kind], torch.softmax(net.alphas[kind], -1), net.edge_weights(kind)
+    assert_close(literal_pc_cell(cell, s0, s1, weights, ew), cell(s0, s1, weights, ew), f"PC {kind}")
+
+
+def test_partial_channels_keep_shapes_and_reach_every_alpha():
+    exact = pvnas.build_supernet(channels=8, num_classes=5)
+    pc = pvnas.build_supernet(channels=8, num_classes=5, partial_channels=4)
+    x = clip()
+    assert pc(x).shape == exact(x).shape == (2, 5)
+    pc(x).logsumexp(1).sum().backward()
+    for kind, a in pc.alphas.items():
+        assert a.grad is not None and bool((a.grad != 0).all()), kind
+    assert all(p.grad is not None for p in pc.weight_parameters())
+
+
+def test_pc_join_is_pc_darts_channel_shuffle():
+    mixed, bypass = torch.arange(2 * 3), torch.arange(6, 24)
+    cat = torch.cat([mixed, bypass])
+    shuffled = cat.view(4, 6).t().reshape(24)  # PC-DARTS channel_shuffle(cat, groups=4) on channels
+    assert torch.equal(pc_join(mixed, bypass, 4), shuffled)
+    assert pc_join(mixed, bypass, 4)[:8].tolist() == [0, 6, 12, 18, 1, 7, 13, 19]
+
+
+def test_partial_channel_config_errors():
+    cfg = SEARCH_PRESETS["tiny"]
+    with pytest.raises(ConfigError, match="divide"):
+        supernet_from_config(override(cfg, channels=6, partial_channels=4), 5, "fast")
+    with pytest.raises(ConfigError, match="divide"):
+        supernet_from_config(override(cfg, partial_channels=0), 5, "fast")
+    with pytest.raises(ConfigError, match="reference"):
+        supernet_from_config(override(cfg, partial_channels=2), 5, "reference")
+
+
+def test_edge_norm_betas_are_arch_parameters_and_rank_edges():
+    net = supernet_from_config(override(SEARCH_PRESETS["tiny"], channels=4, edge_norm=True), 5)
+    arch, weights = net.arch_parameters(), net.weight_parameters()
+    assert len(arch) == 8 and all(any(b is p for p in arch) for b in net.betas.values())
+    assert not {id(p) for p in arch} & {id(p) for p in weights}
+    assert {id(p) for p in arch} | {id(p) for p in weights} == {id(p) for p in net.parameters()}
+    net(clip()).logsumexp(1).sum().backward()
+    assert all(b.grad is not None and bool((b.grad != 0).all()) for b in net.betas.values())
+    # equal alphas: only the betas decide which two inputs each node keeps
+    with torch.no_grad():
+        for kind in CELL_KINDS:
+            net.alphas[kind].zero_()
+            net.alphas[kind][:, 4] = 1.0  # sep_conv everywhere
+            net.betas[kind].zero_()
+            start = 0
+            for node in range(2, 2 + NODES):
+                net.betas[kind][start + node - 1] = net.betas[kind][start + node - 2] = 5.0  # the last two inputs
+                start += node
+    for cell in net.genotype().cells.values():
+        assert [j for _, j in cell.edges] == [0, 1, 1, 2, 2, 3, 3, 4]
+
+
+def test_estimate_projection_arithmetic():
+    out = project_search(step_seconds=2.0, dataset_size=1000, batch=32, epochs=80)
+    assert out["steps_per_epoch"] == 31  # the loader drops the last partial batch
+    assert out["epoch_seconds"] == 62.0
+    assert out["search_seconds"] == 31 * 80 * 2.0
+    assert out["search_hours"] == pytest.approx(31 * 80 * 2.0 / 3600)
+    assert project_search(1.0, 5, 8, 2)["steps_per_epoch"] == 1
+    assert dataset_size_of("kinetics:/data/k400") == (225946, "train split of kinetics")
+    assert dataset_size_of("folder:/x")[0] == dataset_size_of(None)[0] == 1000
+
+
+def test_cli_estimate_prints_json(capsys):
+    from pvnas.cli import main
+
+    torch.set_default_dtype(torch.float32)
+    code = main(["estimate", "--preset", "tiny", "--batch", "2", "--dataset-size", "100", "--epochs", "3",
+                 "--steps", "1", "--num-classes", "5"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("params", "macs_per_clip", "activation_memory_mb", "peak_step_memory_mb", "step_seconds",
+                "steps_per_epoch", "search_seconds", "search_hours"):
+        assert key in out, key
+    assert out["params"] > 0 and out["macs_per_clip"] > 0 and out["activation_memory_mb"] > 0
+    assert out["steps_per_epoch"] == 50 and out["epochs"] == 3
+    assert out["search_seconds"] == pytest.approx(150 * out["step_seconds"])
+    assert main(["estimate", "--preset", "tiny", "--batch", "0"]) == 2
