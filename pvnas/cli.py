@@ -82,6 +82,8 @@ def search(
     frames: Optional[int] = FRAMES_OPT,
     crop: Optional[int] = CROP_OPT,
     scale: Optional[str] = SCALE_OPT,
+    partial_channels: int = typer.Option(1, "--partial-channels", help="PC-DARTS: mix ops on 1/K of the channels."),
+    edge_norm: bool = typer.Option(False, "--edge-norm", help="PC-DARTS edge normalisation (needs the fast impl)."),
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
     from pvnas.config import SEARCH_PRESETS, get_preset, override, override_clip
@@ -91,7 +93,8 @@ def search(
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
         base, epochs=epochs, seed=seed, schedule=schedule.value, batch_size=batch_size, channels=channels,
-        workers=workers, clip=override_clip(base.clip, frames, crop, scale),
+        workers=workers, clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels,
+        edge_norm=edge_norm,
     )
     for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size), ("--channels", cfg.channels)):
         if value < 1:
@@ -132,7 +135,9 @@ def derive(
         from pvnas.engine.rundir import load_yaml
 
         meta["dataset"] = load_yaml(config).get("data")
-    genotype = Genotype.derive(torch.load(path, map_location="cpu"), meta=meta)
+    edges = alpha_dir / f"edges_{epoch:03d}.pt"  # written by searches with edge normalisation
+    edge_weights = torch.load(edges, map_location="cpu") if edges.exists() else None
+    genotype = Genotype.derive(torch.load(path, map_location="cpu"), meta=meta, edge_weights=edge_weights)
     if output is None:
         _print_json(genotype.to_dict())
     else:

@@ -116,8 +116,12 @@ class Supernet(nn.Module):
         """Detached copies of the raw logits, the ``alphas/epoch_NNN.pt`` format."""
         return {kind: a.detach().cpu().clone() for kind, a in self.alphas.items()}
 
+    def edge_weight_dict(self) -> dict[str, torch.Tensor]:
+        """Per-kind normalised edge weights (empty without edge normalisation), saved beside the alphas."""
+        return {kind: self.edge_weights(kind).detach().cpu() for kind in self.betas}  # type: ignore[union-attr]
+
     def genotype(self, **meta) -> Genotype:
-        edge_weights = {kind: self.edge_weights(kind).detach().cpu() for kind in self.betas}
+        edge_weights = self.edge_weight_dict()
         return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta}, edge_weights=edge_weights or None)
 
 

@@ -174,7 +174,7 @@ def run_search(
     board = TensorBoard(out, tensorboard and env.is_main)
     guard = NonFiniteGuard(max_bad_steps)
     timer = CheckpointTimer(checkpoint_every)
-    genotype = Genotype.derive(model.alpha_dict(), meta={"source": "search", "epoch": progress.epoch, "dataset": data})
+    genotype = model.genotype(epoch=progress.epoch, dataset=data)
     with StopSignal() as stop:
         while progress.epoch < cfg.epochs:
             epoch = progress.epoch
@@ -194,7 +194,7 @@ def run_search(
             state.scheduler.step()
             alphas = model.alpha_dict()
             check_same_on_all_ranks(alphas.values(), "alphas", env)
-            genotype = Genotype.derive(alphas, meta={"source": "search", "epoch": epoch + 1, "dataset": data})
+            genotype = model.genotype(epoch=epoch + 1, dataset=data)
             if env.is_main:
                 record = _end_of_epoch(out, metrics, alphas, genotype, progress, state, lr, cfg)
                 board.scalars(record, epoch + 1)
@@ -214,6 +214,8 @@ def _end_of_epoch(
     """Alphas, genotype, collapse statistics and throughput of the finished epoch (rank 0 only)."""
     ep = progress.epoch + 1
     save_torch(alphas, out / "alphas" / f"epoch_{ep:03d}.pt")
+    if state.model.betas:  # PC-DARTS edge normalisation: the edge weights rank edges at derivation
+        save_torch(state.model.edge_weight_dict(), out / "alphas" / f"edges_{ep:03d}.pt")
     collapse = collapse_stats(alphas)
     collapsed = warn_if_collapsed(genotype, ep, cfg.schedule)
     record = {
