@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 import torch
 
 from pvnas.config import SEARCH_PRESETS, override
+from pvnas.engine.estimate import peak_rss, reset_peak_rss
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.loop import make_state, search_step
 
@@ -64,13 +64,13 @@ def measure_memory(args: argparse.Namespace, name: str, device: torch.device) ->
     impl, partial = variants(args.partial)[name]
     state = build(args, impl, partial, device)
     clips, labels = batch(args, device)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     for _ in range(2):
         search_step(state, clips, labels)
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"peak_rss_mb": peak_rss()}
     out["step_rss_mb"] = out["peak_rss_mb"] - rss_before
     if device.type == "cuda":
         out["max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20

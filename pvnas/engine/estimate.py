@@ -28,6 +28,38 @@ KNOWN_DATASET_SIZES: dict[str, int] = {"kinetics": 225946, "ssv2": 168913, "ucf1
 DEFAULT_DATASET_SIZE = 1000
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux) in MiB, or None where there is none."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> float:
+    """Start a new peak-RSS window (Linux: VmHWM := VmRSS) and return the current RSS in MiB.
+
+    Elsewhere the peak is the process's lifetime ``ru_maxrss``, which a forked child inherits from its parent.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        pass
+    current = _status_mb("VmRSS")
+    return current if current is not None else peak_rss()
+
+
+def peak_rss() -> float:
+    """Peak resident memory of this process in MiB since :func:`reset_peak_rss` (where supported)."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def dataset_size_of(data: str | None) -> tuple[int, str]:
     """(training videos, where that number comes from) for a dataset spec; unknown specs get a default."""
     scheme = (data or "").split(":", 1)[0]
@@ -111,7 +143,7 @@ def estimate(
 
     state = make_state(model, cfg)
     log.info("estimate: timing %d search steps (+1 warm-up) at batch %d, %s", steps, cfg.batch_size, shape)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -123,9 +155,9 @@ def estimate(
         if i:
             times.append(time.perf_counter() - t0)
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:  # growth of the process's peak RSS: 0 if it peaked higher before (run it in a fresh process)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:  # the steps' growth of the resident set over what the model and its optimizers hold
+        peak_mb = peak_rss() - rss_before
     step_seconds = statistics.median(times)
     return {
         "preset": preset,
@@ -141,7 +173,7 @@ def estimate(
         "macs_per_clip": int(macs),
         "gmacs_per_clip": macs / 1e9,
         "activation_memory_mb": activations / 2**20,
-        "peak_step_memory_mb": peak / 2**20,
+        "peak_step_memory_mb": peak_mb,
         "step_seconds": step_seconds,
         "dataset_size": dataset_size,
         "dataset_size_source": source,
