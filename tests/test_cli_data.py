@@ -31,7 +31,7 @@ def mixed_tree(tmp_path_factory, real_clips, bad_videos):
 
 
 def pvnas(*args):
-    return subprocess.run([sys.executable, "-m", "pvnas", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pvnas", *args], capture_output=True, text=True, timeout=900)
 
 
 def test_data_doctor_names_every_broken_file_and_exits_0(mixed_tree):

@@ -17,7 +17,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     torchrun_bin = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [torchrun_bin, "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def test_ddp_search_keeps_alphas_identical_on_every_rank(tmp_path):
