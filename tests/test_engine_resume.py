@@ -57,7 +57,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     deadline = time.time() + 900
     while not (run / "alphas/epoch_001.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.8)
+    time.sleep(0.3)  # inside epoch 2 (6 steps)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signal.SIGTERM, err
