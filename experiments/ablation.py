@@ -199,7 +199,7 @@ def summarise(runs: list[dict[str, Any]], seeds: Sequence[int], randoms: int) ->
             "top1_mean": t1, "top1_std": t1s, "top5_mean": t5, "top5_std": t5s,
             "top1_per_seed": per_seed["top1"], "top5_per_seed": per_seed["top5"],
             "params": statistics.fmean(r["params"] for r in mine), "gflops": statistics.fmean(r["gflops"] for r in mine),
-            "retrains": len(mine),
+            "n_runs": len(mine),
         })
     return table
 
@@ -300,7 +300,7 @@ def markdown(result: dict[str, Any]) -> str:
             mine = {x["seed"]: x for x in result["runs"] if x["row"] == r["row"]}
             cells = [f"{c} ({param_free_edges(mine[seed]['genotype'])})" for c, seed in zip(cells, seeds)]
         lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
-    shared = [f"{r['seed']}: {r['name']} = {r['same_as']}" for r in result["runs"] if r.get("same_as")]
+    shared = [f"seed {r['seed']}: {r['name']} = {r['same_as']}" for r in result["runs"] if r.get("same_as")]
     if shared:
         lines += ["", "Identical genotypes were trained once (deterministic, so the numbers are the same): "
                   + "; ".join(shared) + "."]
