@@ -49,6 +49,10 @@ def _main(
 FRAMES_OPT = typer.Option(None, "--frames", help="Frames per clip (preset default; the window scales with it).")
 CROP_OPT = typer.Option(None, "--crop", help="Crop size in pixels (preset default).")
 SCALE_OPT = typer.Option(None, "--scale", help="Random short-side range MIN,MAX before cropping (preset default).")
+WORKERS_OPT = typer.Option(None, "--workers", help="Loader worker processes.")
+RESUME_OPT = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt.")
+CHECKPOINT_EVERY_OPT = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch).")
+TENSORBOARD_OPT = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard.")
 
 
 def is_main_process() -> bool:
@@ -72,13 +76,11 @@ def search(
     schedule: Schedule = typer.Option(Schedule.step, "--schedule", help="Weight LR schedule."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
+    workers: Optional[int] = WORKERS_OPT,
     impl: Optional[str] = typer.Option(None, "--impl", help="Supernet cells: fast (default) or reference."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt."),
-    checkpoint_every: Optional[float] = typer.Option(
-        None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
-    ),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
+    resume: bool = RESUME_OPT,
+    checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
+    tensorboard: bool = TENSORBOARD_OPT,
     frames: Optional[int] = FRAMES_OPT,
     crop: Optional[int] = CROP_OPT,
     scale: Optional[str] = SCALE_OPT,
@@ -176,12 +178,10 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process and step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Base lr per process (paper 0.01), times the world size."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt."),
-    checkpoint_every: Optional[float] = typer.Option(
-        None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch)."
-    ),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
+    workers: Optional[int] = WORKERS_OPT,
+    resume: bool = RESUME_OPT,
+    checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
+    tensorboard: bool = TENSORBOARD_OPT,
     frames: Optional[int] = FRAMES_OPT,
     crop: Optional[int] = CROP_OPT,
     scale: Optional[str] = SCALE_OPT,
