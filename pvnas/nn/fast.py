@@ -127,10 +127,16 @@ def _conv(x: torch.Tensor | SharedInput, convs: list[nn.Conv3d], n: int) -> torc
     kt, kh, kw = conv.kernel_size
     if kt == 1 and conv.dilation[1:] != (1, 1):
         return _atrous_conv2d(x if shared else SharedInput(x), weight[:, :, 0], conv, groups)
-    if shared:
-        x = x.r
+    stride = conv.stride[1:]
+    if isinstance(x, SharedInput):
+        if kh == kw == 1 and stride[0] == stride[1] > 1 and conv.padding[1:] == (0, 0):
+            # a strided 1x1 conv reads phase (0, 0) only (and oneDNN's backward of strided channels-last
+            # 1x1 convs crashes with 4 or 8 input channels, torch 2.13)
+            x, stride = x.phase(stride[0], 0, 0), (1, 1)
+        else:
+            x = x.r
     if kt == 1:
-        return F.conv2d(x, weight[:, :, 0], None, conv.stride[1:], conv.padding[1:], 1, groups)
+        return F.conv2d(x, weight[:, :, 0], None, stride, conv.padding[1:], 1, groups)
     if kh != 1 or kw != 1:
         raise ValueError(f"fast cell: unsupported kernel {conv.kernel_size} (only 1xkxk or kx1x1)")
     nt, c, h, w = x.shape
@@ -213,9 +219,8 @@ def _chain(src: SharedInput, ops: list[nn.Module], n: int, weight: torch.Tensor 
 def _factorized_reduce(src: SharedInput, ops: list[FactorizedReduce], weight: torch.Tensor | None) -> torch.Tensor:
     """FactorizedReduce of G edges from their shared ``relu(x)``.
 
-    Its strided 1x1 convs run as 1x1 convs on the even and the (zero-padded) odd pixel phases: the
-    same numbers, less work, and no oneDNN crash (backward of strided channels-last 1x1 convs with 4
-    or 8 input channels, torch 2.13).
+    Its strided 1x1 convs run as 1x1 convs on the even and the (zero-padded) odd pixel phases (see
+    :func:`_conv`).
     """
     s = ops[0].conv_1.stride[-1]
     halves = [F.conv2d(src.phase(s, i, i), _interleave([getattr(op, name).weight for op in ops])[:, :, 0])
