@@ -408,14 +408,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        if _is_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
             return 2
         raise
     return code if isinstance(code, int) else 0
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A click usage error (bad option, missing argument). Matched by class name: typer < 0.17 raises
+    ``click.ClickException``, later typers a vendored copy (``typer._click``) and no longer install click."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
 def run() -> None:
