@@ -5,13 +5,22 @@ Generic on purpose: any test that needs a video file on disk can use these.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
 
 from pvnas.data.encode import write_video
+
+# One OpenMP team per core in all: with `pytest -n 2` on 2 cores, two workers of 2 threads each (and the
+# CLI subprocesses they start, which inherit OMP_NUM_THREADS) made every parallel region wait for a
+# descheduled thread, and the suite ran 2-3x slower.
+_THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+torch.set_num_threads(_THREADS)
 
 DATA_DIR = Path(__file__).parent / "data"
 REAL_CLIPS = {p.name: p for p in sorted(DATA_DIR.iterdir()) if p.suffix in {".mp4", ".avi", ".mkv", ".mov", ".webm"}}
