@@ -114,7 +114,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         channels=8,
         clip=ClipConfig(frames=4, window=16, crop=32, scale=(32, 40), test_clips=4),
         batch_size=32,
-        epochs=6,
+        epochs=5,
         workers=2,
     ),
 }
@@ -141,7 +141,7 @@ NETWORK_PRESETS: dict[str, NetworkConfig] = {
         stem_stride=2,
         clip=ClipConfig(frames=4, window=16, crop=32, scale=(32, 40), test_clips=4, test_crops=3),
         batch_size=16,
-        epochs=12,
+        epochs=10,
         warmup_epochs=2,
         lr=0.05,
         val_videos=128,
