@@ -23,7 +23,7 @@ test: venv
 
 demo: venv
 	rm -rf runs/demo
-	$(BIN)/pvnas demo --out runs/demo
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pvnas demo --out runs/demo  # robust to other jobs on the cores (README)
 
 bench: venv
 	$(BIN)/python benchmarks/bench_supernet.py

@@ -56,6 +56,18 @@ def nchw(y: torch.Tensor) -> torch.Tensor:
     return y.permute(0, 3, 1, 2)
 
 
+def frames_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x``, whose gradient is made channels-last contiguous before it flows on.
+
+    Gradients reach a node as slices of the cell output's gradient (the concatenation) or as sums of
+    differently laid out terms; BatchNorm, ReLU and conv backward kernels given a gradient in another
+    memory format than their input run 5-7x slower (torch 2.13 CPU), far more than this one copy.
+    """
+    if x.requires_grad:
+        x.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
+    return x
+
+
 def pc_join(mixed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Tensor:
     """PC-DARTS ``channel_shuffle(cat([mixed, bypass]), groups)`` on (..., C) memory, in one copy.
 
@@ -92,18 +104,6 @@ class SharedInput:
     def phase(self, d: int, i: int, j: int) -> torch.Tensor:
         self.phases(d)
         return self._phases[d][1][i * d + j]
-
-
-def frames_grad(x: torch.Tensor) -> torch.Tensor:
-    """``x``, whose gradient is made channels-last contiguous before it flows on.
-
-    Gradients reach a node as slices of the cell output's gradient (the concatenation) or as sums of
-    differently laid out terms; BatchNorm, ReLU and conv backward kernels given a gradient in another
-    memory format than their input run 5-7x slower (torch 2.13 CPU), far more than this one copy.
-    """
-    if x.requires_grad:
-        x.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
-    return x
 
 
 # ------------------------------------------------------------------ edge-batched layers
