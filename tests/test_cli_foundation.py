@@ -75,3 +75,11 @@ def test_bad_input_is_one_line_exit_2(args, message, tmp_path, monkeypatch):
 def test_debug_shows_traceback(tmp_path):
     proc = run_cli("--debug", "random", "--min-conv", "12")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [(["search", "--bogus"], "No such option"),
+                                          (["random", "--seed", "abc"], "Invalid value")])
+def test_usage_errors_exit_2_with_clicks_message(args, message, capsys):
+    """Unknown options and unparsable values: click's message on stderr, exit 2, whichever typer is installed."""
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
