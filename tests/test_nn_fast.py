@@ -11,7 +11,7 @@ import pvnas
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.engine.estimate import dataset_size_of, project_search
 from pvnas.errors import ConfigError
-from pvnas.nn.fast import FastCell, pc_join
+from pvnas.nn.fast import FastCell, SharedInput, _DilatedDepthwise, _max_pool_3x3, pc_join
 from pvnas.nn.supernet import ReferenceCell, Supernet, supernet_from_config
 from pvnas.search.loop import make_state, search_step
 from pvnas.space.genotype import NODES
@@ -105,6 +105,33 @@ def test_search_step_keeps_the_twins_identical():
             search_step(state, x, y)
     for (name, v_ref), v_fast in zip(ref.state_dict().items(), fast.state_dict().values()):
         assert_close(v_ref.double(), v_fast.double(), name, tol=1e-8)
+
+
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_dilated_depthwise_matches_conv2d(size, multiplier):
+    """Its hand-written backward (flipped-filter input gradient, pixel-phase weight gradient) is exact."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(3 * multiplier, 1, 3, 3, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: _DilatedDepthwise.apply(x, w, 2, 3), (x, w))
+    assert_close(_DilatedDepthwise.apply(x, w, 2, 3), F.conv2d(x, w, None, 1, 2, 2, 3), "forward")
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_diagonal_phases_are_strided_pixels_with_zero_padding(size):
+    x = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    src = SharedInput(x)
+    padded = F.pad(x, (0, 1, 0, 1))
+    for i in range(2):
+        assert_close(src.phase(2, i), padded[:, :, i::2, i::2][:, :, : (size + 1) // 2, : (size + 1) // 2], f"phase {i}")
+    assert torch.autograd.gradcheck(lambda x: torch.cat([SharedInput(x).phase(2, i) for i in range(2)]), (x,))
+
+
+def test_separable_max_pool_equals_max_pool2d():
+    x = torch.randn(2, 5, 7, 6).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 2:4, 1:3] = 1.5  # ties
+    assert torch.equal(_max_pool_3x3(x), F.max_pool2d(x, 3, 1, 1))
 
 
 def test_state_dicts_are_interchangeable():

@@ -78,32 +78,65 @@ def pc_join(mixed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Ten
 
 
 class SharedInput:
-    """``relu(x)`` of a node, read by the conv ops of all its edges, and its d x d pixel phases, computed once.
-
-    Phase (i, j) holds the pixels (d*a + i, d*b + j); sizes are rounded up with zeros, exactly the zero
-    padding that FactorizedReduce (odd pixels) and a "same"-padded dilated conv read there.
-    """
+    """``relu(x)`` of a node, read by the conv ops of all its edges, and its diagonal pixel phases, computed once."""
 
     def __init__(self, r: torch.Tensor) -> None:
-        self.r = frames_grad(r)  # the phases' backward leaves another layout
-        self._phases: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.r = frames_grad(r)
+        self._phases: dict[int, tuple[torch.Tensor, ...]] = {}
 
-    def phases(self, d: int) -> torch.Tensor:
-        """All phases stacked in the batch, phase (i, j) in block i*d + j: (d*d*N', C, ceil(H/d), ceil(W/d))."""
+    def phase(self, d: int, i: int) -> torch.Tensor:
+        """Pixel phase (i, i) of ``r`` (see :class:`_DiagonalPhases`): (N', C, ceil(H/d), ceil(W/d))."""
         if d not in self._phases:
-            v = nhwc(self.r)
-            n, h, w, c = v.shape
-            hp, wp = -(-h // d), -(-w // d)
-            if (hp * d, wp * d) != (h, w):
-                v = F.pad(v, (0, 0, 0, wp * d - w, 0, hp * d - h))
-            stacked = nchw(v.view(n, hp, d, wp, d, c).permute(2, 4, 0, 1, 3, 5).reshape(d * d * n, hp, wp, c))
             # split once: its backward concatenates the phases' gradients instead of zero-filling per slice
-            self._phases[d] = stacked, stacked.split(n)
-        return self._phases[d][0]
+            self._phases[d] = _DiagonalPhases.apply(self.r, d).split(self.r.shape[0])
+        return self._phases[d][i]
 
-    def phase(self, d: int, i: int, j: int) -> torch.Tensor:
-        self.phases(d)
-        return self._phases[d][1][i * d + j]
+
+class _DiagonalPhases(torch.autograd.Function):
+    """Pixel phases (i, i), i < d, of channels-last frames, stacked in the batch.
+
+    Phase (i, i) holds the pixels (d*a + i, d*b + i), zero-padded at the bottom/right to ceil(H/d) x ceil(W/d):
+    exactly what strided 1x1 convs (FactorizedReduce reads phases (0, 0) and (1, 1)) and stride-d dilated
+    convs (phase (0, 0)) read, including the zero padding there. Copies only those pixels, and writes the
+    input gradient in one pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, d):  # type: ignore[override]
+        v = nhwc(x)
+        n, h, w, c = v.shape
+        hp, wp = -(-h // d), -(-w // d)
+        out = v.new_empty(d, n, hp, wp, c) if h % d == w % d == 0 else v.new_zeros(d, n, hp, wp, c)
+        for i in range(d):
+            src = v[:, i::d, i::d]
+            out[i, :, : src.shape[1], : src.shape[2]] = src
+        ctx.d, ctx.shape = d, v.shape
+        return nchw(out.view(d * n, hp, wp, c))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        d, (n, h, w, c) = ctx.d, ctx.shape
+        g = nhwc(grad).view(d, n, grad.shape[2], grad.shape[3], c)
+        out = g.new_empty(n, h, w, c)
+        for i in range(d):
+            for j in range(d):
+                dst = out[:, i::d, j::d]
+                if i == j:
+                    dst.copy_(g[i, :, : dst.shape[1], : dst.shape[2]])
+                else:
+                    dst.zero_()
+        return nchw(out), None
+
+
+def phases(x: torch.Tensor, d: int) -> torch.Tensor:
+    """All d x d pixel phases of channels-last frames stacked in the batch, phase (i, j) in block i*d + j:
+    (d*d*N', C, ceil(H/d), ceil(W/d)), zero-padded at the bottom/right."""
+    v = nhwc(x)
+    n, h, w, c = v.shape
+    hp, wp = -(-h // d), -(-w // d)
+    if (hp * d, wp * d) != (h, w):
+        v = F.pad(v, (0, 0, 0, wp * d - w, 0, hp * d - h))
+    return nchw(v.view(n, hp, d, wp, d, c).permute(2, 4, 0, 1, 3, 5).reshape(d * d * n, hp, wp, c))
 
 
 # ------------------------------------------------------------------ edge-batched layers
@@ -144,7 +177,7 @@ def _conv(x: torch.Tensor | SharedInput, convs: list[nn.Conv3d], n: int) -> torc
         if kh == kw == 1 and stride[0] == stride[1] > 1 and conv.padding[1:] == (0, 0):
             # a strided 1x1 conv reads phase (0, 0) only (and oneDNN's backward of strided channels-last
             # 1x1 convs crashes with 4 or 8 input channels, torch 2.13)
-            x, stride = x.phase(stride[0], 0, 0), (1, 1)
+            x, stride = x.phase(stride[0], 0), (1, 1)
         else:
             x = x.r
     if kt == 1:
@@ -158,21 +191,46 @@ def _conv(x: torch.Tensor | SharedInput, convs: list[nn.Conv3d], n: int) -> torc
 
 
 def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d, groups: int) -> torch.Tensor:
-    """A dilated ("same"-padded) 1xkxk conv as an undilated one on the d x d pixel phases (space-to-batch).
+    """A dilated ("same"-padded) depthwise 1xkxk conv without oneDNN's slow dilated backward kernels.
 
-    oneDNN's channels-last dilated depthwise conv is ~5x slower than the undilated one. Output pixel i
-    only reads input pixels of its phase i mod d; with stride d only phase 0 is read at all.
+    With stride d, output pixels only read pixel phase (0, 0) of the input: an undilated conv there.
+    With stride 1, see :class:`_DilatedDepthwise`.
     """
     d, k, s = conv.dilation[-1], conv.kernel_size[-1], conv.stride[-1]
-    if conv.padding[1:] != (d * (k // 2),) * 2 or conv.dilation[1] != d or conv.stride[1:] not in ((1, 1), (d, d)):
+    if (conv.padding[1:] != (d * (k // 2),) * 2 or conv.dilation[1] != d or conv.stride[1:] not in ((1, 1), (d, d))
+            or weight.shape[1] != 1):
         return F.conv2d(src.r, weight, None, conv.stride[1:], conv.padding[1:], conv.dilation[1:], groups)
     if s == d:
-        return F.conv2d(src.phase(d, 0, 0), weight, None, 1, k // 2, 1, groups)
-    n, _, h, w = src.r.shape
-    y = nhwc(F.conv2d(src.phases(d), weight, None, 1, k // 2, 1, groups))
-    hp, wp = y.shape[1:3]
-    y = y.view(d, d, n, hp, wp, -1).permute(2, 3, 0, 4, 1, 5).reshape(n, hp * d, wp * d, -1)
-    return nchw(y[:, :h, :w].contiguous())
+        return F.conv2d(src.phase(d, 0), weight, None, 1, k // 2, 1, groups)
+    return _DilatedDepthwise.apply(src.r, weight, d, groups)
+
+
+class _DilatedDepthwise(torch.autograd.Function):
+    """A "same"-padded, stride-1, dilated depthwise conv (channel multiplier ``G = out / in``) whose
+    backward avoids oneDNN's dilated backward kernels (5-25x slower than the undilated ones, torch 2.13
+    CPU): the input gradient is the forward dilated conv of the gradient with the flipped filters, the
+    weight gradient an undilated one on the d x d pixel phases of input and gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, d, groups):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.d, ctx.groups = d, groups
+        return F.conv2d(x, weight, None, 1, d * (weight.shape[-1] // 2), d, groups)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        d, groups, k = ctx.d, ctx.groups, weight.shape[-1]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:  # input channel c gathers its G filters c*G .. c*G+G-1, flipped
+            flipped = weight.view(groups, -1, k, k).flip(-2, -1)
+            grad_x = F.conv2d(grad, flipped, None, 1, d * (k // 2), d, groups)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.aten.convolution_backward(
+                phases(grad, d), phases(x, d), weight, None, (1, 1), (k // 2,) * 2, (1, 1), False, (0, 0), groups,
+                (False, True, False))[1]
+        return grad_x, grad_w, None, None
 
 
 def _record_stats(bns: list[nn.BatchNorm3d], mean: torch.Tensor, var: torch.Tensor) -> None:
@@ -245,7 +303,7 @@ def _factorized_reduce(src: SharedInput, ops: list[FactorizedReduce], weight: to
     :func:`_conv`).
     """
     s = ops[0].conv_1.stride[-1]
-    halves = [F.conv2d(src.phase(s, i, i), _interleave([getattr(op, name).weight for op in ops])[:, :, 0])
+    halves = [F.conv2d(src.phase(s, i), _interleave([getattr(op, name).weight for op in ops])[:, :, 0])
               for i, name in enumerate(("conv_1", "conv_2"))]
     return _batch_norm(torch.cat(halves, dim=1), [op.bn for op in ops], weight)
 
@@ -255,7 +313,27 @@ def _pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
     k, s, p = pool.kernel_size[1:], pool.stride[1:], pool.padding[1:]
     if isinstance(pool, nn.AvgPool3d):
         return F.avg_pool2d(x, k, s, p, pool.ceil_mode, pool.count_include_pad)
+    if not x.requires_grad and (k, s, p, pool.dilation, pool.ceil_mode) == ((3, 3), (1, 1), (1, 1), 1, False):
+        return _max_pool_3x3(x)
     return F.max_pool2d(x, k, s, p, ceil_mode=pool.ceil_mode)
+
+
+def _max_pool_3x3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 stride-1 max pool ("same" padding) of channels-last frames as two separable 1D maxima.
+
+    The same values as ``F.max_pool2d``, whose CPU kernel always writes int64 argmax indices too: 3-12x
+    slower below 16 channels. Forward only (its backward would not pick ``max_pool2d``'s tie winner).
+    """
+    v = nhwc(x)
+    rows = torch.empty_like(v)  # max over each pixel's row neighbours, then over its column neighbours
+    torch.maximum(v[:, :, 1:], v[:, :, :-1], out=rows[:, :, 1:])
+    rows[:, :, 0] = v[:, :, 0]
+    torch.maximum(rows[:, :, :-1], v[:, :, 1:], out=rows[:, :, :-1])
+    out = torch.empty_like(rows)
+    torch.maximum(rows[:, 1:], rows[:, :-1], out=out[:, 1:])
+    out[:, 0] = rows[:, 0]
+    torch.maximum(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    return nchw(out)
 
 
 def _parameter_free_sources(
@@ -289,7 +367,9 @@ class _ParameterFree(torch.autograd.Function):
         ctx.mark_dirty(*ys)
         ctx.save_for_backward(x, coef)
         ctx.layers, ctx.c = layers, x.shape[1]
-        sources = _parameter_free_sources(x, *layers, record=True)
+        # (detached: torch picks the max-pool kernel that writes no argmax indices only for inputs
+        # that do not require grad, whatever the grad mode; 2x less memory traffic)
+        sources = _parameter_free_sources(x.detach(), *layers, record=True)
         for e, out in enumerate(_edge_views(ys, ctx.c)):
             for k, source in enumerate(sources):
                 out.addcmul_(source, coef[e, k])
