@@ -21,6 +21,8 @@ state dicts and optimizer states are interchangeable with the reference; only ``
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -154,17 +156,41 @@ def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
     return torch.einsum("goi...,gh->ogih...", w, eye).flatten(2, 3).flatten(0, 1)
 
 
-def _conv(x: torch.Tensor | SharedInput, convs: list[nn.Conv3d], n: int) -> torch.Tensor:
-    """The bias-free Conv3d of G edges as one conv on frames: on their common input (a :class:`SharedInput`)
-    or on their channel-major batched frames.
+class ConvGeometry(NamedTuple):
+    """A bias-free Conv3d but for its weight: what :func:`_conv` needs (also of convs folded into one)."""
+
+    in_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+
+
+def _fold_pointwise(first: list[nn.Conv3d], second: list[nn.Conv3d]) -> tuple[list[torch.Tensor], ConvGeometry] | None:
+    """A dense 1x1x1 conv directly followed by a dense kx1x1 conv (PV-NAS "3+1x1") as one kx1x1 conv with the
+    products of their weights as taps: the same linear map with 3 instead of 4 MACs per channel pair and one
+    activation less. None if the pair does not have that form."""
+    a, b = first[0], second[0]
+    if ((a.kernel_size, a.padding, a.dilation, a.groups, a.stride[0]) != ((1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 1)
+            or (b.kernel_size[1:], b.padding[1:], b.stride[1:], b.groups) != ((1, 1), (0, 0), (1, 1), 1)):
+        return None
+    weights = [torch.einsum("omt,mi->oit", q.weight.flatten(2), p.weight.flatten(1)).reshape(q.weight.shape[:2] + b.kernel_size)
+               for p, q in zip(first, second)]
+    stride = (b.stride[0],) + tuple(a.stride[1:])
+    return weights, ConvGeometry(a.in_channels, b.kernel_size, stride, b.padding, b.dilation, 1)
+
+
+def _conv(x: torch.Tensor | SharedInput, weights: list[torch.Tensor], conv: nn.Conv3d | ConvGeometry, n: int) -> torch.Tensor:
+    """The bias-free Conv3d of G edges (their weights, shape ``conv``) as one conv on frames: on their common
+    input (a :class:`SharedInput`) or on their channel-major batched frames.
 
     1xkxk kernels run as conv2d on the frames, kx1x1 kernels as conv2d on their (N, C, T, H*W) view.
     """
-    conv, g = convs[0], len(convs)
+    g = len(weights)
     shared = isinstance(x, SharedInput)
     if conv.groups not in (1, conv.in_channels):
         raise ValueError(f"fast cell: only dense or depthwise convs can be batched, got groups={conv.groups}")
-    weights = [c.weight for c in convs]
     if shared or conv.groups > 1:  # G outputs per input channel group, or one depthwise filter per channel
         weight, groups = _interleave(weights), conv.groups * (1 if shared else g)
     else:
@@ -182,8 +208,9 @@ def _conv(x: torch.Tensor | SharedInput, convs: list[nn.Conv3d], n: int) -> torc
             x = x.r
     if kt == 1:
         return F.conv2d(x, weight[:, :, 0], None, stride, conv.padding[1:], 1, groups)
-    if kh != 1 or kw != 1:
-        raise ValueError(f"fast cell: unsupported kernel {conv.kernel_size} (only 1xkxk or kx1x1)")
+    if kh != 1 or kw != 1 or stride != (1, 1):
+        raise ValueError(f"fast cell: unsupported conv {conv.kernel_size} stride {conv.stride} (only 1xkxk, or "
+                         f"kx1x1 without spatial stride but on a shared input)")
     nt, c, h, w = x.shape
     video = nchw(nhwc(x).view(n, nt // n, h * w, c))
     y = F.conv2d(video, weight[..., 0], None, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1), groups)
@@ -284,15 +311,24 @@ def _chain(src: SharedInput, ops: list[nn.Module], n: int, weight: torch.Tensor 
     if not isinstance(layers[0][0], nn.ReLU):
         raise TypeError(f"fast cell: op {type(ops[0]).__name__} does not start with ReLU")
     x: torch.Tensor | SharedInput = src
-    for i, mods in enumerate(layers[1:], start=2):
-        if isinstance(mods[0], nn.ReLU) and isinstance(x, torch.Tensor):
+    i = 1
+    while i < len(layers):
+        mods = list(layers[i])
+        folded = None
+        if isinstance(mods[0], nn.Conv3d) and i + 1 < len(layers) and isinstance(layers[i + 1][0], nn.Conv3d):
+            folded = _fold_pointwise(mods, list(layers[i + 1]))
+        if folded is not None:
+            x = _conv(x, *folded, n)
+            i += 1
+        elif isinstance(mods[0], nn.ReLU) and isinstance(x, torch.Tensor):
             x = F.relu(x, inplace=True)
         elif isinstance(mods[0], nn.Conv3d):
-            x = _conv(x, list(mods), n)
+            x = _conv(x, [m.weight for m in mods], mods[0], n)
         elif isinstance(mods[0], nn.BatchNorm3d):
-            x = _batch_norm(x, list(mods), weight if i == len(layers) else None)
+            x = _batch_norm(x, mods, weight if i == len(layers) - 1 else None)
         else:
             raise TypeError(f"fast cell: unsupported layer {type(mods[0]).__name__}")
+        i += 1
     return x
 
 
