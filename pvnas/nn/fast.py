@@ -12,6 +12,10 @@ state dicts and optimizer states are interchangeable with the reference; only ``
 * ``zero`` is skipped; a conv op's softmax weight is the affine weight of its last BatchNorm; the
   identity and pool terms are added by one autograd function that recomputes the pools in backward
   rather than keeping pooled maps and max-pool indices (memory);
+* oneDNN's slow kernels are routed around: stride-1 dilated depthwise convs get a hand-written
+  backward, strided ones and FactorizedReduce read gathered pixel phases, and the forward max pool
+  skips argmax indices;
+* "3+1x1" has no nonlinearity between its two convs: it runs as one temporal conv, 1x1 folded in;
 * edges with few channels (partial channels) are batched: ``group`` edges of a node run each op as
   one conv over their channels interleaved channel-major (``channel * group + edge``), since
   channels-last kernels waste vector width below 16 channels;
