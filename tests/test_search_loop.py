@@ -80,6 +80,22 @@ def test_weight_step_uses_the_new_alpha():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_each_forward_tracks_only_the_parameters_its_step_differentiates():
+    """The alpha step's forward sees frozen weights and the weight step's frozen alphas (so the fast cell's
+    custom backward functions skip unwanted gradients); every flag is back afterwards."""
+    torch.manual_seed(0)
+    net = Supernet(4, 8)
+    state = make_state(net, TINY)
+    arch, weights = net.arch_parameters(), net.weight_parameters()
+    seen = []
+    net.register_forward_pre_hook(
+        lambda m, inp: seen.append((all(a.requires_grad for a in arch), any(w.requires_grad for w in weights)))
+    )
+    search_step(state, torch.randn(4, 3, 4, 16, 16), torch.tensor([0, 1, 2, 3]))
+    assert seen == [(True, False), (False, True)]
+    assert all(p.requires_grad for p in net.parameters())
+
+
 def test_step_schedule_scales_with_epochs():
     assert step_period(80) == 20 and step_period(40) == 10 and step_period(2) == 1
     factors = [lr_factor("step", e, 80, every=20, gamma=0.1, lr=0.1, lr_min=1e-4) for e in (0, 19, 20, 39, 40, 79)]

@@ -9,9 +9,10 @@ and a checkpoint, so a genotype can be derived from any epoch (paper Table 3).
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,21 @@ def make_state(model: nn.Module, cfg: SearchConfig) -> SearchState:
     return SearchState(model, alpha_opt, weight_opt, scheduler, cfg.grad_clip)
 
 
+@contextmanager
+def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``params`` do not require grad inside: a forward there records no graph for them alone, and custom
+    autograd functions (the fast cell's) see in ``needs_input_grad`` that their gradients are not wanted,
+    which ``backward(inputs=...)`` cannot tell them."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def search_step(
     state: SearchState, clips: torch.Tensor, labels: torch.Tensor, env: DistEnv = DistEnv()
 ) -> tuple[float, float, bool]:
@@ -77,7 +93,8 @@ def search_step(
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
     # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
-    loss_a = F.cross_entropy(model(clips), labels)
+    with frozen(weights):
+        loss_a = F.cross_entropy(model(clips), labels)
     finite = not any_rank(not torch.isfinite(loss_a).item(), env)
     if finite:
         loss_a.backward(inputs=arch)
@@ -86,7 +103,8 @@ def search_step(
         state.alpha_opt.zero_grad(set_to_none=True)
     del loss_a
     # 2. w_t <- w_{t-1} - d/dw L_train(w_{t-1}, alpha_t); no alpha gradient is computed
-    logits = model(clips)
+    with frozen(arch):
+        logits = model(clips)
     loss = F.cross_entropy(logits, labels)
     finite = finite and not any_rank(not torch.isfinite(loss).item(), env)
     if finite:
