@@ -407,8 +407,7 @@ class _ParameterFree(torch.autograd.Function):
         ctx.mark_dirty(*ys)
         ctx.save_for_backward(x, coef)
         ctx.layers, ctx.c = layers, x.shape[1]
-        # (detached: torch picks the max-pool kernel that writes no argmax indices only for inputs
-        # that do not require grad, whatever the grad mode; 2x less memory traffic)
+        # (detached: then `_pool` takes the index-free separable max pool; backward recomputes with max_pool2d)
         sources = _parameter_free_sources(x.detach(), *layers, record=True)
         for e, out in enumerate(_edge_views(ys, ctx.c)):
             for k, source in enumerate(sources):
