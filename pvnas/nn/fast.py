@@ -221,7 +221,7 @@ def _conv(x: torch.Tensor | SharedInput, weights: list[torch.Tensor], conv: nn.C
     return nchw(nhwc(y).view(-1, h, w, y.shape[1]))
 
 
-def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d, groups: int) -> torch.Tensor:
+def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d | ConvGeometry, groups: int) -> torch.Tensor:
     """A dilated ("same"-padded) depthwise 1xkxk conv without oneDNN's slow dilated backward kernels.
 
     With stride d, output pixels only read pixel phase (0, 0) of the input: an undilated conv there.
