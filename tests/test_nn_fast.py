@@ -11,7 +11,7 @@ import pvnas
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.engine.estimate import dataset_size_of, project_search
 from pvnas.errors import ConfigError
-from pvnas.nn.fast import FastCell, SharedInput, _DilatedDepthwise, _max_pool_3x3, pc_join
+from pvnas.nn.fast import FastCell, SharedInput, _AvgPool3x3, _DilatedDepthwise, _separable_3x3, pc_join
 from pvnas.nn.supernet import ReferenceCell, Supernet, supernet_from_config
 from pvnas.search.loop import make_state, search_step
 from pvnas.space.genotype import NODES
@@ -128,10 +128,13 @@ def test_diagonal_phases_are_strided_pixels_with_zero_padding(size):
     assert torch.autograd.gradcheck(lambda x: torch.cat([SharedInput(x).phase(2, i) for i in range(2)]), (x,))
 
 
-def test_separable_max_pool_equals_max_pool2d():
-    x = torch.randn(2, 5, 7, 6).contiguous(memory_format=torch.channels_last)
-    x[0, 0, 2:4, 1:3] = 1.5  # ties
-    assert torch.equal(_max_pool_3x3(x), F.max_pool2d(x, 3, 1, 1))
+@pytest.mark.parametrize("size", [(7, 6), (1, 4), (2, 1)])
+def test_separable_pools_equal_pool2d(size):
+    x = torch.randn(2, 5, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x[0, 0, :2, :2] = 1.5  # ties
+    assert torch.equal(_separable_3x3(x, torch.maximum), F.max_pool2d(x, 3, 1, 1))
+    assert_close(_AvgPool3x3.apply(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), "avg pool")
+    assert torch.autograd.gradcheck(_AvgPool3x3.apply, (x.requires_grad_(),))
 
 
 def test_state_dicts_are_interchangeable():

@@ -25,6 +25,7 @@ state dicts and optimizer states are interchangeable with the reference; only ``
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -268,13 +269,13 @@ def _record_stats(bns: list[nn.BatchNorm3d], mean: torch.Tensor, var: torch.Tens
     """Update each module's running statistics as its own training forward would have (batch stats given
     per channel, channel-major over the modules, or shared by all when sized for one)."""
     per_edge = mean.numel() > bns[0].num_features
-    with torch.no_grad():
-        for g, bn in enumerate(bns):
-            bn.num_batches_tracked.add_(1)
-            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            m, v = (mean.view(-1, len(bns))[:, g], var.view(-1, len(bns))[:, g]) if per_edge else (mean, var)
-            bn.running_mean.lerp_(m, f)
-            bn.running_var.lerp_(v, f)
+    with torch.no_grad():  # (foreach: one kernel call per buffer kind instead of one per module)
+        torch._foreach_add_([bn.num_batches_tracked for bn in bns], 1)
+        factors = [bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked) for bn in bns]
+        means, variances = (mean.view(-1, len(bns)).unbind(1), var.view(-1, len(bns)).unbind(1)) if per_edge else (
+            [mean] * len(bns), [var] * len(bns))
+        torch._foreach_lerp_([bn.running_mean for bn in bns], list(means), factors)
+        torch._foreach_lerp_([bn.running_var for bn in bns], list(variances), factors)
 
 
 def _bn(x: torch.Tensor, mean: torch.Tensor | None, var: torch.Tensor | None, weight: torch.Tensor | None,
@@ -301,8 +302,14 @@ def _batch_norm(x: torch.Tensor, bns: list[nn.BatchNorm3d], weight: torch.Tensor
     return y
 
 
+_LEAVES: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
+
+
 def _leaves(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if not any(True for _ in m.children())]
+    """The layers of an op in order, memoised: walking the module tree per forward cost ~1% of a K=4 step."""
+    if module not in _LEAVES:
+        _LEAVES[module] = [m for m in module.modules() if not any(True for _ in m.children())]
+    return _LEAVES[module]
 
 
 def _chain(src: SharedInput, ops: list[nn.Module], n: int, weight: torch.Tensor | None) -> torch.Tensor:
@@ -351,29 +358,60 @@ def _factorized_reduce(src: SharedInput, ops: list[FactorizedReduce], weight: to
 def _pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
     """A 1xkxk Avg/MaxPool3d module of the registry applied as a 2D pool on frames."""
     k, s, p = pool.kernel_size[1:], pool.stride[1:], pool.padding[1:]
+    same_3x3 = (k, s, p, pool.ceil_mode) == ((3, 3), (1, 1), (1, 1), False)
     if isinstance(pool, nn.AvgPool3d):
+        if same_3x3 and not pool.count_include_pad and x.shape[1] < GROUP_CHANNELS:
+            return _AvgPool3x3.apply(x)
         return F.avg_pool2d(x, k, s, p, pool.ceil_mode, pool.count_include_pad)
-    if not x.requires_grad and (k, s, p, pool.dilation, pool.ceil_mode) == ((3, 3), (1, 1), (1, 1), 1, False):
-        return _max_pool_3x3(x)
+    if same_3x3 and pool.dilation == 1 and not x.requires_grad:
+        return _separable_3x3(x, torch.maximum)
     return F.max_pool2d(x, k, s, p, ceil_mode=pool.ceil_mode)
 
 
-def _max_pool_3x3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 stride-1 max pool ("same" padding) of channels-last frames as two separable 1D maxima.
+def _separable_3x3(x: torch.Tensor, combine) -> torch.Tensor:
+    """``combine`` (``torch.maximum``, ``torch.add``) over each pixel's 3x3 neighbourhood of channels-last
+    frames, neighbours outside the frame left out: a pass over rows, then one over columns, written with
+    ``out=``. CPU pooling kernels cost per pixel whatever the channel count, this per element.
 
-    The same values as ``F.max_pool2d``, whose CPU kernel always writes int64 argmax indices too: 3-12x
-    slower below 16 channels. Forward only (its backward would not pick ``max_pool2d``'s tie winner).
+    As max pool: the same values as ``F.max_pool2d``, whose CPU kernel always writes int64 argmax indices
+    too, 3-12x slower below 16 channels; forward only (its backward would not pick ``max_pool2d``'s tie
+    winner). As box sum: the 3x3 average pool (:class:`_AvgPool3x3`), 2-5x faster below 16 channels.
     """
     v = nhwc(x)
-    rows = torch.empty_like(v)  # max over each pixel's row neighbours, then over its column neighbours
-    torch.maximum(v[:, :, 1:], v[:, :, :-1], out=rows[:, :, 1:])
+    rows = torch.empty_like(v)  # each pixel with its row neighbours, then with its column neighbours
+    combine(v[:, :, 1:], v[:, :, :-1], out=rows[:, :, 1:])
     rows[:, :, 0] = v[:, :, 0]
-    torch.maximum(rows[:, :, :-1], v[:, :, 1:], out=rows[:, :, :-1])
+    combine(rows[:, :, :-1], v[:, :, 1:], out=rows[:, :, :-1])
     out = torch.empty_like(rows)
-    torch.maximum(rows[:, 1:], rows[:, :-1], out=out[:, 1:])
+    combine(rows[:, 1:], rows[:, :-1], out=out[:, 1:])
     out[:, 0] = rows[:, 0]
-    torch.maximum(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    combine(out[:, :-1], rows[:, 1:], out=out[:, :-1])
     return nchw(out)
+
+
+def _inverse_counts(x: torch.Tensor) -> torch.Tensor:
+    """(H, W, 1): 1 / the number of pixels of each 3x3 window inside frames like ``x`` (pad not counted)."""
+    counts = [torch.full((n,), 3.0, dtype=x.dtype, device=x.device) for n in x.shape[-2:]]
+    for c in counts:
+        c[0] -= 1
+        c[-1] -= 1
+    return torch.outer(*counts).reciprocal_()[..., None]
+
+
+class _AvgPool3x3(torch.autograd.Function):
+    """``F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)`` of channels-last frames as separable box sums
+    scaled per pixel; its backward is the box sum of the scaled gradient (the box is symmetric)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        inv = _inverse_counts(x)
+        ctx.save_for_backward(inv)
+        return nchw(nhwc(_separable_3x3(x, torch.add)).mul_(inv))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (inv,) = ctx.saved_tensors
+        return _separable_3x3(nchw(nhwc(grad) * inv), torch.add)
 
 
 def _parameter_free_sources(
@@ -489,17 +527,23 @@ class FastCell(nn.Module):
         and the channels that bypass the ops (partial channels, NHWC; None without)."""
         edges, stride = [e for e, _ in self.fan_out[j]], self.strides[j]
         c = h.shape[1] // self.k
-        x = h if self.k == 1 else h[:, :c].contiguous(memory_format=torch.channels_last)
+        if self.k == 1:
+            x, passed = h, None
+        else:  # (split, not slicing: its backward concatenates, slicing's zero-fills two full-size gradients)
+            x, passed = h.split([c, h.shape[1] - c], dim=1)
+            x = x.contiguous(memory_format=torch.channels_last)
         src = SharedInput(F.relu(x))
         mods = [self.edges[e].ops for e in edges]
         w = weights[edges]  # (E, n_ops)
         ys = []  # per group of edges: the sum of their conv ops, channel-major batched frames
         for start in range(0, len(edges), self.group):
             part = slice(start, start + self.group)
+            # per op, its weight per channel-major batched channel (channel * group + edge); one repeat for all
+            # ops (repeat, not expand: with a stride-0 weight the gradients came out wrong here, torch 2.13 CPU)
+            folds = w[part].t().repeat(1, c).unbind(0)
             terms = []
             for col, name in enumerate(self.names):
-                # (repeat, not expand: with a stride-0 weight the gradients came out wrong here, torch 2.13 CPU)
-                ops, fold = [m[col] for m in mods[part]], w[part, col].repeat(c)
+                ops, fold = [m[col] for m in mods[part]], folds[col]
                 if name in CONV_OPS:
                     terms.append(_chain(src, ops, n, fold))
                 elif name == "identity" and stride > 1:
@@ -514,10 +558,9 @@ class FastCell(nn.Module):
         for y in ys:
             y = nhwc(y).unflatten(-1, (c, -1))
             outputs += [y.squeeze(-1)] if y.shape[-1] == 1 else [t.contiguous() for t in y.unbind(-1)]
-        if self.k == 1:
+        if passed is None:
             return outputs, None
-        passed = h[:, c:]  # PC-DARTS: the channels that skip the ops (max-pooled on reduction edges)
-        if stride > 1:
+        if stride > 1:  # PC-DARTS: the channels that skip the ops are max-pooled on reduction edges
             passed = F.max_pool2d(passed, stride, stride, ceil_mode=True)
         return outputs, nhwc(passed)
 
