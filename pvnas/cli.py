@@ -273,10 +273,12 @@ def estimate(
     size: Optional[int] = typer.Option(None, "--size", help="Crop size in pixels (preset default)."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
     partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="PC-DARTS K (1: exact)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec whose known size to use, e.g. kinetics:ROOT."),
-    dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Training videos (default: known or 1000)."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Dataset spec whose training videos and classes to count, e.g. folder:ROOT "
+        "(kinetics/ssv2/ucf101: their official size if ROOT is not here)."),
+    dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Training videos (default: from --data, else 1000)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Search epochs (preset default)."),
-    num_classes: int = typer.Option(400, "--num-classes"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes (default: from --data, else 400)."),
     steps: int = typer.Option(2, "--steps", help="Timed search steps (after one warm-up)."),
 ) -> None:
     """Before a search: supernet params, MACs per clip, memory, measured step time, projected search time (JSON)."""

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from pvnas.config import SEARCH_PRESETS, get_preset, override
-from pvnas.errors import ConfigError
+from pvnas.config import SEARCH_PRESETS, ClipConfig, get_preset, override
+from pvnas.errors import ConfigError, DataError
 from pvnas.metrics.flops import count_flops
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,32 @@ def peak_rss() -> float:
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def dataset_size_of(data: str | None) -> tuple[int, str]:
-    """(training videos, where that number comes from) for a dataset spec; unknown specs get a default."""
-    scheme = (data or "").split(":", 1)[0]
-    if scheme in KNOWN_DATASET_SIZES:
-        return KNOWN_DATASET_SIZES[scheme], f"train split of {scheme}"
-    return DEFAULT_DATASET_SIZE, "default (pass --dataset-size)"
+def dataset_of(data: str | None) -> tuple[int, str, int | None]:
+    """(training videos, where that number comes from, number of classes or None) of a ``--data`` spec.
+
+    File datasets are counted from their manifests and listings, without decoding. A kinetics, ssv2 or
+    ucf101 ROOT that is not on this machine gives the official training-split size, so that a search can be
+    costed before the download; a missing folder or CSV is an error. Without a spec: 1000.
+    """
+    from pvnas.data import build_dataset, list_samples, parse_spec
+    from pvnas.data.datasets.demo import TRAIN_PER_CLASS
+    from pvnas.data.synthetic import CLASSES
+
+    if not data:
+        return DEFAULT_DATASET_SIZE, "default (pass --data or --dataset-size)", None
+    kind, arg, options = parse_spec(data)
+    if kind == "synthetic":  # rendered on demand: building it costs nothing
+        train = build_dataset(data, "train", ClipConfig())
+        return len(train), f"{data} (train split)", len(train.classes)  # type: ignore[arg-type, attr-defined]
+    if kind == "demo":  # (listing it would first write it)
+        return len(CLASSES) * TRAIN_PER_CLASS, "demo (train split)", len(CLASSES)
+    try:
+        samples, classes, source, _ = list_samples(kind, arg, options, "train")
+    except DataError as err:
+        if kind not in KNOWN_DATASET_SIZES:
+            raise
+        return KNOWN_DATASET_SIZES[kind], f"official train split of {kind} (not readable here: {err})", None
+    return len(samples), f"videos listed in {source}", len(classes)
 
 
 def project_search(step_seconds: float, dataset_size: int, batch: int, epochs: int) -> dict[str, float | int]:
@@ -104,14 +124,15 @@ def estimate(
     partial_channels: int | None = None,
     dataset_size: int | None = None,
     epochs: int | None = None,
-    num_classes: int = 400,
+    num_classes: int | None = None,
     data: str | None = None,
     impl: str | None = None,
     steps: int = 2,
 ) -> dict[str, Any]:
     """Parameters, MACs per clip, memory and measured step time of the search at these settings.
 
-    Unset settings are the preset's; ``dataset_size`` defaults to the known size of ``data``'s dataset.
+    Unset settings are the preset's; ``dataset_size`` and ``num_classes`` default to those of ``data``'s
+    training split (see :func:`dataset_of`), else 1000 videos and 400 classes (Kinetics-400).
     """
     from pvnas.nn.supernet import DEFAULT_IMPL, supernet_from_config
     from pvnas.search.loop import make_state, search_step
@@ -123,14 +144,16 @@ def estimate(
     for name, value in (
         ("--batch", cfg.batch_size), ("--frames", clip.frames), ("--size", clip.crop), ("--epochs", cfg.epochs),
         ("--channels", cfg.channels), ("--num-classes", num_classes), ("--steps", steps),
+        ("--dataset-size", dataset_size),
     ):
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     source = "--dataset-size"
-    if dataset_size is None:
-        dataset_size, source = dataset_size_of(data)
-    elif dataset_size < 1:
-        raise ConfigError(f"--dataset-size must be >= 1, got {dataset_size}")
+    if dataset_size is None or num_classes is None:
+        listed, listed_source, listed_classes = dataset_of(data)
+        if dataset_size is None:
+            dataset_size, source = listed, listed_source
+        num_classes = num_classes or listed_classes or 400
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     impl = impl or DEFAULT_IMPL
