@@ -455,18 +455,23 @@ class _ParameterFree(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
         x, coef = ctx.saved_tensors
-        with torch.enable_grad():
-            xd = x.detach().requires_grad_()
+        # the weight step freezes the alphas; the alpha step does not backpropagate into the first cell's inputs
+        want_x, want_coef = ctx.needs_input_grad[:2]
+        with torch.set_grad_enabled(want_x):
+            xd = x.detach().requires_grad_(want_x)
             sources = _parameter_free_sources(xd, *ctx.layers, record=False)
         edge_grads = _edge_views(grads, ctx.c)
-        grad_coef = torch.stack([torch.stack([torch.tensordot(g, s.detach(), g.dim()) for s in sources]) for g in edge_grads])
-        grad_sources = []
-        for k in range(len(sources)):
-            acc = edge_grads[0] * coef[0, k]
-            for e in range(1, len(edge_grads)):
-                acc.addcmul_(edge_grads[e], coef[e, k])
-            grad_sources.append(acc)
-        (grad_x,) = torch.autograd.grad(sources, xd, grad_sources)
+        grad_x = grad_coef = None
+        if want_coef:
+            grad_coef = torch.stack([torch.stack([torch.tensordot(g, s.detach(), g.dim()) for s in sources]) for g in edge_grads])
+        if want_x:
+            grad_sources = []
+            for k in range(len(sources)):
+                acc = edge_grads[0] * coef[0, k]
+                for e in range(1, len(edge_grads)):
+                    acc.addcmul_(edge_grads[e], coef[e, k])
+                grad_sources.append(acc)
+            (grad_x,) = torch.autograd.grad(sources, xd, grad_sources)
         return (grad_x, grad_coef, None, *grads)
 
 
