@@ -13,8 +13,8 @@ state dicts and optimizer states are interchangeable with the reference; only ``
   identity and pool terms are added by one autograd function that recomputes the pools in backward
   rather than keeping pooled maps and max-pool indices (memory);
 * oneDNN's slow kernels are routed around: stride-1 dilated depthwise convs get a hand-written
-  backward, strided ones and FactorizedReduce read gathered pixel phases, and the forward max pool
-  skips argmax indices;
+  backward, strided ones and FactorizedReduce read gathered pixel phases, the forward max pool
+  skips argmax indices, and the average pool below 16 channels is two separable box sums;
 * "3+1x1" has no nonlinearity between its two convs: it runs as one temporal conv, 1x1 folded in;
 * edges with few channels (partial channels) are batched: ``group`` edges of a node run each op as
   one conv over their channels interleaved channel-major (``channel * group + edge``), since
@@ -26,7 +26,7 @@ state dicts and optimizer states are interchangeable with the reference; only ``
 from __future__ import annotations
 
 import weakref
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -368,7 +368,7 @@ def _pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
     return F.max_pool2d(x, k, s, p, ceil_mode=pool.ceil_mode)
 
 
-def _separable_3x3(x: torch.Tensor, combine) -> torch.Tensor:
+def _separable_3x3(x: torch.Tensor, combine: Callable[..., torch.Tensor]) -> torch.Tensor:
     """``combine`` (``torch.maximum``, ``torch.add``) over each pixel's 3x3 neighbourhood of channels-last
     frames, neighbours outside the frame left out: a pass over rows, then one over columns, written with
     ``out=``. CPU pooling kernels cost per pixel whatever the channel count, this per element.
