@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pvnas.nn.layers import preprocess
 from pvnas.nn.mixed import MixedOp
 from pvnas.space.genotype import NODES, edge_inputs
 from pvnas.space.ops import CONV_OPS, FactorizedReduce, is_reduction, ops_for
@@ -481,8 +482,6 @@ class FastCell(nn.Module):
 
     def __init__(self, kind: str, c_pp: int, c_p: int, c: int, reduction_prev: bool, partial_channels: int = 1) -> None:
         super().__init__()
-        from pvnas.nn.supernet import preprocess  # supernet.py registers this cell: import lazily
-
         if c % partial_channels:
             raise ValueError(f"partial_channels={partial_channels} does not divide the {c} channels of cell {kind}")
         self.kind, self.k = kind, partial_channels

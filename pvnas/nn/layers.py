@@ -1,8 +1,29 @@
-"""Small layers of the retrain network that the op registry does not own."""
+"""Small layers of the search and retrain networks that the op registry does not own.
+
+Both networks (and every cell implementation) build their stem and cell inputs here, so that the
+cells can import them without importing the network that registers them.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from pvnas.space.ops import FactorizedReduce, ReLUConvBN
+
+
+def stem(channels: int) -> nn.Sequential:
+    """Conv 1x3x3 with spatial stride 2, then BN: one cheap spatial reduction before any cell."""
+    return nn.Sequential(
+        nn.Conv3d(3, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+        nn.BatchNorm3d(channels),
+    )
+
+
+def preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
+    """DARTS cell inputs: bring both previous outputs to ``c`` channels and the same resolution."""
+    pre0 = FactorizedReduce(c_pp, c, 2, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, affine=affine)
+    return pre0, ReLUConvBN(c_p, c, 1, affine=affine)
 
 
 def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:

@@ -23,8 +23,7 @@ from torch import nn
 
 from pvnas.config import NetworkConfig
 from pvnas.errors import ConfigError
-from pvnas.nn.layers import drop_path
-from pvnas.nn.supernet import preprocess, stem
+from pvnas.nn.layers import drop_path, preprocess, stem
 from pvnas.space.genotype import CellGenotype, Genotype
 from pvnas.space.ops import CELL_KINDS, ReLUConvBN, build_op, is_reduction
 
