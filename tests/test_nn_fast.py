@@ -11,7 +11,10 @@ import pvnas
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.engine.estimate import dataset_of, project_search
 from pvnas.errors import ConfigError, DataError
-from pvnas.nn.fast import FastCell, SharedInput, _AvgPool3x3, _DilatedDepthwise, _separable_3x3, pc_join
+from pvnas.nn.fast import FastCell
+from pvnas.nn.fast.conv import DilatedDepthwise
+from pvnas.nn.fast.layout import SharedInput, pc_join
+from pvnas.nn.fast.pool import AvgPool3x3, separable_3x3
 from pvnas.nn.supernet import ReferenceCell, Supernet, supernet_from_config
 from pvnas.search.loop import make_state, search_step
 from pvnas.space.genotype import NODES
@@ -114,8 +117,8 @@ def test_dilated_depthwise_matches_conv2d(size, multiplier):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(3 * multiplier, 1, 3, 3, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w: _DilatedDepthwise.apply(x, w, 2, 3), (x, w))
-    assert_close(_DilatedDepthwise.apply(x, w, 2, 3), F.conv2d(x, w, None, 1, 2, 2, 3), "forward")
+    assert torch.autograd.gradcheck(lambda x, w: DilatedDepthwise.apply(x, w, 2, 3), (x, w))
+    assert_close(DilatedDepthwise.apply(x, w, 2, 3), F.conv2d(x, w, None, 1, 2, 2, 3), "forward")
 
 
 @pytest.mark.parametrize("size", [7, 8])
@@ -132,9 +135,9 @@ def test_diagonal_phases_are_strided_pixels_with_zero_padding(size):
 def test_separable_pools_equal_pool2d(size):
     x = torch.randn(2, 5, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     x[0, 0, :2, :2] = 1.5  # ties
-    assert torch.equal(_separable_3x3(x, torch.maximum), F.max_pool2d(x, 3, 1, 1))
-    assert_close(_AvgPool3x3.apply(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), "avg pool")
-    assert torch.autograd.gradcheck(_AvgPool3x3.apply, (x.requires_grad_(),))
+    assert torch.equal(separable_3x3(x, torch.maximum), F.max_pool2d(x, 3, 1, 1))
+    assert_close(AvgPool3x3.apply(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), "avg pool")
+    assert torch.autograd.gradcheck(AvgPool3x3.apply, (x.requires_grad_(),))
 
 
 def test_state_dicts_are_interchangeable():

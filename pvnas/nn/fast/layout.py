@@ -1,0 +1,127 @@
+"""Frames in channels-last memory, and the few copies the fast kernels make between layouts.
+
+Every tensor of the fast kernels is a batch of frames ``(N*T, C, H, W)`` in channels-last memory,
+which is also the memory of a channels-last-3d ``(N, C, T, H, W)`` clip: 1xkxk convs and pools run as
+2D ops and 3x1x1 convs as 2D convs on a ``(N, C, T, H*W)`` view, with no transposes in between.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GROUP_CHANNELS = 16  # edges are batched until a group has this many channels (one AVX-512 vector)
+
+
+def to_frames(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N*T, C, H, W) channels-last; a view if ``x`` is channels-last-3d."""
+    n, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).reshape(n * t, h, w, c).permute(0, 3, 1, 2)
+
+
+def from_frames(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`to_frames`: a channels-last-3d (N, C, T, H, W) view of the same memory."""
+    nt, c, h, w = y.shape
+    return nhwc(y).reshape(n, nt // n, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def nhwc(y: torch.Tensor) -> torch.Tensor:
+    """Frames (N', C, H, W) as their memory order (N', H, W, C), made contiguous if they are not."""
+    return y.permute(0, 2, 3, 1).contiguous()
+
+
+def nchw(y: torch.Tensor) -> torch.Tensor:
+    """(N', H, W, C) memory as channels-last frames (N', C, H, W) (a view)."""
+    return y.permute(0, 3, 1, 2)
+
+
+def frames_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x``, whose gradient is made channels-last contiguous before it flows on.
+
+    Gradients reach a node as slices of the cell output's gradient (the concatenation) or as sums of
+    differently laid out terms; BatchNorm, ReLU and conv backward kernels given a gradient in another
+    memory format than their input run 5-7x slower (torch 2.13 CPU), far more than this one copy.
+    """
+    if x.requires_grad:
+        x.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
+    return x
+
+
+def interleave(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-edge tensors along dim 0 interleaved channel-major: ``out[c * G + g] = tensors[g][c]``.
+
+    The layout of G edges batched in one tensor, so that one grouped conv or BatchNorm serves them all.
+    """
+    return tensors[0] if len(tensors) == 1 else torch.stack(tensors, dim=1).flatten(0, 1)
+
+
+def pc_join(mixed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS ``channel_shuffle(cat([mixed, bypass]), groups)`` on (..., C) memory, in one copy.
+
+    Channel ``g * C/groups + i`` of the concatenation moves to ``i * groups + g``; ``mixed`` is group 0.
+    """
+    rest = bypass.unflatten(-1, (groups - 1, -1)).transpose(-2, -1)
+    return torch.cat([mixed.unsqueeze(-1), rest], dim=-1).flatten(-2)
+
+
+class SharedInput:
+    """``relu(x)`` of a node, read by the conv ops of all its edges, and its diagonal pixel phases, computed once."""
+
+    def __init__(self, r: torch.Tensor) -> None:
+        self.r = frames_grad(r)
+        self._phases: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def phase(self, d: int, i: int) -> torch.Tensor:
+        """Pixel phase (i, i) of ``r`` (see :class:`_DiagonalPhases`): (N', C, ceil(H/d), ceil(W/d))."""
+        if d not in self._phases:
+            # split once: its backward concatenates the phases' gradients instead of zero-filling per slice
+            self._phases[d] = _DiagonalPhases.apply(self.r, d).split(self.r.shape[0])
+        return self._phases[d][i]
+
+
+class _DiagonalPhases(torch.autograd.Function):
+    """Pixel phases (i, i), i < d, of channels-last frames, stacked in the batch.
+
+    Phase (i, i) holds the pixels (d*a + i, d*b + i), zero-padded at the bottom/right to ceil(H/d) x ceil(W/d):
+    exactly what strided 1x1 convs (FactorizedReduce reads phases (0, 0) and (1, 1)) and stride-d dilated
+    convs (phase (0, 0)) read, including the zero padding there. Copies only those pixels, and writes the
+    input gradient in one pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, d):  # type: ignore[override]
+        v = nhwc(x)
+        n, h, w, c = v.shape
+        hp, wp = -(-h // d), -(-w // d)
+        out = v.new_empty(d, n, hp, wp, c) if h % d == w % d == 0 else v.new_zeros(d, n, hp, wp, c)
+        for i in range(d):
+            src = v[:, i::d, i::d]
+            out[i, :, : src.shape[1], : src.shape[2]] = src
+        ctx.d, ctx.shape = d, v.shape
+        return nchw(out.view(d * n, hp, wp, c))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        d, (n, h, w, c) = ctx.d, ctx.shape
+        g = nhwc(grad).view(d, n, grad.shape[2], grad.shape[3], c)
+        out = g.new_empty(n, h, w, c)
+        for i in range(d):
+            for j in range(d):
+                dst = out[:, i::d, j::d]
+                if i == j:
+                    dst.copy_(g[i, :, : dst.shape[1], : dst.shape[2]])
+                else:
+                    dst.zero_()
+        return nchw(out), None
+
+
+def phases(x: torch.Tensor, d: int) -> torch.Tensor:
+    """All d x d pixel phases of channels-last frames stacked in the batch, phase (i, j) in block i*d + j:
+    (d*d*N', C, ceil(H/d), ceil(W/d)), zero-padded at the bottom/right. On them a dilation-d conv's weight
+    gradient is an undilated one (see :class:`~pvnas.nn.fast.conv.DilatedDepthwise`)."""
+    v = nhwc(x)
+    n, h, w, c = v.shape
+    hp, wp = -(-h // d), -(-w // d)
+    if (hp * d, wp * d) != (h, w):
+        v = F.pad(v, (0, 0, 0, wp * d - w, 0, hp * d - h))
+    return nchw(v.view(n, hp, d, wp, d, c).permute(2, 4, 0, 1, 3, 5).reshape(d * d * n, hp, wp, c))
