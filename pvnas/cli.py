@@ -282,7 +282,7 @@ def estimate(
     steps: int = typer.Option(2, "--steps", help="Timed search steps (after one warm-up)."),
 ) -> None:
     """Before a search: supernet params, MACs per clip, memory, measured step time, projected search time (JSON)."""
-    from pvnas.engine.estimate import estimate as run_estimate
+    from pvnas.search.estimate import estimate as run_estimate
 
     _print_json(
         run_estimate(
