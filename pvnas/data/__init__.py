@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 from torch.utils.data import Dataset
 
 from pvnas.config import ClipConfig
+from pvnas.data.datasets import KINDS
 from pvnas.data.decode import Decoder, get_decoder
 from pvnas.errors import ConfigError
 
 SPLITS = ("train", "val")
-SPEC_HELP = "demo, synthetic[:N], kinetics:ROOT, ssv2:ROOT, ucf101:ROOT[?split=1], folder:ROOT, csv:FILE"
-_FILE_OPTIONS = {"flip", "decoder", "missing"}
-_OPTIONS = {"kinetics": _FILE_OPTIONS, "ssv2": _FILE_OPTIONS, "ucf101": _FILE_OPTIONS | {"split"},
-            "folder": _FILE_OPTIONS, "csv": _FILE_OPTIONS, "demo": _FILE_OPTIONS, "synthetic": set()}  # fmt: skip
+SPEC_HELP = ", ".join(kind.spec for kind in KINDS.values())
 _BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -23,17 +20,17 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """``"kind:ARG?key=value&..."`` -> ``(kind, ARG, options)``, checking kind and option names."""
     head, _, query = spec.partition("?")
     kind, _, arg = head.partition(":")
-    if kind not in _OPTIONS:
+    if kind not in KINDS:
         raise ConfigError(f"unknown dataset spec {spec!r}; expected one of: {SPEC_HELP}")
     try:
         options = dict(parse_qsl(query, strict_parsing=True)) if query else {}
     except ValueError:
         raise ConfigError(f"--data {spec}: options after '?' must look like key=value&key=value") from None
-    unknown = set(options) - _OPTIONS[kind]
+    unknown = set(options) - KINDS[kind].options
     if unknown:
-        allowed = ", ".join(sorted(_OPTIONS[kind])) or "none"
+        allowed = ", ".join(sorted(KINDS[kind].options)) or "none"
         raise ConfigError(f"--data {spec}: unknown option(s) {', '.join(sorted(unknown))}; {kind} accepts: {allowed}")
-    if kind in ("kinetics", "ssv2", "ucf101", "folder", "csv") and not arg:
+    if KINDS[kind].needs_path and not arg:
         raise ConfigError(f"--data {spec}: {kind} needs a path, e.g. {kind}:/data/{kind}")
     if "flip" in options and options["flip"].lower() not in _BOOL:
         raise ConfigError(f"--data {spec}: flip must be 0 or 1, got {options['flip']!r}")
@@ -52,28 +49,11 @@ def list_samples(
     Only reads manifests and directory listings (no decoding); :func:`parse_spec` gives the
     arguments. ``flip`` is None where the clip config decides.
     """
-    from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, ucf101
-    from pvnas.data.datasets._files import require_dir
-
-    flip = None
-    if kind == "csv":
-        samples, classes, source = csv_list.csv_samples(Path(arg), split)
-    elif kind == "demo":
-        samples, classes, source = folder.folder_samples(demo.ensure_demo(), split)
-        flip = demo.FLIP
-    elif kind in ("kinetics", "ssv2", "ucf101", "folder"):
-        root = require_dir(Path(arg), f"{kind}:{arg}")
-        if kind == "kinetics":
-            samples, classes, source = kinetics.kinetics_samples(root, split)
-        elif kind == "ssv2":
-            samples, classes, source = ssv2.ssv2_samples(root, split)
-            flip = ssv2.FLIP
-        elif kind == "ucf101":
-            samples, classes, source = ucf101.ucf101_samples(root, split, int(options.get("split", "1")))
-        else:
-            samples, classes, source = folder.folder_samples(root, split)
-    else:
+    lister = KINDS[kind].lister if kind in KINDS else None
+    if lister is None:
         raise ConfigError(f"{kind} is not a file dataset; expected one of: {SPEC_HELP}")
+    samples, classes, source = lister(arg, split, options)
+    flip = KINDS[kind].flip
     if "flip" in options:
         flip = _BOOL[options["flip"].lower()]
     return samples, classes, f"{source} ({split} split)", flip
@@ -118,18 +98,9 @@ def build_dataset(
     views = views or ("train" if split == "train" else "single")
     if views not in VIEWS:
         raise ConfigError(f"views must be one of {VIEWS}, got {views!r}")
-    if kind == "synthetic":
-        from pvnas.data.datasets.synthetic import SyntheticDataset
-
-        try:
-            size = int(arg) if arg else 64
-        except ValueError:
-            raise ConfigError(f"--data synthetic:N needs an integer N, got {arg!r}") from None
-        if size < 1:
-            raise ConfigError(f"--data synthetic:N needs N >= 1, got {size}")
-        train = split == "train"
-        return SyntheticDataset(size if train else max(8, size // 4), clip, train=train, seed=seed, views=views)
-
+    build = KINDS[kind].build
+    if build is not None:
+        return build(arg, split, clip, seed, views)
     samples, classes, source, flip = list_samples(kind, arg, options, split)
     if decoder is None:
         decoder = get_decoder(options.get("decoder", "pyav"))

@@ -14,8 +14,6 @@ import torch
 from pvnas.config import ClipConfig
 from pvnas.errors import DataError
 
-# training-split sizes of the public datasets (DESIGN §5 spec schemes); ucf101 is split 1
-KNOWN_DATASET_SIZES: dict[str, int] = {"kinetics": 225946, "ssv2": 168913, "ucf101": 9537}
 DEFAULT_DATASET_SIZE = 1000
 
 
@@ -59,23 +57,23 @@ def dataset_of(data: str | None) -> tuple[int, str, int | None]:
     costed before the download; a missing folder or CSV is an error. Without a spec: 1000.
     """
     from pvnas.data import build_dataset, list_samples, parse_spec
-    from pvnas.data.datasets.demo import TRAIN_PER_CLASS
-    from pvnas.data.synthetic import CLASSES
+    from pvnas.data.datasets import KINDS
 
     if not data:
         return DEFAULT_DATASET_SIZE, "default (pass --data or --dataset-size)", None
     kind, arg, options = parse_spec(data)
-    if kind == "synthetic":  # rendered on demand: building it costs nothing
+    entry = KINDS[kind]
+    if entry.build is not None:  # rendered on demand: building it costs nothing
         train = build_dataset(data, "train", ClipConfig())
         return len(train), f"{data} (train split)", len(train.classes)  # type: ignore[arg-type, attr-defined]
-    if kind == "demo":  # (listing it would first write it)
-        return len(CLASSES) * TRAIN_PER_CLASS, "demo (train split)", len(CLASSES)
+    if entry.generated and entry.train_size is not None:  # (listing it would first write it)
+        return entry.train_size, f"{kind} (train split)", entry.num_classes
     try:
         samples, classes, source, _ = list_samples(kind, arg, options, "train")
     except DataError as err:
-        if kind not in KNOWN_DATASET_SIZES:
+        if entry.train_size is None:
             raise
-        return KNOWN_DATASET_SIZES[kind], f"official train split of {kind} (not readable here: {err})", None
+        return entry.train_size, f"official train split of {kind} (not readable here: {err})", None
     return len(samples), f"videos listed in {source}", len(classes)
 
 

@@ -1,0 +1,101 @@
+"""The dataset kinds of ``--data KIND[:ARG][?key=value&...]`` (DESIGN §5): one :class:`DatasetKind` each.
+
+Each layout's module turns its manifests into ``(path, label)`` pairs and class names; :data:`KINDS`
+says what else parsing a spec, building its datasets and costing a run (``pvnas estimate``) need to
+know of it, so that they look a kind up instead of testing its name. A new kind is a module and one
+entry in :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from pvnas.config import ClipConfig
+from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, ucf101
+from pvnas.data.datasets._files import Sample, require_dir
+from pvnas.data.datasets.synthetic import SyntheticDataset
+from pvnas.data.synthetic import CLASSES
+from pvnas.errors import ConfigError
+
+Listing = tuple[list[Sample], list[str], str]  # (path, label) pairs, class names, the manifest or folder read
+Lister = Callable[[str, str, dict[str, str]], Listing]  # (ARG, split, options) -> Listing
+Builder = Callable[[str, str, ClipConfig, int, str], Dataset]  # (ARG, split, clip, seed, views) -> dataset
+
+FILE_OPTIONS = frozenset({"flip", "decoder", "missing"})  # what every file kind's VideoDataset takes
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """One kind of ``--data`` spec: a file kind has a ``lister`` (manifests and listings only, no decoding;
+    its videos go through the one :class:`~pvnas.data.datasets.video.VideoDataset`), an in-memory kind a
+    ``build`` instead."""
+
+    spec: str  # its form in help and errors, e.g. "ucf101:ROOT[?split=1]"
+    lister: Lister | None = None
+    build: Builder | None = None
+    needs_path: bool = False  # ARG is a path that must be given
+    options: frozenset[str] = FILE_OPTIONS  # the ``?key=value`` names it accepts
+    flip: bool | None = None  # default horizontal flip (False where labels say left/right); None: the clip's
+    generated: bool = False  # made by pvnas (demo, synthetic): nothing to download, and listing may write it
+    train_size: int | None = None  # training videos known without listing: official split size, or the demo's
+    num_classes: int | None = None  # classes known without listing (a generated file kind)
+
+    def __post_init__(self) -> None:
+        """Refuse an entry that the builder or ``pvnas estimate`` could not use, at import."""
+        if (self.lister is None) == (self.build is None):
+            raise ValueError(f"dataset kind {self.spec}: give exactly one of lister and build")
+        if self.generated and self.lister is not None and (self.train_size is None or self.num_classes is None):
+            raise ValueError(f"dataset kind {self.spec}: a generated file kind needs train_size and num_classes")
+
+
+def _kinetics(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return kinetics.kinetics_samples(require_dir(Path(arg), f"kinetics:{arg}"), split)
+
+
+def _ssv2(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return ssv2.ssv2_samples(require_dir(Path(arg), f"ssv2:{arg}"), split)
+
+
+def _ucf101(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return ucf101.ucf101_samples(require_dir(Path(arg), f"ucf101:{arg}"), split, int(options.get("split", "1")))
+
+
+def _folder(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return folder.folder_samples(require_dir(Path(arg), f"folder:{arg}"), split)
+
+
+def _csv(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return csv_list.csv_samples(Path(arg), split)
+
+
+def _demo(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return folder.folder_samples(demo.ensure_demo(), split)
+
+
+def _synthetic(arg: str, split: str, clip: ClipConfig, seed: int, views: str) -> Dataset:
+    """``synthetic[:N]``: N training clips (default 64), N/4 but at least 8 validation clips."""
+    try:
+        size = int(arg) if arg else 64
+    except ValueError:
+        raise ConfigError(f"--data synthetic:N needs an integer N, got {arg!r}") from None
+    if size < 1:
+        raise ConfigError(f"--data synthetic:N needs N >= 1, got {size}")
+    train = split == "train"
+    return SyntheticDataset(size if train else max(8, size // 4), clip, train=train, seed=seed, views=views)
+
+
+KINDS: dict[str, DatasetKind] = {  # in the order of the help text
+    "demo": DatasetKind("demo", lister=_demo, flip=demo.FLIP, generated=True,
+                        train_size=len(CLASSES) * demo.TRAIN_PER_CLASS, num_classes=len(CLASSES)),
+    "synthetic": DatasetKind("synthetic[:N]", build=_synthetic, options=frozenset(), generated=True),
+    "kinetics": DatasetKind("kinetics:ROOT", lister=_kinetics, needs_path=True, train_size=225946),
+    "ssv2": DatasetKind("ssv2:ROOT", lister=_ssv2, needs_path=True, flip=ssv2.FLIP, train_size=168913),
+    "ucf101": DatasetKind("ucf101:ROOT[?split=1]", lister=_ucf101, needs_path=True, options=FILE_OPTIONS | {"split"},
+                          train_size=9537),  # split 1
+    "folder": DatasetKind("folder:ROOT", lister=_folder, needs_path=True),
+    "csv": DatasetKind("csv:FILE", lister=_csv, needs_path=True),
+}  # fmt: skip
