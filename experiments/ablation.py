@@ -55,9 +55,7 @@ from pvnas.engine.rundir import MetricsLog  # noqa: E402
 from pvnas.engine.train import run_train  # noqa: E402
 from pvnas.errors import ConfigError, PvnasError  # noqa: E402
 from pvnas.metrics.flops import count_flops  # noqa: E402
-from pvnas.nn.supernet import DEFAULT_IMPL  # noqa: E402
 from pvnas.search.loop import run_search  # noqa: E402
-from pvnas.search.schedule import step_period  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 from pvnas.space.ops import CELL_KINDS, PARAMETER_FREE, ops_for  # noqa: E402
 
@@ -68,7 +66,7 @@ SCHEDULES = ("step", "cosine")
 
 # 4 frames spread over the whole 32-frame demo video (more motion per frame step than a 16-frame
 # window), 32 px: the cheapest clip on which retrained genotypes still differ clearly (measured).
-SMALL_CLIP = ClipConfig(frames=4, window=32, crop=32, scale=(32, 37), test_clips=4, test_crops=3)
+SMALL_CLIP = ClipConfig(frames=4, window_seconds=32 / 15, crop=32, scale=(32, 37), test_clips=4, test_crops=3)
 
 
 @dataclass(frozen=True)
@@ -264,8 +262,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"on {result['machine']['cpus']} CPU cores, {result['threads']} torch thread(s), supernet `{result['impl']}`.",
         "",
         f"- Search: C={s['channels']}, {s['epochs']} epochs, batch {s['batch_size']}, {res} clips, "
-        f"weight lr {s['w_lr']} with the step schedule (x{s['step_gamma']} every "
-        f"{step_period(s['epochs'], s['step_every'])} epochs).",
+        f"weight lr {s['w_lr']} with the step schedule (x{s['step_gamma']} at "
+        f"{', '.join(f'{100 * a:.0f}%' for a in s['decay_at'])} of the steps).",
         f"- Retrain: C={n['channels']} (half {n['channels'] // 2}, double {2 * n['channels']}), {n['epochs']} epochs ({n['warmup_epochs']} warm-up), batch {n['batch_size']}, lr {n['lr']}, "
         f"dropout {n['dropout']}, drop-path {n['drop_path']}, {res} clips, stem stride {n['stem_stride']}, "
         f"cells {' '.join(n['stages'])}.",
@@ -466,7 +464,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             log.info("seed %d: %s top-1 %.3f top-5 %.3f", seed, v.name, metrics["top1"], metrics["top5"])
 
     result: dict[str, Any] = {
-        "command": command, "data": data, "seeds": seeds, "impl": DEFAULT_IMPL, "threads": torch.get_num_threads(),
+        "command": command, "data": data, "seeds": seeds, "impl": budget.search.impl, "threads": torch.get_num_threads(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "budget": {"search": to_dict(budget.search), "network": to_dict(budget.network), "views": budget.views,
                    "randoms": budget.randoms},

@@ -1,15 +1,33 @@
-"""pvnas: practical video neural architecture search (PV-NAS) — search, derive, retrain, evaluate."""
+"""pvnas: practical video neural architecture search (PV-NAS) — search, derive, retrain, evaluate.
+
+Importing the package does not import torch: the command line sets OpenMP's wait policy before torch
+loads (see :mod:`pvnas.cli`), and ``Genotype``/``count_flops`` load on first use.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
-from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, get_preset, override
-from pvnas.metrics.flops import count_flops
-from pvnas.space.genotype import Genotype
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pvnas.metrics.flops import count_flops
+    from pvnas.space.genotype import Genotype
 
 __all__ = ["Genotype", "build_network", "build_supernet", "count_flops"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Genotype":
+        from pvnas.space.genotype import Genotype
+
+        return Genotype
+    if name == "count_flops":
+        from pvnas.metrics.flops import count_flops
+
+        return count_flops
+    raise AttributeError(f"module 'pvnas' has no attribute {name!r}")
 
 
 def build_supernet(
@@ -18,28 +36,29 @@ def build_supernet(
     channels: int | None = None,
     partial_channels: int = 1,
     impl: str | None = None,
-) -> nn.Module:
+) -> "nn.Module":
     """The search network of DESIGN §2; ``channels`` overrides the preset's C.
 
     ``partial_channels=K`` mixes ops on 1/K of the channels (PC-DARTS); ``impl`` picks the cell
-    implementation ("reference" is the literal DARTS MixedOp, the oracle); None is the default.
+    implementation ("reference" is the literal DARTS MixedOp, the oracle); None is the preset's (fast).
     """
-    from pvnas.nn.supernet import DEFAULT_IMPL, supernet_from_config
+    from pvnas.config import SEARCH_PRESETS, get_preset, override
+    from pvnas.nn.supernet import supernet_from_config
 
-    cfg = override(get_preset(SEARCH_PRESETS, preset), channels=channels, partial_channels=partial_channels)
-    return supernet_from_config(cfg, num_classes, impl or DEFAULT_IMPL)
+    cfg = override(get_preset(SEARCH_PRESETS, preset), channels=channels, partial_channels=partial_channels, impl=impl)
+    return supernet_from_config(cfg, num_classes)
 
 
 def build_network(
-    genotype: Genotype,
+    genotype: "Genotype",
     preset: str = "L",
     num_classes: int = 400,
     channels: int | None = None,
     repeats: int | None = None,
-) -> nn.Module:
+) -> "nn.Module":
     """The retrain network of DESIGN §4 for ``genotype``; ``channels``/``repeats`` override C and K."""
+    from pvnas.config import NETWORK_PRESETS, get_preset, override
     from pvnas.nn.network import network_from_config
 
     cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats)
     return network_from_config(genotype, cfg, num_classes)
-

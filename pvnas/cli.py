@@ -6,16 +6,22 @@ code 2; ``--debug`` shows the traceback instead. Commands that print JSON print 
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-from enum import Enum
-from pathlib import Path
-from typing import Optional
+import os
 
-import typer
+# torch's OpenMP threads spin at every barrier; beside one other busy process a tiny search ran ~20x slower.
+# Passive waiting costs ~5% alone (README, troubleshooting). It must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pvnas.errors import ConfigError, PvnasError
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from enum import Enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
+
+from pvnas.errors import ConfigError, PvnasError  # noqa: E402
 
 app = typer.Typer(
     name="pvnas",
@@ -28,8 +34,10 @@ log = logging.getLogger("pvnas")
 _debug = False
 
 
-class Schedule(str, Enum):
+class Schedule(str, Enum):  # pvnas.config.SCHEDULES
     step = "step"
+    constant = "constant"
+    converge = "converge"
     cosine = "cosine"
 
 
@@ -51,6 +59,7 @@ CROP_OPT = typer.Option(None, "--crop", help="Crop size in pixels (preset defaul
 SCALE_OPT = typer.Option(None, "--scale", help="Random short-side range MIN,MAX before cropping (preset default).")
 WORKERS_OPT = typer.Option(None, "--workers", help="Loader worker processes.")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt.")
+OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the run already in --out (without it, it is kept).")
 CHECKPOINT_EVERY_OPT = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch).")
 TENSORBOARD_OPT = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard.")
 
@@ -72,39 +81,38 @@ def search(
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
     preset: str = typer.Option("search", "--preset", help="search (paper), tiny, demo."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Search epochs (preset default)."),
-    seed: int = typer.Option(0, "--seed"),
-    schedule: Schedule = typer.Option(Schedule.step, "--schedule", help="Weight LR schedule."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    schedule: Optional[Schedule] = typer.Option(
+        None, "--schedule", help="Weight LR schedule: step, constant, converge (paper §3.3) or cosine (preset default)."),
+    alpha_lr: Optional[float] = typer.Option(None, "--alpha-lr", help="Adam lr of the alphas (preset default)."),
+    alpha_warmup: Optional[float] = typer.Option(
+        None, "--alpha-warmup", help="Share of the steps that train the weights only, alphas frozen (preset default)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C."),
     workers: Optional[int] = WORKERS_OPT,
     impl: Optional[str] = typer.Option(None, "--impl", help="Supernet cells: fast (default) or reference."),
     resume: bool = RESUME_OPT,
+    overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
     tensorboard: bool = TENSORBOARD_OPT,
     frames: Optional[int] = FRAMES_OPT,
     crop: Optional[int] = CROP_OPT,
     scale: Optional[str] = SCALE_OPT,
-    partial_channels: int = typer.Option(1, "--partial-channels", help="PC-DARTS: mix ops on 1/K of the channels."),
+    partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="PC-DARTS: mix ops on 1/K of the channels."),
     edge_norm: bool = typer.Option(False, "--edge-norm", help="PC-DARTS edge normalisation (needs the fast impl)."),
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
-    from pvnas.config import SEARCH_PRESETS, get_preset, override, override_clip
-    from pvnas.nn.supernet import DEFAULT_IMPL
+    from pvnas.config import SEARCH_PRESETS, RunOptions, get_preset, override, override_clip
     from pvnas.search.loop import run_search
 
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
-        base, epochs=epochs, seed=seed, schedule=schedule.value, batch_size=batch_size, channels=channels,
-        workers=workers, clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels,
-        edge_norm=edge_norm,
+        base, epochs=epochs, seed=seed, schedule=schedule.value if schedule else None, a_lr=alpha_lr,
+        a_warmup=alpha_warmup, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
+        clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )
-    for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size), ("--channels", cfg.channels)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
-    result = run_search(
-        cfg, data, out, resume=resume, impl=impl or DEFAULT_IMPL, preset=preset, checkpoint_every=checkpoint_every,
-        tensorboard=tensorboard,
-    )
+    options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
+    result = run_search(cfg, data, out, options, preset=preset)
     if is_main_process():
         typer.echo(result.genotype.describe())
         typer.echo(f"genotype: {out / 'genotype.json'}")
@@ -117,34 +125,14 @@ def derive(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Genotype JSON to write (default: stdout)."),
 ) -> None:
     """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch")."""
-    import torch
+    from pvnas.search.snapshots import derive_from_run
 
-    from pvnas.space.genotype import Genotype
-
-    alpha_dir = run / "alphas"
-    if not alpha_dir.is_dir():
-        raise ConfigError(f"{run}: not a search run directory (no alphas/ folder)")
-    saved = sorted(int(p.stem.split("_")[1]) for p in alpha_dir.glob("epoch_*.pt"))
-    if not saved:
-        raise ConfigError(f"{alpha_dir}: no epoch_NNN.pt files yet")
-    epoch = saved[-1] if epoch is None else epoch
-    path = alpha_dir / f"epoch_{epoch:03d}.pt"
-    if not path.exists():
-        raise ConfigError(f"--epoch {epoch}: {path} does not exist; saved epochs are {saved[0]}..{saved[-1]}")
-    meta = {"source": "search", "epoch": epoch, "run": str(run)}
-    config = run / "config.yaml"
-    if config.exists():
-        from pvnas.engine.rundir import load_yaml
-
-        meta["dataset"] = load_yaml(config).get("data")
-    edges = alpha_dir / f"edges_{epoch:03d}.pt"  # written by searches with edge normalisation
-    edge_weights = torch.load(edges, map_location="cpu") if edges.exists() else None
-    genotype = Genotype.derive(torch.load(path, map_location="cpu"), meta=meta, edge_weights=edge_weights)
+    genotype = derive_from_run(run, epoch)
     if output is None:
         _print_json(genotype.to_dict())
     else:
         genotype.save(output)
-        log.info("wrote %s (epoch %d)", output, epoch)
+        log.info("wrote %s (epoch %d)", output, genotype.meta["epoch"])
 
 
 @app.command("random")
@@ -180,6 +168,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Base lr per process (paper 0.01), times the world size."),
     workers: Optional[int] = WORKERS_OPT,
     resume: bool = RESUME_OPT,
+    overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
     tensorboard: bool = TENSORBOARD_OPT,
     frames: Optional[int] = FRAMES_OPT,
@@ -187,7 +176,7 @@ def train(
     scale: Optional[str] = SCALE_OPT,
 ) -> None:
     """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
-    from pvnas.config import NETWORK_PRESETS, get_preset, override, override_clip
+    from pvnas.config import NETWORK_PRESETS, RunOptions, get_preset, override, override_clip
     from pvnas.engine.train import resolve_schedule, run_train
     from pvnas.space.genotype import Genotype
 
@@ -197,13 +186,9 @@ def train(
         base, channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
         lr=lr, workers=workers, clip=override_clip(base.clip, frames, crop, scale),
     )
-    for name, value in (("--channels", cfg.channels), ("--repeats", cfg.repeats), ("--batch-size", cfg.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
     cfg = resolve_schedule(cfg, data, epochs)
-    result = run_train(
-        geno, cfg, data, out, resume=resume, preset=preset, checkpoint_every=checkpoint_every, tensorboard=tensorboard
-    )
+    options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
+    result = run_train(geno, cfg, data, out, options, preset=preset)
     if is_main_process():
         _print_json(result)
 
@@ -393,7 +378,7 @@ def _require_dir(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from pvnas.engine.runtime import Preempted
+    from pvnas.engine.run import Preempted
 
     try:
         code = app(args=argv, standalone_mode=False)

@@ -1,5 +1,7 @@
 """Presets as frozen dataclasses: the paper's settings by name, overridable field by field.
 
+Every config checks its own values in ``__post_init__`` (the one place a range is defined), so a
+bad ``--flag`` fails before anything runs or is written, naming the field, its flag and the bound.
 A run writes the resolved config to ``RUN/config.yaml`` so every run directory says exactly
 what produced it.
 """
@@ -11,14 +13,40 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pvnas.errors import ConfigError
+from pvnas.space.ops import CELL_KINDS
+
+# weight learning-rate schedules of the search (pvnas.search.schedule implements them)
+SCHEDULES: tuple[str, ...] = ("step", "constant", "converge", "cosine")
+# supernet cell implementations (pvnas.nn.supernet.CELL_IMPLS)
+IMPLS: tuple[str, ...] = ("fast", "reference")
+PAPER_FPS = 30.0  # the paper's window is 64 frames of 30 fps video
+
+
+def _check(ok: bool, name: str, flag: str | None, rule: str, value: Any) -> None:
+    """Raise the one-line error of a field that breaks its rule: ``lr (--lr) must be > 0, got -1.0``."""
+    if not ok:
+        where = f"{name} ({flag})" if flag else name
+        raise ConfigError(f"{where} must be {rule}, got {value!r}")
+
+
+def _check_common(cfg: Any) -> None:
+    """The fields search and retrain configs share."""
+    _check(cfg.channels >= 1, "channels", "--channels", ">= 1", cfg.channels)
+    _check(cfg.batch_size >= 1, "batch_size", "--batch-size", ">= 1", cfg.batch_size)
+    _check(cfg.workers >= 0, "workers", "--workers", ">= 0 (0 loads in the main process)", cfg.workers)
+    _check(0 <= cfg.seed < 2**63, "seed", "--seed", "a non-negative integer", cfg.seed)
 
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """How clips are cut from videos (paper §4.2): ``frames`` uniformly inside a ``window``."""
+    """How clips are cut from videos (paper §4.2): ``frames`` uniformly inside a window of ``window_seconds``.
+
+    The window is a duration, not a frame count: the paper's 64 frames of 30 fps video (~2.13 s) span the
+    same time in 12 fps SSv2 and 25 fps UCF-101 (DESIGN §5).
+    """
 
     frames: int = 8
-    window: int = 64  # span at the source frame rate from which `frames` are sampled
+    window_seconds: float = 64 / PAPER_FPS
     crop: int = 112
     scale: tuple[int, int] = (128, 164)  # random short-side range (train); test uses scale[0]
     flip: bool = True
@@ -28,10 +56,8 @@ class ClipConfig:
     def __post_init__(self) -> None:
         """Refuse impossible clips up front, naming the field and the fix."""
         lo, hi = self.scale
-        if self.frames < 1:
-            raise ConfigError(f"frames (--frames) must be >= 1, got {self.frames}")
-        if self.window < self.frames:
-            raise ConfigError(f"window ({self.window}) must be >= frames ({self.frames}): frames are sampled inside it")
+        _check(self.frames >= 1, "frames", "--frames", ">= 1", self.frames)
+        _check(self.window_seconds > 0, "window_seconds", "--window", "> 0 seconds", self.window_seconds)
         if not 0 < lo <= hi:
             raise ConfigError(f"scale (--scale) must be MIN,MAX with 0 < MIN <= MAX, got {lo},{hi}")
         if self.crop < 1 or self.crop > lo:
@@ -42,6 +68,11 @@ class ClipConfig:
         if self.test_clips < 1 or self.test_crops not in (1, 3):
             raise ConfigError(f"test views must be >= 1 clips x 1 or 3 crops, got {self.test_clips}x{self.test_crops}")
 
+    def window_frames(self, fps: float) -> int:
+        """The window in frames of a video at ``fps`` (at least ``frames``: sampling never repeats a frame
+        because the video's rate is low)."""
+        return max(self.frames, round(self.window_seconds * fps))
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -51,23 +82,54 @@ class SearchConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     batch_size: int = 32
     epochs: int = 80
-    # weights: SGD
+    # weights: SGD; the lr follows `schedule`, a function of progress (step / total steps)
     w_lr: float = 0.1
     w_lr_min: float = 1e-4  # cosine floor
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    schedule: str = "step"  # "step" (paper) or "cosine" (reproduces the collapse of Fig. 4)
-    step_every: int = 20  # at 80 epochs; scaled proportionally with `epochs`
+    schedule: str = "step"
+    decay_at: tuple[float, ...] = (0.25, 0.5, 0.75)  # step: progress of the decays (paper: epochs 20/40/60 of 80)
     step_gamma: float = 0.1
+    converge_window: float = 0.1  # converge: alphas are compared over this share of the steps
+    converge_tol: float = 0.02  # converge: relative alpha change over the window that counts as converged
     grad_clip: float | None = 5.0  # DARTS' weight-gradient clipping
     # architecture: Adam
     a_lr: float = 1e-3
     a_betas: tuple[float, float] = (0.0, 0.999)
     a_weight_decay: float = 0.0
+    a_warmup: float = 0.0  # share of the steps that train the weights only (PC-DARTS freezes alpha 15 of 50 epochs)
     partial_channels: int = 1  # PC-DARTS: ops mix 1/K of the channels (fast supernet only)
     edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
+    impl: str = "fast"  # supernet cells: "fast", or "reference" (the literal DARTS MixedOp, the oracle)
     workers: int = 2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check(self.epochs >= 1, "epochs", "--epochs", ">= 1", self.epochs)
+        _check(self.w_lr > 0, "w_lr", "--lr", "> 0", self.w_lr)
+        _check(0 <= self.w_lr_min <= self.w_lr, "w_lr_min", None, f"in [0, w_lr = {self.w_lr}]", self.w_lr_min)
+        _check(0 <= self.w_momentum < 1, "w_momentum", None, "in [0, 1)", self.w_momentum)
+        _check(self.w_weight_decay >= 0, "w_weight_decay", None, ">= 0", self.w_weight_decay)
+        _check(self.schedule in SCHEDULES, "schedule", "--schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
+        _check(len(self.decay_at) <= 3 and all(0 < a < 1 for a in self.decay_at) and list(self.decay_at) == sorted(self.decay_at),
+               "decay_at", None, "at most 3 increasing fractions in (0, 1) (the paper decays three times)", self.decay_at)
+        _check(0 < self.step_gamma < 1, "step_gamma", None, "in (0, 1)", self.step_gamma)
+        _check(0 < self.converge_window < 1, "converge_window", None, "in (0, 1)", self.converge_window)
+        _check(self.converge_tol > 0, "converge_tol", None, "> 0", self.converge_tol)
+        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", None, "> 0 or None", self.grad_clip)
+        _check(self.a_lr > 0, "a_lr", "--alpha-lr", "> 0", self.a_lr)
+        _check(all(0 <= b < 1 for b in self.a_betas) and len(self.a_betas) == 2, "a_betas", None,
+               "two values in [0, 1)", self.a_betas)
+        _check(self.a_weight_decay >= 0, "a_weight_decay", None, ">= 0", self.a_weight_decay)
+        _check(0 <= self.a_warmup < 1, "a_warmup", "--alpha-warmup", "in [0, 1)", self.a_warmup)
+        _check(self.impl in IMPLS, "impl", "--impl", f"one of {', '.join(IMPLS)}", self.impl)
+        k = self.partial_channels
+        _check(k >= 1 and self.channels % k == 0, "partial_channels", "--partial-channels",
+               f">= 1 and divide channels ({self.channels})", k)
+        if self.impl == "reference" and (k > 1 or self.edge_norm):
+            raise ConfigError("--partial-channels > 1 and --edge-norm need the fast supernet (--impl fast); "
+                              "the reference is the literal DARTS mixture")
 
 
 # Fig. 5b stacks S-NC x K, S-RC, T-NC x K, T-RC; L and M continue with two more temporal stages,
@@ -100,19 +162,72 @@ class NetworkConfig:
     workers: int = 4
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check(self.repeats >= 1, "repeats", "--repeats", ">= 1", self.repeats)
+        _check(len(self.stages) >= 1 and all(k in CELL_KINDS for k in self.stages), "stages", None,
+               f"a non-empty list of {', '.join(CELL_KINDS)}", self.stages)
+        _check(self.stem_stride in (2, 4), "stem_stride", None, "2 or 4", self.stem_stride)
+        _check(0 <= self.dropout < 1, "dropout", None, "in [0, 1)", self.dropout)
+        _check(0 <= self.drop_path < 1, "drop_path", None, "in [0, 1)", self.drop_path)
+        _check(self.epochs is None or self.epochs >= 1, "epochs", "--epochs", ">= 1", self.epochs)
+        _check(self.warmup_epochs is None or self.warmup_epochs >= 0, "warmup_epochs", None, ">= 0", self.warmup_epochs)
+        if self.epochs is not None and self.warmup_epochs is not None:
+            _check(self.warmup_epochs < self.epochs, "warmup_epochs", None, f"< epochs ({self.epochs})", self.warmup_epochs)
+        _check(self.lr > 0, "lr", "--lr", "> 0", self.lr)
+        _check(0 <= self.lr_min <= self.lr, "lr_min", None, f"in [0, lr = {self.lr}]", self.lr_min)
+        _check(0 < self.warmup_start <= 1, "warmup_start", None, "in (0, 1]", self.warmup_start)
+        _check(0 <= self.momentum < 1, "momentum", None, "in [0, 1)", self.momentum)
+        _check(self.weight_decay >= 0, "weight_decay", None, ">= 0", self.weight_decay)
+        _check(self.val_videos >= 0, "val_videos", None, ">= 0", self.val_videos)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Multi-view testing (``pvnas eval``/``predict``): ``clips`` x ``crops`` views, ``batch_size`` clips per forward."""
+
+    clips: int = 10
+    crops: int = 3
+    batch_size: int = 8
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.clips >= 1 and self.crops >= 1, "views", "--views", "CLIPSxCROPS with both >= 1",
+               f"{self.clips}x{self.crops}")
+        _check(self.batch_size >= 1, "batch_size", "--batch-size", ">= 1", self.batch_size)
+        _check(self.workers >= 0, "workers", "--workers", ">= 0 (0 loads in the main process)", self.workers)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run directory is used (search and train alike): start, continue or replace it, and checkpoints."""
+
+    resume: bool = False  # continue from RUN/checkpoint.pt
+    overwrite: bool = False  # replace the run already in RUN
+    checkpoint_every: float | None = None  # minutes between timed checkpoints (besides every epoch)
+    max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
+        _check(self.checkpoint_every is None or self.checkpoint_every > 0, "checkpoint_every", "--checkpoint-every",
+               "> 0 minutes", self.checkpoint_every)
+        _check(self.max_bad_steps >= 1, "max_bad_steps", None, ">= 1", self.max_bad_steps)
+
 
 SEARCH_PRESETS: dict[str, SearchConfig] = {
     "search": SearchConfig(),
     "tiny": SearchConfig(
         channels=8,
-        clip=ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
+        clip=ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
         batch_size=8,
         epochs=2,
         workers=0,
     ),
     "demo": SearchConfig(  # `make demo` in <= 10 min on 2 cores: ~2.5 of them for this search
         channels=8,
-        clip=ClipConfig(frames=4, window=16, crop=32, scale=(32, 40), test_clips=4),
+        clip=ClipConfig(frames=4, window_seconds=16 / 15, crop=32, scale=(32, 40), test_clips=4),
         batch_size=32,
         epochs=5,
         workers=2,
@@ -127,7 +242,7 @@ NETWORK_PRESETS: dict[str, NetworkConfig] = {
         repeats=1,
         stages=FIG5B_STAGES,
         stem_stride=2,
-        clip=ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
+        clip=ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40), test_clips=2, test_crops=3),
         batch_size=8,
         epochs=2,
         warmup_epochs=0,
@@ -139,7 +254,7 @@ NETWORK_PRESETS: dict[str, NetworkConfig] = {
         repeats=1,
         stages=FIG5B_STAGES,
         stem_stride=2,
-        clip=ClipConfig(frames=4, window=16, crop=32, scale=(32, 40), test_clips=4, test_crops=3),
+        clip=ClipConfig(frames=4, window_seconds=16 / 15, crop=32, scale=(32, 40), test_clips=4, test_crops=3),
         batch_size=16,
         epochs=10,
         warmup_epochs=2,
@@ -166,11 +281,11 @@ def override(cfg: T, **changes: Any) -> T:
 
 
 def override_clip(clip: ClipConfig, frames: int | None, crop: int | None, scale: str | None) -> ClipConfig:
-    """Apply the ``--frames/--crop/--scale MIN,MAX`` flags; the window keeps its frames-to-window ratio."""
+    """Apply the ``--frames/--crop/--scale MIN,MAX`` flags; the window keeps its duration (more frames sample
+    it more densely, as SlowFast's 8x8 and 16x4 clips span the same 64 frames)."""
     changes: dict[str, Any] = {}
     if frames is not None:
         changes["frames"] = frames
-        changes["window"] = max(frames, clip.window * frames // clip.frames)
     if crop is not None:
         changes["crop"] = crop
     if scale is not None:

@@ -58,7 +58,7 @@ def test_random_cli(tmp_path):
     [
         (["search", "--data", "synthetic", "--preset", "huge", "--out", "X"], "unknown preset 'huge'"),
         (["search", "--data", "nowhere:/x", "--preset", "tiny", "--out", "X"], "unknown dataset spec 'nowhere:/x'"),
-        (["search", "--data", "synthetic", "--preset", "tiny", "--epochs", "0", "--out", "X"], "--epochs must be >= 1"),
+        (["search", "--data", "synthetic", "--preset", "tiny", "--epochs", "0", "--out", "X"], "epochs (--epochs) must be >= 1"),
         (["derive", "/no/such/run"], "not a search run directory"),
         (["random", "--min-conv", "12"], "min_conv must be in 0..8"),
     ],

@@ -16,7 +16,7 @@ from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.loader import Skipped
 from pvnas.errors import ConfigError, DataError
 
-CLIP = ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
+CLIP = ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
 
 
 def _place(src: Path, dst: Path) -> str:

@@ -12,7 +12,7 @@ from pvnas.data import build_dataset
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.loader import build_loader
 
-CLIP = ClipConfig(frames=4, window=8, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
+CLIP = ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
 
 
 def _epochs(loader, epochs):

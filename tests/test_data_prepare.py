@@ -42,6 +42,6 @@ def test_prepare_ucf_style_tree(tmp_path, real_clips, generated_videos, bad_vide
     with av.open(str(dst / "videos" / "Rotated" / "v_r.mp4")) as c:
         assert not c.streams.audio
 
-    ds = build_dataset(f"ucf101:{dst}", "train", ClipConfig(frames=4, window=8, crop=32, scale=(32, 40)))
+    ds = build_dataset(f"ucf101:{dst}", "train", ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40)))
     assert [label for _, label in ds.samples] == [0, 1]
     assert prepare_dataset(src, dst, short_side=64, keyint=8, workers=1)["already_done"] == 2  # resumable

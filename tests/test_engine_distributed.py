@@ -1,5 +1,6 @@
 """torchrun on CPU (gloo): 2 processes search in lockstep, alphas identical on both ranks."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,17 +21,22 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
-def test_ddp_search_keeps_alphas_identical_on_every_rank(tmp_path):
+def test_ddp_search_keeps_alphas_and_convergence_decisions_identical_on_every_rank(tmp_path):
     run, dump = tmp_path / "run", tmp_path / "dump"
     dump.mkdir()
     proc = torchrun(str(SCRIPTS / "ddp_search.py"), str(run), str(dump))
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = torch.load(dump / "rank0.pt"), torch.load(dump / "rank1.pt")
-    for kind in r0:
-        assert torch.equal(r0[kind], r1[kind]), kind
-    saved = torch.load(run / "alphas/epoch_001.pt")
-    for kind in r0:
-        assert torch.equal(saved[kind], r0[kind])
+    for kind in r0["alphas"]:
+        assert torch.equal(r0["alphas"][kind], r1["alphas"][kind]), kind
+    saved = torch.load(run / "alphas/epoch_002.pt")
+    for kind in saved:
+        assert torch.equal(saved[kind], r0["alphas"][kind])
+    # `converge` decides on every rank alike: 2 steps per epoch and rank, a look every step, 3 decays
+    assert r0["decisions"] == r1["decisions"] and sum(d for _, d in r0["decisions"]) == 3
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # 0.1 x 2 ranks; the last step ran after 2 decays (the 3rd is decided after it)
+    assert records[-1]["decays"] == 3 and records[-1]["lr"] == pytest.approx(0.2 * 0.01)
     assert (run / "genotype.json").exists()
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pvnas
+from pvnas.config import EvalConfig
 from pvnas.data.loader import Batch, Skipped
 from pvnas.engine.evaluate import aggregate_views, evaluate, parse_views, sanitise, topk_hits, view_logits
 from pvnas.errors import ConfigError
@@ -12,9 +13,12 @@ from pvnas.errors import ConfigError
 def test_parse_views():
     assert parse_views("10x3") == (10, 3)
     assert parse_views("1X1") == (1, 1)
-    for bad in ("10", "0x3", "ax3", "10x3x1", ""):
+    for bad in ("10", "ax3", "10x3x1", ""):
         with pytest.raises(ConfigError, match="--views"):
             parse_views(bad)
+    for clips, crops in ((0, 3), (2, 0)):
+        with pytest.raises(ConfigError, match=r"views \(--views\) must be CLIPSxCROPS with both >= 1"):
+            EvalConfig(clips=clips, crops=crops)
 
 
 def test_aggregate_views_known_answer():

@@ -1,5 +1,6 @@
 """Never lose work: exact resume (epoch boundary and SIGTERM mid-epoch), atomic files, guards."""
 
+import json
 import math
 import signal
 import subprocess
@@ -9,19 +10,19 @@ import time
 import pytest
 import torch
 
-from pvnas.config import SEARCH_PRESETS, override
-from pvnas.engine.runtime import NonFiniteGuard, NonFiniteLossError
+from pvnas.config import SEARCH_PRESETS, RunOptions, override
+from pvnas.engine.run import NonFiniteGuard, NonFiniteLossError
 from pvnas.errors import ConfigError
 from pvnas.search.loop import run_search
 
-CFG = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2, seed=5)
+CFG = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2, seed=5, impl="reference")
 DATA = "synthetic:24"
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     run = tmp_path_factory.mktemp("straight") / "run"
-    run_search(CFG, DATA, run, impl="reference")
+    run_search(CFG, DATA, run)
     return run
 
 
@@ -35,18 +36,42 @@ def assert_same_alphas(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_from_epoch_boundary_is_bit_exact(straight, tmp_path):
-    run = tmp_path / "run"
-    run_search(override(CFG, epochs=1), DATA, run, impl="reference")
-    assert not (run / "alphas/epoch_002.pt").exists()
-    run_search(CFG, DATA, run, impl="reference", resume=True)
+def test_resume_from_epoch_boundary_is_bit_exact(straight, tmp_path, monkeypatch):
+    """A process killed after the epoch-1 checkpoint (here: while finishing epoch 2) resumes to the same run."""
+    import pvnas.search.loop as loop
+
+    run, calls = tmp_path / "run", []
+    real = loop.collapse_stats
+
+    def crash_in_epoch_2(alphas):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(alphas)
+
+    monkeypatch.setattr(loop, "collapse_stats", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(CFG, DATA, run)
+    monkeypatch.setattr(loop, "collapse_stats", real)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["epoch"] == 1
+    run_search(CFG, DATA, run, RunOptions(resume=True))
     assert_same_alphas(alphas(run, 1), alphas(straight, 1))
     assert_same_alphas(alphas(run, 2), alphas(straight, 2))
-    weights = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
-    ref = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    weights = torch.load(run / "checkpoint.pt", weights_only=True)["state"]["model"]
+    ref = torch.load(straight / "checkpoint.pt", weights_only=True)["state"]["model"]
     assert all(torch.equal(weights[k], ref[k]) for k in ref)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def test_resume_may_extend_the_epochs(tmp_path):
+    """--epochs may grow on resume (the schedule, a function of progress, then follows the longer run)."""
+    run = tmp_path / "run"
+    run_search(override(CFG, epochs=1), DATA, run)
+    run_search(CFG, DATA, run, RunOptions(resume=True))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert not torch.equal(alphas(run, 1)["T-NC"], alphas(run, 2)["T-NC"])
 
 
 def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
@@ -62,20 +87,57 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "--resume" in err and "Traceback" not in err
-    progress = torch.load(run / "checkpoint.pt", weights_only=False)["progress"]
+    progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
     assert progress["epoch"] == 1 and 0 < progress["step"] < 6, progress  # stopped inside epoch 2
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert_same_alphas(alphas(run, 2), alphas(straight, 2))
 
 
+# alphas barely move (lr 1e-6), any relative change passes: with 12 steps and a look every 3, `converge`
+# decays after steps 3, 6 and 9
+CONVERGE = override(CFG, schedule="converge", converge_window=0.25, converge_tol=100.0, a_lr=1e-6)
+
+
+def test_converge_resumes_bit_exact_across_a_decay(tmp_path, monkeypatch):
+    """Killed in epoch 2 after 2 decays (last timed checkpoint after step 7), resumed: the 3rd decay and every
+    number after it are those of the uninterrupted run."""
+    import pvnas.search.loop as loop
+
+    straight, run, calls = tmp_path / "straight", tmp_path / "run", []
+    run_search(CONVERGE, DATA, straight)
+    real = loop.search_step
+
+    def crash_at_step_8(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "search_step", crash_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(CONVERGE, DATA, run, RunOptions(checkpoint_every=1e-9))
+    monkeypatch.setattr(loop, "search_step", real)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert (ckpt["progress"]["epoch"], ckpt["progress"]["step"], ckpt["state"]["converge"]["decays"]) == (1, 1, 2)
+    run_search(CONVERGE, DATA, run, RunOptions(resume=True))
+    assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+    ends = [torch.load(r / "checkpoint.pt", weights_only=True)["state"] for r in (run, straight)]
+    assert ends[0]["converge"]["decays"] == ends[1]["converge"]["decays"] == 3
+    assert all(torch.equal(ends[0]["model"][k], ends[1]["model"][k]) for k in ends[1]["model"])
+    records = [[json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, straight)]
+    # a record's lr is that of its epoch's last step; the decay after step 6 counts in epoch 1, acts in epoch 2
+    assert [(r["decays"], r["lr"]) for r in records[0]] == [(r["decays"], r["lr"]) for r in records[1]]
+    assert [(r["decays"], r["lr"]) for r in records[0]] == [(2, pytest.approx(0.01)), (3, pytest.approx(1e-4))]
+
+
 def test_resume_with_other_config_is_refused(straight, tmp_path):
     with pytest.raises(ConfigError, match="written with search.channels = 4, this run has 8"):
-        run_search(override(CFG, channels=8), DATA, straight, impl="reference", resume=True)
+        run_search(override(CFG, channels=8), DATA, straight, RunOptions(resume=True))
     with pytest.raises(ConfigError, match="no checkpoint at"):
-        run_search(CFG, DATA, tmp_path / "empty", impl="reference", resume=True)
-    with pytest.raises(ConfigError, match="already holds a run; use --resume"):
-        run_search(CFG, DATA, straight, impl="reference")
+        run_search(CFG, DATA, tmp_path / "empty", RunOptions(resume=True))
+    with pytest.raises(ConfigError, match="already holds a run .*use --resume to continue it, --overwrite to replace it"):
+        run_search(CFG, DATA, straight)
 
 
 def test_non_finite_guard_skips_then_stops():
@@ -91,12 +153,12 @@ def test_non_finite_guard_skips_then_stops():
 
 def test_non_finite_losses_stop_the_search_and_keep_last_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    run_search(override(CFG, epochs=1), DATA, run, impl="reference")
+    run_search(override(CFG, epochs=1), DATA, run)
     before = (run / "checkpoint.pt").read_bytes()
     import pvnas.search.loop as loop
 
     real = loop.F.cross_entropy
     monkeypatch.setattr(loop.F, "cross_entropy", lambda *a, **k: real(*a, **k) * math.nan)
     with pytest.raises(NonFiniteLossError, match="5 non-finite losses in a row"):
-        run_search(CFG, DATA, run, impl="reference", resume=True)
+        run_search(CFG, DATA, run, RunOptions(resume=True))
     assert (run / "checkpoint.pt").read_bytes() == before

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from pvnas.config import NETWORK_PRESETS, override
+from pvnas.config import NETWORK_PRESETS, RunOptions, override
 from pvnas.engine.modelfile import load_model
 from pvnas.engine.train import lr_at, resolve_schedule, run_train
 from pvnas.errors import ConfigError
@@ -28,7 +28,7 @@ def test_schedule_defaults_follow_the_paper_per_dataset():
     assert resolve_schedule(L, "kinetics:/k", epochs=98).warmup_epochs == 18
     tiny = resolve_schedule(NETWORK_PRESETS["tiny"], "kinetics:/k")
     assert (tiny.epochs, tiny.warmup_epochs) == (2, 0)  # a preset's own schedule wins over the dataset's
-    with pytest.raises(ConfigError, match="--epochs must be >= 1"):
+    with pytest.raises(ConfigError, match=r"epochs \(--epochs\) must be >= 1"):
         resolve_schedule(L, "synthetic", epochs=0)
 
 
@@ -71,7 +71,7 @@ def test_model_file_rebuilds_the_trained_network(one_epoch):
     trained = load_model(run / "model.pt")
     assert trained.classes[0] == "shift_left" and len(trained.classes) == 8
     assert trained.config.channels == 4 and trained.genotype == GENOTYPE and trained.preset == "tiny"
-    state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["state"]["model"]
     for k, v in trained.model.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert not trained.model.training
@@ -84,10 +84,10 @@ def test_resume_extends_a_run_and_refuses_a_different_config(one_epoch, tmp_path
     for p in run.iterdir():
         (copy / p.name).write_bytes(p.read_bytes())
     with pytest.raises(ConfigError, match="network.channels"):
-        run_train(GENOTYPE, override(TINY, epochs=2, channels=8), DATA, copy, resume=True)
+        run_train(GENOTYPE, override(TINY, epochs=2, channels=8), DATA, copy, RunOptions(resume=True))
     with pytest.raises(ConfigError, match="already holds a run"):
         run_train(GENOTYPE, override(TINY, epochs=2), DATA, copy)
-    run_train(GENOTYPE, override(TINY, epochs=2), DATA, copy, resume=True)
+    run_train(GENOTYPE, override(TINY, epochs=2), DATA, copy, RunOptions(resume=True))
     records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["drop_path"] == pytest.approx(0.05)  # DARTS ramp: 0.1 * epoch / epochs

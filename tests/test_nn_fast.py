@@ -1,6 +1,5 @@
-"""The fast supernet cell against the literal reference (and a literal PC-DARTS edge)."""
+"""The fast supernet cell against the literal reference (partial channels: tests/test_nn_partial_channels.py)."""
 
-from functools import partial
 
 import pytest
 import torch
@@ -149,39 +148,6 @@ def test_build_supernet_defaults_to_fast():
     assert isinstance(pvnas.build_supernet(channels=4, num_classes=10, impl="reference").cells["S-NC"], ReferenceCell)
 
 
-def literal_pc_cell(cell, s0, s1, weights, edge_weights=None):
-    """PC-DARTS (Xu et al.) in 3D, literally: ops on the first C/K channels, bypass, shuffle, edge factors."""
-    k = cell.k
-    states, e = [cell.pre0(s0), cell.pre1(s1)], 0
-    for node in range(2, 2 + NODES):
-        total = 0
-        for j, h in enumerate(states):
-            c = h.shape[1] // k
-            mixed = cell.edges[e + j](h[:, :c], weights[e + j])
-            rest = h[:, c:]
-            if mixed.shape[-1] != h.shape[-1]:
-                rest = F.max_pool3d(rest, (1, 2, 2), (1, 2, 2), ceil_mode=True)
-            y = torch.cat([mixed, rest], 1)
-            y = y.view(y.shape[0], k, -1, *y.shape[2:]).transpose(1, 2).reshape(y.shape)  # channel_shuffle
-            total = total + (1 if edge_weights is None else edge_weights[e + j]) * y
-        states.append(total)
-        e += node
-    return torch.cat(states[2:], 1)
-
-
-@pytest.mark.parametrize("edge_norm", [False, True])
-@pytest.mark.parametrize("kind", CELL_KINDS)
-def test_partial_channel_cell_equals_literal_pc_darts(kind, edge_norm):
-    torch.manual_seed(0)
-    net = Supernet(8, 5, cell=partial(FastCell, partial_channels=4), edge_norm=edge_norm)
-    with torch.no_grad():
-        for b in net.betas.values():
-            b.normal_()
-    s0, s1 = cell_inputs(net, clip(size=14))[kind]
-    cell, weights, ew = net.cells[kind], torch.softmax(net.alphas[kind], -1), net.edge_weights(kind)
-    assert_close(literal_pc_cell(cell, s0, s1, weights, ew), cell(s0, s1, weights, ew), f"PC {kind}")
-
-
 def test_partial_channels_keep_shapes_and_reach_every_alpha():
     exact = pvnas.build_supernet(channels=8, num_classes=5)
     pc = pvnas.build_supernet(channels=8, num_classes=5, partial_channels=4)
@@ -204,11 +170,12 @@ def test_pc_join_is_pc_darts_channel_shuffle():
 def test_partial_channel_config_errors():
     cfg = SEARCH_PRESETS["tiny"]
     with pytest.raises(ConfigError, match="divide"):
-        supernet_from_config(override(cfg, channels=6, partial_channels=4), 5, "fast")
+        override(cfg, channels=6, partial_channels=4)
     with pytest.raises(ConfigError, match="divide"):
-        supernet_from_config(override(cfg, partial_channels=0), 5, "fast")
-    with pytest.raises(ConfigError, match="reference"):
-        supernet_from_config(override(cfg, partial_channels=2), 5, "reference")
+        override(cfg, partial_channels=0)
+    for option in ({"partial_channels": 2}, {"edge_norm": True}):
+        with pytest.raises(ConfigError, match="need the fast supernet"):
+            override(cfg, impl="reference", **option)
 
 
 def test_edge_norm_betas_are_arch_parameters_and_rank_edges():

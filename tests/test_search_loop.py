@@ -1,6 +1,7 @@
 """Algorithm 1: the alternation, the schedules, and a real 2-epoch search's run directory."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ import yaml
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.nn.supernet import ReferenceCell, Supernet
 from pvnas.search.loop import make_state, run_search, search_step
-from pvnas.search.schedule import lr_factor, step_period
+from pvnas.search.schedule import ConvergenceMonitor, lr_at
 from pvnas.space.genotype import Genotype
+from pvnas.space.ops import CELL_KINDS, ops_for
 
 TINY = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4)
 
@@ -96,21 +98,62 @@ def test_each_forward_tracks_only_the_parameters_its_step_differentiates():
     assert all(p.requires_grad for p in net.parameters())
 
 
-def test_step_schedule_scales_with_epochs():
-    assert step_period(80) == 20 and step_period(40) == 10 and step_period(2) == 1
-    factors = [lr_factor("step", e, 80, every=20, gamma=0.1, lr=0.1, lr_min=1e-4) for e in (0, 19, 20, 39, 40, 79)]
-    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001])
+def lrs(cfg, total, decays=0):
+    return [lr_at(cfg, t / total, decays) for t in range(total)]
 
 
-def test_cosine_schedule_goes_from_lr_to_min():
-    f = [lr_factor("cosine", e, 80, every=20, gamma=0.1, lr=0.1, lr_min=1e-4) * 0.1 for e in (0, 40, 80)]
-    assert f == pytest.approx([0.1, (0.1 + 1e-4) / 2, 1e-4])
+@pytest.mark.parametrize("epochs,steps_per_epoch", [(5, 10), (80, 234)])
+def test_step_schedule_decays_at_the_same_fractions_for_any_length(epochs, steps_per_epoch):
+    """The paper's epochs 20/40/60 of 80, wherever a run of this length puts them; never more than 3 decays."""
+    total = epochs * steps_per_epoch
+    lr = lrs(override(TINY, schedule="step"), total)
+    drops = [t for t in range(1, total) if lr[t] < lr[t - 1]]
+    assert drops == [math.ceil(total * f) for f in (0.25, 0.5, 0.75)]
+    assert lr[0] == 0.1 and lr[-1] == pytest.approx(1e-4)
+    if epochs == 80:
+        assert [t // steps_per_epoch for t in drops] == [20, 40, 60] and all(t % steps_per_epoch == 0 for t in drops)
+
+
+def test_constant_cosine_and_converge_schedules():
+    assert set(lrs(override(TINY, schedule="constant"), 50)) == {0.1}
+    cos = lrs(override(TINY, schedule="cosine"), 100)
+    assert cos[0] == pytest.approx(0.1) and cos[50] == pytest.approx((0.1 + 1e-4) / 2) and cos == sorted(cos, reverse=True)
+    conv = override(TINY, schedule="converge")
+    assert lr_at(conv, 0.9, decays=0) == 0.1 and lr_at(conv, 0.1, decays=2) == pytest.approx(1e-3)
+
+
+def _alphas(value):
+    return {kind: value[:, : len(ops_for(kind))].clone() for kind in CELL_KINDS}
+
+
+def test_convergence_monitor_waits_for_settled_alphas_and_decays_at_most_three_times():
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(14, 8, generator=gen)
+
+    def run(trajectory, steps=400, window=20):
+        monitor = ConvergenceMonitor(window, tol=0.1)
+        decay_steps = [t for t in range(steps) if monitor.observe(t, _alphas(trajectory(t)))]
+        return monitor, decay_steps
+
+    # pure noise (a random walk) never converges: its last window is a large share of its displacement
+    walk = torch.cumsum(0.01 * torch.randn(400, 14, 8, generator=gen), dim=0)
+    assert run(lambda t: walk[t])[1] == []
+    # steady drift with a moving derived genotype never converges either
+    assert run(lambda t: direction * (t / 50) * torch.sin(torch.tensor(t / 7.0)))[1] == []
+    # drift that settles at step 200: decays only after it, one window of convergence apart, at most 3
+    monitor, decays = run(lambda t: direction * min(t, 200) / 200)
+    assert len(decays) == 3 and decays[0] > 200 and decays == sorted(decays) and monitor.decays == 3
+    assert all(b - a >= 20 for a, b in zip(decays, decays[1:]))
+    # its state round-trips (checkpoint)
+    twin = ConvergenceMonitor(20, 0.1)
+    twin.load_state_dict(monitor.state_dict())
+    assert twin.state_dict()["history"] == monitor.state_dict()["history"] and twin.decays == 3
 
 
 def test_two_epoch_search_writes_every_file(tmp_path):
     run = tmp_path / "run"
     cfg = override(TINY, epochs=2, seed=3)
-    genotype = run_search(cfg, "synthetic:16", run, impl="reference", preset="tiny").genotype
+    genotype = run_search(override(cfg, impl="reference"), "synthetic:16", run, preset="tiny").genotype
     for name in ("genotype.json", "checkpoint.pt", "metrics.jsonl", "config.yaml", "alphas/epoch_001.pt", "alphas/epoch_002.pt"):
         assert (run / name).exists(), name
     assert Genotype.load(run / "genotype.json") == genotype
@@ -120,7 +163,9 @@ def test_two_epoch_search_writes_every_file(tmp_path):
     for r in records:
         assert set(r["entropy"]) == set(r["param_free_share"]) == {"S-NC", "S-RC", "T-NC", "T-RC"}
         Genotype.from_dict(r["genotype"])
-    assert records[1]["lr"] == pytest.approx(0.01)  # step decay after epoch 1 of 2
+    # 4 steps per epoch: decays before steps 2, 4, 6 of 8; a record holds the lr of its epoch's last step
+    assert [r["lr"] for r in records] == pytest.approx([0.01, 1e-4])
+    assert all(set(r["entropy_drop"]) == set(CELL_KINDS) for r in records)
     alphas = torch.load(run / "alphas/epoch_002.pt")
     assert {k: tuple(v.shape) for k, v in alphas.items()} == {"S-NC": (14, 6), "S-RC": (14, 6), "T-NC": (14, 8), "T-RC": (14, 8)}
     assert Genotype.derive(alphas).cells == genotype.cells

@@ -127,7 +127,7 @@ def test_derive_uses_softmax_score_not_raw_logit():
 def test_derive_rejects_wrong_shape():
     a = alphas_with({})
     a["T-RC"] = torch.zeros(14, 6)
-    with pytest.raises(GenotypeError, match="alphas of cell T-RC: expected shape \\(14, 8\\)"):
+    with pytest.raises(GenotypeError, match="cell T-RC needs a float tensor of shape \\(14, 8\\), got \\(14, 6\\)"):
         Genotype.derive(a)
 
 

@@ -21,7 +21,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("viz") / "run"
     cfg = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2)
-    run_search(cfg, "synthetic:8", run, impl="reference")
+    run_search(override(cfg, impl="reference"), "synthetic:8", run)
     (run / "eval_val.json").write_text(json.dumps(
         {"top1": 0.5, "top5": 1.0, "videos": 8, "skipped": 0, "views": "2x3",
          "by_views": {"1x1": {"top1": 0.25, "top5": 0.75}, "2x1": {"top1": 0.375, "top5": 1.0},

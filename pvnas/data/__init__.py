@@ -74,7 +74,7 @@ def build_dataset(
     ``(clip, label, index)`` or a :class:`pvnas.data.loader.Skipped` (a video that cannot be read).
     ``views`` picks what ``clip`` is (default ``"train"`` for the train split, else ``"single"``):
 
-    * ``"train"``  — one random clip: ``window`` frames at the source rate, ``frames`` of them,
+    * ``"train"``  — one random clip: a ``window_seconds`` window, ``frames`` frames evenly in it,
       random short-side scale in ``clip.scale``, random ``clip.crop`` crop, horizontal flip:
       float ``(3, T, crop, crop)``;
     * ``"single"`` — centre clip, short side ``scale[0]``, centre crop: ``(3, T, crop, crop)``,

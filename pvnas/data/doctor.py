@@ -17,7 +17,7 @@ import numpy as np
 
 from pvnas.data import SPLITS, list_samples, parse_spec
 from pvnas.data.decode import DecodeError, VideoInfo, get_decoder
-from pvnas.errors import DataError
+from pvnas.errors import ConfigError, DataError
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -76,6 +76,8 @@ def check_dataset(
     cannot even be listed), ``problems`` (one line each) and ``usable``. ``progress`` wraps the
     per-video iteration (e.g. ``tqdm``). Bad specs raise :class:`~pvnas.errors.ConfigError`.
     """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers (probing threads) must be >= 1, got {workers}")
     kind, arg, options = parse_spec(spec)
     report: dict[str, Any] = {"spec": spec, "classes": [], "splits": {}, "problems": []}
     if kind == "synthetic":

@@ -27,7 +27,7 @@ import numpy as np
 
 from pvnas.data.decode import DecodeError, is_video_file, rotate_frames
 from pvnas.data.encode import write_video
-from pvnas.errors import DataError
+from pvnas.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def prepare_dataset(
     videos are left out of ``dst`` with a warning (the datasets then report them missing).
     """
     src, dst = Path(src), Path(dst)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers (encoder processes) must be >= 1, got {workers}")
     if not src.is_dir():
         raise DataError(f"prepare: {src} is not a directory")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:

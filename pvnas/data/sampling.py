@@ -3,8 +3,9 @@
 Pure index arithmetic, no tensors, so that every random choice is drawn from the one
 ``numpy.random.Generator`` a dataset builds from its sample seed.
 
-Temporal convention: a clip spans ``window`` frames at the source frame rate and takes
-``frames`` of them evenly (stride ``window / frames``). A video shorter than the window is not
+Temporal convention: a clip spans ``window`` frames at the source frame rate (the dataset converts the
+configured duration with the video's fps) and takes ``frames`` of them evenly (stride
+``window / frames``). A video shorter than the window is not
 stretched: indices past its end are clamped to the last frame (the clip keeps the source speed
 and ends on a still), so the temporal scale the network sees never depends on video length.
 """

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from pvnas.config import EvalConfig, NetworkConfig
 from pvnas.engine.distributed import DistEnv
 from pvnas.errors import ConfigError, DataError
 
@@ -31,11 +32,18 @@ TOPK = (1, 5)
 
 
 def parse_views(text: str) -> tuple[int, int]:
-    """``"10x3"`` -> ``(10, 3)``: temporal clips x spatial crops, both >= 1."""
+    """``"10x3"`` -> ``(10, 3)``: temporal clips x spatial crops (:class:`~pvnas.config.EvalConfig` checks them)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match[1]), int(match[2])) < 1:
+    if not match:
         raise ConfigError(f"--views must look like CLIPSxCROPS with both >= 1 (e.g. 10x3, 1x1), got {text!r}")
     return int(match[1]), int(match[2])
+
+
+def eval_config(trained: NetworkConfig, views: str | None, batch_size: int | None, workers: int | None) -> EvalConfig:
+    """The model's test grid and batch, with the command line's overrides."""
+    clips, crops = parse_views(views) if views else (trained.clip.test_clips, trained.clip.test_crops)
+    return EvalConfig(clips=clips, crops=crops, batch_size=trained.batch_size if batch_size is None else batch_size,
+                      workers=trained.workers if workers is None else workers)
 
 
 def autocast(device: torch.device):
@@ -184,10 +192,8 @@ def run_eval(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trained = load_model(checkpoint, device)
     cfg = trained.config
-    clips, crops = parse_views(views) if views else (cfg.clip.test_clips, cfg.clip.test_crops)
-    chunk = batch_size or cfg.batch_size
-    if chunk < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {chunk}")
+    test = eval_config(cfg, views, batch_size, workers)
+    clips, crops, chunk = test.clips, test.crops, test.batch_size
     clip = dataclasses.replace(cfg.clip, test_clips=clips, test_crops=crops)
     dataset = build_dataset(data, "val", clip, seed=cfg.seed, views="multi")
     classes = list(dataset.classes)  # type: ignore[attr-defined]
@@ -198,10 +204,7 @@ def run_eval(
         )
     if device.type == "cuda":
         trained.model.to(memory_format=torch.channels_last_3d)
-    loader = build_loader(
-        dataset, max(1, chunk // (clips * crops)), shuffle=False, seed=cfg.seed,
-        workers=cfg.workers if workers is None else workers,
-    )
+    loader = build_loader(dataset, max(1, chunk // (clips * crops)), shuffle=False, seed=cfg.seed, workers=test.workers)
     result = evaluate(trained.model, loader, clips, crops, device, chunk=chunk, desc=f"eval {clips}x{crops}")
     if result["videos"] == 0:
         raise DataError(f"--data {data}: no readable video in the val split ({result['skipped']} skipped)")

@@ -52,7 +52,10 @@ def export_model(
     if example is None:
         example = torch.randn(1, 3, clip.frames, clip.crop, clip.crop, generator=torch.Generator().manual_seed(0))
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"-o {output}: cannot create its folder ({exc.strerror or exc})") from None
     with torch.no_grad():
         expected = model(example)
     if fmt == "torchscript":

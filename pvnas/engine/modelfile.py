@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from pvnas.config import NetworkConfig, from_dict, to_dict
-from pvnas.engine.rundir import save_torch
+from pvnas.engine.rundir import load_torch, save_torch
 from pvnas.errors import ConfigError, PvnasError
 from pvnas.nn.network import Network, network_from_config
 from pvnas.space.genotype import Genotype
@@ -59,10 +59,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--checkpoint {path}: file not found (expected RUN/model.pt written by `pvnas train`)")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torn, truncated or not a torch file
-        raise ConfigError(f"--checkpoint {path}: cannot read it as a torch file ({exc})") from None
+    record = load_torch(path, "a model file (RUN/model.pt written by `pvnas train`)")
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
         hint = " (RUN/checkpoint.pt is for --resume; use RUN/model.pt)" if isinstance(record, dict) and "progress" in record else ""
@@ -75,7 +72,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         model.load_state_dict(record["state_dict"])
     except PvnasError:
         raise
-    except (KeyError, RuntimeError, TypeError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"--checkpoint {path}: inconsistent model file ({exc})") from None
     model.to(device).eval()
     return TrainedModel(model, classes, cfg, record.get("preset", "custom"), genotype, dict(record.get("meta", {})))

@@ -16,7 +16,7 @@ import torch
 from pvnas.data.decode import Decoder, DecodeError, get_decoder
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.loader import Skipped
-from pvnas.engine.evaluate import parse_views, view_logits
+from pvnas.engine.evaluate import eval_config, view_logits
 from pvnas.engine.modelfile import load_model
 from pvnas.errors import ConfigError
 
@@ -48,9 +48,9 @@ def predict_videos(
         raise ConfigError(f"--top must be >= 1, got {top}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trained = load_model(checkpoint, device)
-    clips, crops = parse_views(views)
+    test = eval_config(trained.config, views, batch_size, 0)
+    clips, crops, chunk = test.clips, test.crops, test.batch_size
     clip = dataclasses.replace(trained.config.clip, test_clips=clips, test_crops=crops)
-    chunk = batch_size or trained.config.batch_size
     decoder = get_decoder("pyav")
     results: list[dict[str, Any]] = []
     for video in videos:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pvnas import __version__
-from pvnas.config import NetworkConfig, override, to_dict
+from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import build_loader
 from pvnas.engine.distributed import (
@@ -40,11 +39,11 @@ from pvnas.engine.distributed import (
 )
 from pvnas.engine.evaluate import autocast, evaluate, to_device
 from pvnas.engine.modelfile import model_record, save_model
-from pvnas.engine.rundir import MetricsLog, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
-from pvnas.engine.runtime import CheckpointTimer, NonFiniteGuard, Progress, StopSignal, run_epoch
+from pvnas.engine.rundir import seed_everything
+from pvnas.engine.run import Run
 from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError
-from pvnas.nn.network import Network, network_from_config
+from pvnas.nn.network import network_from_config
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -64,11 +63,7 @@ def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -
         epochs, warmup = base_epochs, base_warmup
     else:
         warmup = round(base_warmup * epochs / base_epochs)
-    if epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
-    if not 0 <= warmup < epochs:
-        raise ConfigError(f"warmup_epochs must be in [0, epochs) = [0, {epochs}), got {warmup}")
-    return override(cfg, epochs=epochs, warmup_epochs=warmup)
+    return override(cfg, epochs=epochs, warmup_epochs=warmup)  # (NetworkConfig checks both)
 
 
 def lr_at(progress: float, cfg: NetworkConfig, scale: float = 1.0) -> float:
@@ -136,12 +131,9 @@ def run_train(
     cfg: NetworkConfig,
     data: str,
     out: str | Path,
+    options: RunOptions = RunOptions(),
     *,
-    resume: bool = False,
     preset: str = "custom",
-    checkpoint_every: float | None = None,
-    max_bad_steps: int = 5,
-    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train ``genotype`` on ``data`` into run directory ``out``; returns the last epoch's record.
 
@@ -149,20 +141,12 @@ def run_train(
     under ``torchrun``: each process trains on its shard with its own BN statistics (no SyncBN,
     as the paper), gradients are averaged, and the lr is ``cfg.lr`` times the world size; the
     validation subset is sharded too (the sampler pads it to a multiple of the world size, so a
-    few videos may count twice). ``tensorboard`` mirrors the metrics to ``RUN/tensorboard``.
+    few videos may count twice). ``options`` says whether to resume or replace a run in ``out``.
     """
-    out = Path(out)
     cfg = resolve_schedule(cfg, data) if cfg.epochs is None or cfg.warmup_epochs is None else cfg
     assert cfg.epochs is not None
-    if cfg.batch_size < 1 or cfg.channels < 1:
-        raise ConfigError(f"--batch-size and --channels must be >= 1, got {cfg.batch_size} and {cfg.channels}")
-    ckpt_path = out / "checkpoint.pt"
-    if resume and not ckpt_path.exists():
-        raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-    if not resume and (out / "metrics.jsonl").exists():
-        raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-
     env = init_distributed()
+    run = Run(out, "train", options, env)
     seed_everything(cfg.seed)
     train_set = build_dataset(data, "train", cfg.clip, seed=cfg.seed, views="train")
     classes: Sequence[str] = train_set.classes  # type: ignore[attr-defined]
@@ -190,115 +174,49 @@ def run_train(
         rank=env.rank, world=env.world,
     )
     steps_per_epoch = -(-len(train_set) // env.world) // cfg.batch_size  # type: ignore[arg-type]
-    metrics = MetricsLog(out / "metrics.jsonl")
-    config_record: dict[str, Any] = {
+    record: dict[str, Any] = {
         "command": "train", "version": __version__, "preset": preset, "data": data, "world_size": env.world,
         "classes": list(classes), "network": to_dict(cfg), "genotype": genotype.to_dict(),
     }
-
-    progress = Progress()
-    if resume:
-        progress = _load_checkpoint(ckpt_path, model, optimizer, config_record)
-        if env.is_main:
-            metrics.truncate_after("epoch", progress.epoch)
+    run.start(record, {"model": model, "optimizer": optimizer},
+              mutable={"network.epochs", "network.warmup_epochs", "network.workers"})
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(config_record, out / "config.yaml")
-        genotype.save(out / "genotype.json")
+        genotype.save(run.out / "genotype.json")
+    board = TensorBoard(run.out, options.tensorboard and env.is_main)
+    lr = [lr_at(run.progress.epoch + run.progress.step / steps_per_epoch, cfg, env.world)]
 
-    def checkpoint() -> None:
+    def begin_epoch(epoch: int) -> None:
+        model.train()
+        model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs  # DARTS' linear ramp
+
+    def step(batch: Any) -> tuple[float, float, bool]:
+        # the lr follows a pure function of progress (the batch about to run), so resume is exact
+        lr[0] = lr_at(run.progress.epoch + (run.progress.step - 1) / steps_per_epoch, cfg, env.world)
+        for group in optimizer.param_groups:
+            group["lr"] = lr[0]
+        clips = to_device(batch.clips, env.device)
+        return train_step(model, optimizer, clips, batch.labels.to(env.device, non_blocking=True), env.device, env)
+
+    def end_epoch(epoch: int) -> dict[str, Any]:
+        check_same_on_all_ranks(model.parameters(), "weights", env)
+        p = run.progress
+        record = {
+            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "lr": lr[0],
+            "drop_path": model.drop_path_prob, "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9),
+        }
+        skipped = set(p.skipped)
+        if val_loader is not None:
+            val = evaluate(model, val_loader, 1, 1, env.device, chunk=cfg.batch_size,
+                           desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
+            skipped.update(val["skipped_files"])
+            record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
+        record["skipped"] = len(skipped)
         if env.is_main:
-            _save_checkpoint(ckpt_path, model, optimizer, progress, config_record)
+            save_model(run.out / "model.pt", model_record(model, classes, cfg, preset, {"epoch": epoch + 1, "data": data}))
+            log.info("epoch %d/%d loss %.4f acc %.3f val top-1 %s lr %.3g (%.1fs)", epoch + 1, cfg.epochs,
+                     record["loss"], record["acc"], record.get("val_top1", "-"), lr[0], p.seconds)
+        return record
 
-    guard = NonFiniteGuard(max_bad_steps)
-    timer = CheckpointTimer(checkpoint_every)
-    board = TensorBoard(out, tensorboard and env.is_main)
-    record: dict[str, Any] = {}
-    with StopSignal() as stop:
-        while progress.epoch < cfg.epochs:
-            epoch = progress.epoch
-            loader.sampler.set_epoch(epoch, start=progress.step * cfg.batch_size)  # type: ignore[attr-defined]
-            model.train()
-            model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs  # DARTS' linear ramp
-            current_lr = [lr_at(epoch + progress.step / steps_per_epoch, cfg, env.world)]
-
-            def step(batch: Any) -> tuple[float, float, bool]:
-                # the lr follows a pure function of progress (the batch about to run), so resume is exact
-                current_lr[0] = lr_at(epoch + (progress.step - 1) / steps_per_epoch, cfg, env.world)
-                for group in optimizer.param_groups:
-                    group["lr"] = current_lr[0]
-                clips = to_device(batch.clips, env.device)
-                return train_step(model, optimizer, clips, batch.labels.to(env.device, non_blocking=True), env.device, env)
-
-            run_epoch(
-                loader, progress, step, desc=f"train epoch {epoch + 1}/{cfg.epochs}", lr=lambda: current_lr[0],
-                env=env, guard=guard, stop=stop, timer=timer, checkpoint=checkpoint, data=data,
-                resume_hint=f"checkpoint written to {ckpt_path}. Resume with the same command plus --resume",
-            )
-            lr = current_lr[0]
-            check_same_on_all_ranks(model.parameters(), "weights", env)
-            record = {
-                "epoch": epoch + 1, "loss": progress.loss_sum / progress.seen, "acc": progress.acc_sum / progress.seen,
-                "lr": lr, "drop_path": model.drop_path_prob, "seconds": progress.seconds,
-                "clips_per_s": progress.seen / max(progress.seconds, 1e-9),
-            }
-            skipped = set(progress.skipped)
-            if val_loader is not None:
-                val = evaluate(model, val_loader, 1, 1, env.device, chunk=cfg.batch_size,
-                               desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
-                skipped.update(val["skipped_files"])
-                record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
-            record["skipped"] = len(skipped)
-            if env.is_main:
-                metrics.append(record)
-                board.scalars(record, epoch + 1)
-                save_model(out / "model.pt", model_record(model, classes, cfg, preset, {"epoch": epoch + 1, "data": data}))
-                log.info("epoch %d/%d loss %.4f acc %.3f val top-1 %s lr %.3g (%.1fs)", epoch + 1, cfg.epochs,
-                         record["loss"], record["acc"], record.get("val_top1", "-"), lr, progress.seconds)
-            progress = Progress(epoch=epoch + 1, skipped=progress.skipped)
-            checkpoint()
+    run.loop(cfg.epochs, loader, step, end_epoch, begin_epoch=begin_epoch, lr=lambda: lr[0], data=data, board=board)
     board.close()
-    return {"model": str(out / "model.pt"), **record}
-
-
-def _save_checkpoint(
-    path: Path, model: Network, optimizer: torch.optim.Optimizer, progress: Progress, config_record: dict[str, Any]
-) -> None:
-    save_torch(
-        {
-            "progress": asdict(progress),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_state(),
-            "config": config_record,
-        },
-        path,
-    )
-
-
-def _load_checkpoint(
-    path: Path, model: Network, optimizer: torch.optim.Optimizer, config_record: dict[str, Any]
-) -> Progress:
-    """Restore everything; only the epoch counts and workers may differ (to extend a run)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torn or foreign file
-        raise ConfigError(f"--resume: cannot read {path} ({exc})") from None
-    saved = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
-    if saved.get("command") != "train":
-        raise ConfigError(f"--resume: {path} is not a `pvnas train` checkpoint")
-    ignore = {"epochs", "warmup_epochs", "workers"}
-    then_net = {k: v for k, v in saved["network"].items() if k not in ignore}
-    now_net = {k: v for k, v in config_record["network"].items() if k not in ignore}
-    pairs = [(k, config_record[k], saved.get(k)) for k in ("data", "world_size", "genotype")]
-    pairs += [(f"network.{k}", now_net.get(k), then_net.get(k)) for k in sorted(set(then_net) | set(now_net))]
-    for key, now, then in pairs:
-        if now != then:
-            raise ConfigError(
-                f"--resume: {path} was written with {key} = {then!r}, this run has {now!r}; "
-                "resume with the same options or start a new --out"
-            )
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    set_rng_state(ckpt["rng"])
-    return Progress(**ckpt["progress"])
+    return {"model": str(run.out / "model.pt"), **run.last_record}

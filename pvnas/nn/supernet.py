@@ -12,8 +12,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from pvnas.config import SearchConfig
-from pvnas.errors import ConfigError
+from pvnas.config import IMPLS, SearchConfig
 from pvnas.nn.fast import FastCell
 from pvnas.nn.layers import preprocess, stem
 from pvnas.nn.mixed import MixedOp
@@ -112,18 +111,12 @@ class Supernet(nn.Module):
         return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta}, edge_weights=edge_weights or None)
 
 
-CELL_IMPLS: dict[str, CellFactory] = {"reference": ReferenceCell, "fast": FastCell}
-DEFAULT_IMPL = "fast"
+CELL_IMPLS: dict[str, CellFactory] = {"fast": FastCell, "reference": ReferenceCell}
+assert tuple(CELL_IMPLS) == IMPLS, "pvnas.config.IMPLS names the cell implementations"
 
 
-def supernet_from_config(cfg: SearchConfig, num_classes: int, impl: str = DEFAULT_IMPL) -> Supernet:
-    """The supernet of a search config, with the cell implementation ``impl``."""
-    if impl not in CELL_IMPLS:
-        raise ConfigError(f"unknown supernet implementation {impl!r}; expected one of: {', '.join(CELL_IMPLS)}")
+def supernet_from_config(cfg: SearchConfig, num_classes: int) -> Supernet:
+    """The supernet of a search config (its cells: ``cfg.impl``; the config has checked K and the impl)."""
     k = cfg.partial_channels
-    if k < 1 or cfg.channels % k:
-        raise ConfigError(f"partial_channels must be >= 1 and divide channels ({cfg.channels}), got {k}")
-    if k != 1 and impl == "reference":
-        raise ConfigError("partial_channels > 1 is not available in the reference (literal DARTS) supernet")
-    cell = CELL_IMPLS[impl] if k == 1 else partial(CELL_IMPLS[impl], partial_channels=k)
+    cell = CELL_IMPLS[cfg.impl] if k == 1 else partial(CELL_IMPLS[cfg.impl], partial_channels=k)
     return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm)

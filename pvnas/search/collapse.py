@@ -7,6 +7,7 @@ weight schedule (or more epochs), so the warning says exactly that.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Mapping
 
 import torch
@@ -27,10 +28,17 @@ def alpha_entropy(alphas: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def entropy_drop(alphas: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """ln(n_ops) - mean entropy per cell kind (nats): how far the alphas have moved from undecided (0)."""
+    entropy = alpha_entropy(alphas)
+    return {kind: math.log(a.shape[-1]) - entropy[kind] for kind, a in alphas.items()}
+
+
 def collapse_stats(alphas: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """``{"entropy": {...}, "param_free_share": {...}}`` per cell kind, for ``metrics.jsonl``."""
+    """``{"entropy", "entropy_drop", "param_free_share"}``, each per cell kind, for ``metrics.jsonl``."""
     return {
         "entropy": alpha_entropy(alphas),
+        "entropy_drop": entropy_drop(alphas),
         "param_free_share": Genotype.derive(alphas).parameter_free_share(),
     }
 

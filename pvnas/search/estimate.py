@@ -20,7 +20,7 @@ from pvnas.config import SEARCH_PRESETS, get_preset, override
 from pvnas.engine.estimate import activation_bytes, dataset_of, peak_rss, reset_peak_rss
 from pvnas.errors import ConfigError
 from pvnas.metrics.flops import count_flops
-from pvnas.nn.supernet import DEFAULT_IMPL, supernet_from_config
+from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.loop import make_state, search_step
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def estimate(
     """
     base = get_preset(SEARCH_PRESETS, preset)
     clip = override(base.clip, frames=frames, crop=size)
-    cfg = override(base, batch_size=batch, epochs=epochs, channels=channels, partial_channels=partial_channels)
+    cfg = override(base, batch_size=batch, epochs=epochs, channels=channels, partial_channels=partial_channels, impl=impl)
     cfg = dataclasses.replace(cfg, clip=clip)
     for name, value in (
         ("--batch", cfg.batch_size), ("--frames", clip.frames), ("--size", clip.crop), ("--epochs", cfg.epochs),
@@ -76,8 +76,7 @@ def estimate(
         num_classes = num_classes or listed_classes or 400
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    impl = impl or DEFAULT_IMPL
-    model = supernet_from_config(cfg, num_classes, impl).to(device)
+    model = supernet_from_config(cfg, num_classes).to(device)
     shape = (3, clip.frames, clip.crop, clip.crop)
     macs = count_flops(model, shape)["gflops"] * 1e9
     clips = torch.randn(cfg.batch_size, *shape, device=device)
@@ -104,7 +103,7 @@ def estimate(
     step_seconds = statistics.median(times)
     return {
         "preset": preset,
-        "impl": impl,
+        "impl": cfg.impl,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
         "input": list(shape),
         "batch": cfg.batch_size,

@@ -1,42 +1,91 @@
-"""Weight learning-rate schedules of the search (paper §3.3).
+"""Weight learning-rate schedules of the search (paper §3.3), as functions of progress = step / total steps.
 
-``step`` (the paper's fix): x0.1 every 20 of 80 epochs, the period scaled with the epoch count.
-``cosine`` 0.1 -> 1e-4 is kept because it reproduces the collapse to parameter-free ops (Fig. 4).
+Progress, not epochs, so that a 5-epoch run of 10 steps and an 80-epoch run of 234 steps decay at the
+same fractions (DESIGN §2):
+
+* ``step``: x ``gamma`` at ``decay_at`` (25/50/75%: the paper's epochs 20/40/60 of 80), never more than three;
+* ``constant``: the base lr throughout (§3.3: constant 0.1 "is robust to bad local minimum");
+* ``converge``: the paper's own rule, "does not decay the learning rate until the architecture parameters
+  converge": x ``gamma`` each time :class:`ConvergenceMonitor` sees converged alphas, at most three times;
+  the step budget caps the run whether or not they converge;
+* ``cosine``: base lr to ``w_lr_min``; reproduces the collapse to parameter-free ops (Fig. 4, "false case").
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+import torch
 
-from pvnas.errors import ConfigError
+from pvnas.config import SCHEDULES, SearchConfig
+from pvnas.space.genotype import Genotype
 
-SCHEDULES = ("step", "cosine")
-
-
-def step_period(epochs: int, every: int = 20, reference_epochs: int = 80) -> int:
-    """Epochs between decays: 20 at 80 epochs, proportionally fewer for shorter runs (>= 1)."""
-    return max(1, round(every * epochs / reference_epochs))
+MAX_DECAYS = 3  # the paper decays three times in 80 epochs
 
 
-def lr_factor(schedule: str, epoch: int, epochs: int, *, every: int, gamma: float, lr: float, lr_min: float) -> float:
-    """Multiplier of the base lr during ``epoch`` (0-based); pure, so it is easy to test and plot."""
-    if schedule == "step":
-        return gamma ** (epoch // step_period(epochs, every))
-    if schedule == "cosine":
-        progress = epoch / max(epochs, 1)
-        return (lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * progress))) / lr
-    raise ConfigError(f"unknown --schedule {schedule!r}; expected one of: {', '.join(SCHEDULES)}")
+def lr_at(cfg: SearchConfig, progress: float, decays: int = 0) -> float:
+    """The weight lr at ``progress`` in [0, 1] (``decays``: what ``converge`` has decided so far); pure."""
+    if cfg.schedule == "step":
+        return cfg.w_lr * cfg.step_gamma ** sum(progress >= at for at in cfg.decay_at)
+    if cfg.schedule == "constant":
+        return cfg.w_lr
+    if cfg.schedule == "converge":
+        return cfg.w_lr * cfg.step_gamma ** decays
+    if cfg.schedule == "cosine":
+        return cfg.w_lr_min + 0.5 * (cfg.w_lr - cfg.w_lr_min) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    raise AssertionError(f"schedule {cfg.schedule!r} is not one of {SCHEDULES}")  # SearchConfig checks the name
 
 
-def weight_scheduler(
-    optimizer: Optimizer, schedule: str, epochs: int, *, every: int, gamma: float, lr: float, lr_min: float
-) -> LRScheduler:
-    """A per-epoch scheduler (call ``.step()`` once at the end of each epoch)."""
-    lr_factor(schedule, 0, epochs, every=every, gamma=gamma, lr=lr, lr_min=lr_min)  # validate the name now
-    return LambdaLR(
-        optimizer,
-        lambda e: lr_factor(schedule, e, epochs, every=every, gamma=gamma, lr=lr, lr_min=lr_min),
-    )
+def alpha_active(cfg: SearchConfig, progress: float) -> bool:
+    """Whether this step updates the alphas: not during the weights-only warm-up (``a_warmup`` of the steps)."""
+    return progress >= cfg.a_warmup
+
+
+class ConvergenceMonitor:
+    """When the alphas have converged (``converge`` schedule): looked at every ``window`` steps.
+
+    Converged means both: the derived genotype did not change over the last window, and the alphas moved
+    over the last window by at most ``tol`` of their displacement since the alpha updates began. Noise alone
+    never passes (a random walk's last window is a large share of its displacement), steady drift passes
+    only once the window is a small share of the run so far, and settling alphas pass soon. After a decay
+    the next one needs another full window of convergence; at most :data:`MAX_DECAYS`.
+
+    The decision is a function of the alphas only, which are identical on every rank, so every rank
+    decides alike; its state is plain numbers and tensors (:meth:`state_dict`) and resumes bit-exact.
+    """
+
+    def __init__(self, window: int, tol: float) -> None:
+        self.window, self.tol = max(1, window), tol
+        self.decays = 0
+        self.start: torch.Tensor | None = None  # flat alphas when the alpha updates began
+        self.previous: torch.Tensor | None = None  # flat alphas at the last look
+        self.previous_genotype: dict[str, Any] | None = None
+        self.history: list[dict[str, float]] = []  # one entry per look: step, relative change, decision
+
+    def observe(self, step: int, alphas: Mapping[str, torch.Tensor]) -> bool:
+        """Look at the alphas after global ``step`` (every ``window`` steps); True when the lr should decay now."""
+        if self.start is not None and step % self.window:
+            return False
+        flat = torch.cat([a.detach().double().flatten().cpu() for a in alphas.values()])
+        genotype = Genotype.derive(alphas).to_dict()["cells"]
+        if self.start is None:
+            self.start, self.previous, self.previous_genotype = flat, flat, genotype
+            return False
+        moved = float((flat - self.previous).norm())
+        total = float((flat - self.start).norm())
+        relative = moved / total if total > 0 else math.inf
+        decay = self.decays < MAX_DECAYS and genotype == self.previous_genotype and relative <= self.tol
+        self.decays += decay
+        self.history.append({"step": step, "relative_change": relative, "same_genotype": genotype == self.previous_genotype,
+                             "decay": decay})
+        self.previous, self.previous_genotype = flat, genotype
+        return decay
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decays": self.decays, "start": self.start, "previous": self.previous,
+                "previous_genotype": self.previous_genotype, "history": list(self.history)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.decays, self.start, self.previous = state["decays"], state["start"], state["previous"]
+        self.previous_genotype, self.history = state["previous_genotype"], list(state["history"])

@@ -29,6 +29,25 @@ def edge_inputs() -> list[tuple[int, int]]:
     return [(node, j) for node in range(2, 2 + NODES) for j in range(node)]
 
 
+def check_alphas(alphas: Any, source: str = "alphas", per_edge: bool = False) -> dict[str, torch.Tensor]:
+    """The ``alphas/epoch_NNN.pt`` contract (DESIGN §2): a dict of one finite tensor per cell kind, shape
+    ``(14, n_ops)`` (``per_edge``: ``(14,)``, the edge weights of edge normalisation). Errors name source,
+    kind and shape."""
+    if not isinstance(alphas, Mapping):
+        raise GenotypeError(f"{source}: expected a dict of cell kind -> tensor, got {type(alphas).__name__}")
+    out = {}
+    for kind in CELL_KINDS:
+        a = alphas.get(kind)
+        shape = (EDGES_PER_CELL,) if per_edge else (EDGES_PER_CELL, len(ops_for(kind)))
+        if not isinstance(a, torch.Tensor) or tuple(a.shape) != shape or not a.is_floating_point():
+            found = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            raise GenotypeError(f"{source}: cell {kind} needs a float tensor of shape {shape}, got {found}")
+        if not torch.isfinite(a).all():
+            raise GenotypeError(f"{source}: cell {kind} holds non-finite values")
+        out[kind] = a
+    return out
+
+
 @dataclass(frozen=True)
 class CellGenotype:
     """One cell: 8 ``(op, input_node)`` pairs, entries 2k and 2k+1 feed node k+2."""
@@ -112,10 +131,13 @@ class Genotype:
         """Write atomically so a reader never sees half a file."""
         self.validate()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise GenotypeError(f"{path}: cannot write the genotype ({exc.strerror or exc})") from None
 
     # ----------------------------------------------------------------- validation
     def validate(self, source: str = "genotype") -> None:
@@ -162,13 +184,12 @@ class Genotype:
         Kept edges are listed by input node (ties keep the earlier edge), so the file is canonical.
         ``edge_weights`` (PC-DARTS edge normalisation, 14 per kind) multiply the scores that rank edges.
         """
+        alphas = check_alphas(alphas)
+        edge_weights = None if edge_weights is None else check_alphas(edge_weights, "edge weights", per_edge=True)
         cells = {}
         for kind in CELL_KINDS:
             ops = ops_for(kind)
-            a = alphas[kind].detach().float().cpu()
-            if tuple(a.shape) != (EDGES_PER_CELL, len(ops)):
-                raise GenotypeError(f"alphas of cell {kind}: expected shape {(EDGES_PER_CELL, len(ops))}, got {tuple(a.shape)}")
-            weights = torch.softmax(a, dim=-1)
+            weights = torch.softmax(alphas[kind].detach().float().cpu(), dim=-1)
             weights[:, ops.index("zero")] = -1.0
             best_score, best_op = weights.max(dim=-1)
             if edge_weights is not None:

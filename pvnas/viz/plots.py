@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pvnas.engine.rundir import MetricsLog  # noqa: E402
+from pvnas.errors import ConfigError  # noqa: E402
+from pvnas.search.snapshots import alpha_history, saved_epochs  # noqa: E402
 from pvnas.space.genotype import NODES, Genotype, edge_inputs  # noqa: E402
 from pvnas.space.ops import CELL_KINDS, PARAMETER_FREE, ops_for  # noqa: E402
 
@@ -29,17 +31,9 @@ OP_COLORS = {
 }
 
 
-def load_alpha_history(run: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
-    """Epochs and per-kind softmax weights stacked over epochs: ``{kind: (epochs, 14, n_ops)}``."""
-    files = sorted((run / "alphas").glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    epochs = [int(p.stem.split("_")[1]) for p in files]
-    snaps = [torch.load(p, map_location="cpu") for p in files]
-    return epochs, {k: torch.stack([torch.softmax(s[k].float(), -1) for s in snaps]) for k in CELL_KINDS}
-
-
-def plot_alpha_evolution(run: Path, out: Path) -> list[Path]:
-    """Per cell kind, 14 small multiples: the softmax weight of every op on the edge over epochs."""
-    epochs, history = load_alpha_history(run)
+def plot_alpha_evolution(epochs: Sequence[int], history: dict[str, torch.Tensor], out: Path) -> list[Path]:
+    """Per cell kind, 14 small multiples: the softmax weight of every op on the edge over epochs
+    (``history``: :func:`~pvnas.search.snapshots.alpha_history`)."""
     paths = []
     for kind, w in history.items():
         ops = ops_for(kind)
@@ -63,9 +57,8 @@ def plot_alpha_evolution(run: Path, out: Path) -> list[Path]:
     return paths
 
 
-def plot_alpha_heatmap(run: Path, out: Path) -> Path:
+def plot_alpha_heatmap(epochs: Sequence[int], history: dict[str, torch.Tensor], out: Path) -> Path:
     """Final-epoch softmax weights of all four cell kinds as heatmaps (edges x ops)."""
-    epochs, history = load_alpha_history(run)
     fig, axes = plt.subplots(1, 4, figsize=(18, 5))
     for ax, (kind, w) in zip(axes, history.items()):
         ops = ops_for(kind)
@@ -187,7 +180,13 @@ def _view_count(views: str) -> int:
 
 def find_evals(run: Path) -> dict[str, dict[str, Any]]:
     """``eval_*.json`` files directly in ``run``, by name."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted(run.glob("eval_*.json"))}
+    evals = {}
+    for path in sorted(run.glob("eval_*.json")):
+        try:
+            evals[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read it as JSON ({exc})") from None
+    return evals
 
 
 def plot_run(run: Path, out: Path | None = None) -> list[Path]:
@@ -195,9 +194,10 @@ def plot_run(run: Path, out: Path | None = None) -> list[Path]:
     run = Path(run)
     out = Path(out) if out else run / "plots"
     made: list[Path] = []
-    if list((run / "alphas").glob("epoch_*.pt")):
-        made += plot_alpha_evolution(run, out)
-        made.append(plot_alpha_heatmap(run, out))
+    if (run / "alphas").is_dir() and saved_epochs(run):
+        epochs, history = alpha_history(run)
+        made += plot_alpha_evolution(epochs, history, out)
+        made.append(plot_alpha_heatmap(epochs, history, out))
     if (run / "genotype.json").exists():
         made.append(plot_cells(Genotype.load(run / "genotype.json"), out))
     records = MetricsLog(run / "metrics.jsonl").read()

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pvnas.engine.rundir import MetricsLog
+from pvnas.engine.rundir import MetricsLog, atomic_write_bytes, load_yaml
 from pvnas.space.genotype import Genotype
 from pvnas.viz.plots import find_evals, plot_run
 
@@ -58,7 +58,7 @@ def _section(run: Path, title: str) -> str:
     parts = [f"<h2>{html.escape(title)}</h2>"]
     plots = {p.name: p for p in plot_run(run)}
     if (run / "config.yaml").exists():
-        config = yaml.safe_load((run / "config.yaml").read_text())
+        config = load_yaml(run / "config.yaml")
         parts.append("<h3>Config</h3>" + _pre(yaml.safe_dump(config, sort_keys=False)))
     if (run / "genotype.json").exists():
         genotype = Genotype.load(run / "genotype.json")
@@ -112,6 +112,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
         body.append("<h2>Summary</h2>" + _pre(summary.read_text()))
     body += [_section(r, r.name if r != run else "run") for r in runs]
     out = Path(out) if out else run / "report.html"
-    out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>pvnas report {html.escape(run.name)}</title>"
-                   f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>pvnas report {html.escape(run.name)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    atomic_write_bytes(out, lambda f: f.write(page.encode()))
     return out

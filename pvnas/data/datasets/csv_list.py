@@ -25,10 +25,15 @@ _SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "va
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     if not path.is_file():
         raise DataError(f"--data csv:{path}: no such file")
-    with open(path, newline="") as f:
-        rows = [
-            (n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)
-        ]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [
+                (n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)
+            ]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from None
     if rows and [c.lower() for c in rows[0][1][:2]] == ["path", "label"]:
         rows = rows[1:]
     if not rows:

@@ -32,7 +32,8 @@ class VideoDataset(Dataset):
 
     ``views`` decides what a clip is:
 
-    * ``"train"``: one random clip (window, scale, crop, flip drawn from the sample seed),
+    * ``"train"``: one random clip (window, scale, crop, flip drawn from the sample seed; the window is
+      ``clip.window_seconds`` long, in frames at the video's own rate),
       float ``(3, T, crop, crop)``;
     * ``"single"``: the centre clip, centre crop, float ``(3, T, crop, crop)`` — cheap validation;
     * ``"multi"``: ``test_clips`` x ``test_crops`` views, float ``(V, 3, T, crop, crop)``,
@@ -126,12 +127,13 @@ class VideoDataset(Dataset):
 
     def _clip(self, path: str, rng: np.random.Generator) -> torch.Tensor:
         cfg = self.clip
-        n = self.decoder.info(path).num_frames
+        info = self.decoder.info(path)
+        n, window = info.num_frames, cfg.window_frames(info.fps)  # the same duration at any frame rate
         if self.views == "train":
-            video = self.decoder.read(path, train_indices(n, cfg.frames, cfg.window, rng))
+            video = self.decoder.read(path, train_indices(n, cfg.frames, window, rng))
             return train_transform(video, cfg, rng, flip=self.flip)
         clips, crops = (cfg.test_clips, cfg.test_crops) if self.views == "multi" else (1, 1)
-        indices = eval_indices(n, cfg.frames, cfg.window, clips)
+        indices = eval_indices(n, cfg.frames, window, clips)
         video = self.decoder.read(path, indices.reshape(-1)).unflatten(0, indices.shape)  # (clips, T, H, W, 3)
         views = torch.cat([eval_transform(v, cfg, crops) for v in video])
         return views if self.views == "multi" else views[0]

@@ -1,0 +1,62 @@
+"""The per-epoch alpha snapshots of a search run (``RUN/alphas/epoch_NNN.pt``, DESIGN §2), read as data.
+
+``derive``, ``plot`` and the report read them; files are loaded with ``weights_only`` and checked against
+the alpha contract, so a corrupt, foreign or hostile file is one error naming it, never code run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvnas.engine.rundir import load_torch, load_yaml
+from pvnas.errors import ConfigError
+from pvnas.space.genotype import Genotype, check_alphas
+
+SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
+
+
+def saved_epochs(run: Path) -> list[int]:
+    """Epochs with an alpha snapshot in ``run/alphas``, ascending (files of other names are not ours: ignored)."""
+    folder = Path(run) / "alphas"
+    if not folder.is_dir():
+        raise ConfigError(f"{run}: not a search run directory (no alphas/ folder)")
+    return sorted(int(m[1]) for p in folder.iterdir() if (m := SNAPSHOT.fullmatch(p.name)))
+
+
+def load_alphas(run: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """The alphas of ``epoch`` and, for edge-normalised searches, the edge weights saved beside them."""
+    folder = Path(run) / "alphas"
+    path = folder / f"epoch_{epoch:03d}.pt"
+    alphas = check_alphas(load_torch(path, "an alpha snapshot (dict of cell kind -> tensor)"), str(path))
+    edges = folder / f"edges_{epoch:03d}.pt"
+    if not edges.exists():
+        return alphas, None
+    return alphas, check_alphas(load_torch(edges, "edge weights (dict of cell kind -> tensor)"), str(edges), per_edge=True)
+
+
+def derive_from_run(run: Path, epoch: int | None = None) -> Genotype:
+    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch"."""
+    run = Path(run)
+    saved = saved_epochs(run)
+    if not saved:
+        raise ConfigError(f"{run / 'alphas'}: no epoch_NNN.pt files yet")
+    epoch = saved[-1] if epoch is None else epoch
+    if epoch not in saved:
+        raise ConfigError(f"--epoch {epoch}: {run / 'alphas' / f'epoch_{epoch:03d}.pt'} does not exist; "
+                          f"saved epochs are {saved[0]}..{saved[-1]}")
+    meta: dict[str, Any] = {"source": "search", "epoch": epoch, "run": str(run)}
+    if (run / "config.yaml").exists():
+        meta["dataset"] = load_yaml(run / "config.yaml").get("data")
+    alphas, edge_weights = load_alphas(run, epoch)
+    return Genotype.derive(alphas, meta=meta, edge_weights=edge_weights)
+
+
+def alpha_history(run: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """Epochs and per-kind softmax weights stacked over epochs: ``{kind: (epochs, 14, n_ops)}``."""
+    epochs = saved_epochs(run)
+    snaps = [load_alphas(run, e)[0] for e in epochs]
+    return epochs, {k: torch.stack([torch.softmax(s[k].float(), -1) for s in snaps]) for k in snaps[0]} if snaps else {}
