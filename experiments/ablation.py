@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -49,15 +47,13 @@ from pvnas.config import (  # noqa: E402
     override,
     to_dict,
 )
-from pvnas.engine.evaluate import run_eval  # noqa: E402
-from pvnas.engine.modelfile import load_model  # noqa: E402
 from pvnas.engine.rundir import MetricsLog  # noqa: E402
-from pvnas.engine.train import run_train  # noqa: E402
-from pvnas.errors import ConfigError, PvnasError  # noqa: E402
-from pvnas.metrics.flops import count_flops  # noqa: E402
-from pvnas.search.loop import run_search  # noqa: E402
+from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
-from pvnas.space.ops import CELL_KINDS, PARAMETER_FREE, ops_for  # noqa: E402
+from pvnas.space.ops import CELL_KINDS  # noqa: E402
+from protocol import (  # noqa: E402
+    check_seeds, derive, entropy_drop, fmt_pm, fresh_dir, mean_std, param_free_edges, retrain, run_main, search,
+)
 
 log = logging.getLogger("ablation")
 
@@ -130,22 +126,6 @@ def stop_epochs(epochs: int) -> list[int]:
     return [round(epochs * a / b) for a, b in STOPS]
 
 
-def search(cfg: SearchConfig, data: str, run: Path) -> float:
-    """One supernet search into ``run`` (as ``pvnas search``); returns its wall seconds."""
-    t0 = time.perf_counter()
-    run_search(cfg, data, run, preset="ablation")
-    return time.perf_counter() - t0
-
-
-def derive(run: Path, epoch: int) -> Genotype:
-    """The genotype of a saved epoch's alphas (as ``pvnas derive RUN --epoch N``, edge weights included)."""
-    alphas = torch.load(run / "alphas" / f"epoch_{epoch:03d}.pt", map_location="cpu")
-    edges = run / "alphas" / f"edges_{epoch:03d}.pt"  # only searches with edge normalisation write these
-    edge_weights = torch.load(edges, map_location="cpu") if edges.exists() else None
-    meta = {"source": "search", "epoch": epoch, "run": f"{run.parent.name}/{run.name}"}
-    return Genotype.derive(alphas, meta=meta, edge_weights=edge_weights)
-
-
 def variants(seed: int, step_run: Path, budget: Budget) -> list[Variant]:
     """The genotypes to retrain for one seed (paper Table 3 rows)."""
     epochs, c = budget.search.epochs, budget.network.channels
@@ -159,27 +139,6 @@ def variants(seed: int, step_run: Path, budget: Budget) -> list[Variant]:
         for i in range(budget.randoms)
     ]
     return out
-
-
-def retrain(genotype: Genotype, cfg: NetworkConfig, data: str, run: Path, views: str) -> dict[str, Any]:
-    """Train from scratch, test multi-view, count params/GFLOPs at the trained clip size."""
-    t0 = time.perf_counter()
-    run_train(genotype, cfg, data, run, preset="ablation")
-    t1 = time.perf_counter()
-    result = run_eval(run / "model.pt", data, views=views)
-    t2 = time.perf_counter()
-    clip = cfg.clip
-    cost = count_flops(load_model(run / "model.pt").model, (3, clip.frames, clip.crop, clip.crop))
-    return {
-        "top1": result["top1"], "top5": result["top5"], "by_views": result["by_views"], "videos": result["videos"],
-        "skipped": result["skipped"], "params": cost["params"], "gflops": cost["gflops"],
-        "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
-    }
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def summarise(runs: list[dict[str, Any]], seeds: Sequence[int], randoms: int) -> list[dict[str, Any]]:
@@ -210,11 +169,6 @@ def collapse_curves(run: Path) -> list[dict[str, Any]]:
     ]
 
 
-def entropy_drop(kind: str, entropy: float) -> float:
-    """ln(#ops) - entropy: how far a cell's alphas have moved from undecided (uniform)."""
-    return math.log(len(ops_for(kind))) - entropy
-
-
 def collapse_final(curves: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
     """Final-epoch statistics per schedule and cell kind (plus the mean over kinds), mean ± std over seeds."""
     out: dict[str, Any] = {}
@@ -232,16 +186,6 @@ def collapse_final(curves: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[s
             stats[key] = {kind: dict(zip(("mean", "std"), mean_std(v)), values=v) for kind, v in per_kind.items()}
         out[schedule] = stats
     return out
-
-
-def param_free_edges(genotype: dict[str, Any]) -> str:
-    """``"4/6/0/6"``: parameter-free edges per cell kind, the collapse signal of one genotype."""
-    cells = Genotype.from_dict(genotype).cells
-    return "/".join(str(cells[kind].count(PARAMETER_FREE)) for kind in CELL_KINDS)
-
-
-def fmt_pm(mean: float, std: float | None, scale: float = 1.0, digits: int = 1) -> str:
-    return f"{mean * scale:.{digits}f}" + ("" if std is None else f" ± {std * scale:.{digits}f}")
 
 
 def fmt_count(n: float) -> str:
@@ -428,12 +372,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     budget = resolve_budget(args)
     data = args.data or ("synthetic:16" if args.quick else "demo")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds must be distinct, got {seeds}")
+    check_seeds(seeds)
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} is not empty; choose a new directory")
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_dir(out)
 
     seconds = {"search": 0.0, "train": 0.0, "eval": 0.0}
     runs: list[dict[str, Any]] = []
@@ -443,7 +384,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         for schedule in SCHEDULES:
             log.info("seed %d: %s search (%d epochs)", seed, schedule, budget.search.epochs)
             run_dir = seed_dir / f"search_{schedule}"
-            seconds["search"] += search(override(budget.search, seed=seed, schedule=schedule), data, run_dir)
+            seconds["search"] += search(override(budget.search, seed=seed, schedule=schedule), data, run_dir, "ablation")
             curves[schedule][seed] = collapse_curves(run_dir)
         trained: dict[tuple[str, int], str] = {}  # (cells, channels) -> variant: identical work runs once
         for v in variants(seed, seed_dir / "search_step", budget):
@@ -456,7 +397,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 continue
             log.info("seed %d: retrain %s (C=%d)", seed, v.name, v.channels)
             cfg = override(budget.network, channels=v.channels, seed=seed)
-            metrics = retrain(v.genotype, cfg, data, seed_dir / "train" / v.name, budget.views)
+            metrics = retrain(v.genotype, cfg, data, seed_dir / "train" / v.name, budget.views, "ablation")
             seconds["train"] += metrics["train_seconds"]
             seconds["eval"] += metrics["eval_seconds"]
             trained[key] = v.name
@@ -482,19 +423,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; prints the results table. Exit code 2 on a user error (as the pvnas CLI)."""
-    args = parse_args(argv)
-    command = shlex.join(["python", "experiments/ablation.py", *(sys.argv[1:] if argv is None else argv)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        run(args, command)
-    except PvnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        torch.set_num_threads(threads)
-    print((args.out / "results.md").read_text())
-    return 0
+    return run_main(run, parse_args(argv), "experiments/ablation.py", argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, override
+from pvnas.engine.rundir import MetricsLog
 from pvnas.errors import ConfigError
 from pvnas.space.genotype import Genotype
 
@@ -59,10 +60,11 @@ def run_demo(out: str | Path, *, data: str = "demo", quick: bool = False, seed: 
         log.info("demo: %s", name)
         return time.perf_counter()
 
-    t = stage("search (paper Alg. 1, step schedule)")
+    t = stage(f"search (paper Alg. 1, {budget.search.schedule} schedule)")
     searched = run_search(budget.search, data, out / "search", preset="demo").genotype
     searched.save(out / "genotype.json")
     timings["search_s"] = time.perf_counter() - t
+    last = MetricsLog(out / "search" / "metrics.jsonl").read()[-1]
 
     random = Genotype.random(seed, min_conv=4, meta={"note": "random-wired baseline (paper Table 3)"})
     random.save(out / "random_genotype.json")
@@ -70,7 +72,7 @@ def run_demo(out: str | Path, *, data: str = "demo", quick: bool = False, seed: 
     for name, genotype in (("searched", searched), ("random", random)):
         t = stage(f"retrain the {name} genotype")
         run = out / name
-        run_train(genotype, budget.train, data, run, preset="demo")
+        trained = run_train(genotype, budget.train, data, run, preset="demo")
         timings[f"train_{name}_s"] = time.perf_counter() - t
         t = stage(f"evaluate the {name} model ({budget.views} views)")
         result = run_eval(run / "model.pt", data, views=budget.views)
@@ -80,7 +82,9 @@ def run_demo(out: str | Path, *, data: str = "demo", quick: bool = False, seed: 
         cost = count_flops(load_model(run / "model.pt").model, (3, clip.frames, clip.crop, clip.crop))
         (run / "flops.json").write_text(json.dumps(cost) + "\n")
         models[name] = {"top1": result["top1"], "top5": result["top5"], "videos": result["videos"],
-                        "skipped": result["skipped"], **cost}
+                        "skipped": result["skipped"], **cost, "train_acc": trained["acc"],
+                        "learned": trained["diagnosis"]["learned"], "causes": trained["diagnosis"]["causes"],
+                        "param_free_edges": genotype.parameter_free_edges()}
 
     stage("plots and report")
     timings["total_s"] = time.perf_counter() - t_all  # the report shows the timings: all but its own
@@ -88,6 +92,8 @@ def run_demo(out: str | Path, *, data: str = "demo", quick: bool = False, seed: 
         "data": data, "views": budget.views, "clip": f"{budget.train.clip.frames}x{budget.train.clip.crop}x{budget.train.clip.crop}",
         "searched": models["searched"], "random": models["random"],
         "winner": _winner(models["searched"], models["random"]),
+        "search": {"entropy_drop": last["entropy_drop"], "schedule": budget.search.schedule,
+                   "epochs": budget.search.epochs, "alpha_lr": budget.search.a_lr},
         "timings": timings,
         "report": str(out / "report.html"),
     }
@@ -111,6 +117,12 @@ def summary_lines(summary: dict[str, Any], genotype: Genotype) -> list[str]:
             f"{name}: top-1 {100 * m['top1']:.1f}%  top-5 {100 * m['top5']:.1f}%  params {m['params'] / 1e6:.3f}M  "
             f"GFLOPs {m['gflops']:.3f} per view ({summary['clip']}, {summary['views']} views, {m['videos']} videos)"
         )
+    drops = summary["search"]["entropy_drop"]
+    lines.append("alpha entropy drop after the search (nats; 0 = undecided): "
+                 + ", ".join(f"{kind} {drop:.3f}" for kind, drop in drops.items()))
+    for name, m in (("searched", s), ("random", r)):
+        if not m["learned"]:
+            lines.append(f"warning: the {name} network did not learn: " + "; ".join(m["causes"]))
     verdict = {
         "searched": "the searched architecture beats the random one",
         "random": "the random architecture wins at this tiny budget (README: what the demo shows)",

@@ -48,6 +48,13 @@ def test_demo_report_is_self_contained_and_holds_the_genotype(demo_run):
     assert not re.search(r'<img[^>]+src="(?!data:)', html)  # no image read from disk
     genotype = Genotype.load(out / "genotype.json")
     assert htmllib.escape(genotype.describe()) in html
+    # the comparison is a table a person reads at a glance, not a JSON dump
+    summary = json.loads((out / "summary.json").read_text())
+    head = html.split("<h2>Summary</h2>", 1)[1].split("<h2>", 1)[0]
+    assert '"winner"' not in head and head.count("<table>") == 2
+    assert f"<td>{100 * summary['searched']['top1']:.1f}</td>" in head and "<td>random</td>" in head
+    for kind, drop in summary["search"]["entropy_drop"].items():
+        assert f"<td>{kind}</td><td>{drop:.3f}</td>" in head
 
 
 def test_demo_closing_lines_report_both_models_honestly(demo_run):
@@ -63,6 +70,8 @@ def test_demo_closing_lines_report_both_models_honestly(demo_run):
     assert "params" in searched and "GFLOPs" in searched
     for kind in ("S-NC", "S-RC", "T-NC", "T-RC"):
         assert any(line.strip().startswith(f"{kind}:") for line in lines), kind
+    drops = next(line for line in lines if line.startswith("alpha entropy drop"))
+    assert all(f"{kind} {drop:.3f}" in drops for kind, drop in summary["search"]["entropy_drop"].items())
     assert summary["winner"] == _winner(summary["searched"], summary["random"])
 
 

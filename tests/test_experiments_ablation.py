@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ablation.py"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+SCRIPT = EXPERIMENTS / "ablation.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
+def load_script(script=SCRIPT):
+    """Load a study script as ``python experiments/<script>`` would: its folder first on the path (its helpers)."""
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.insert(0, str(EXPERIMENTS))
+    spec = importlib.util.spec_from_file_location(f"{script.stem}_script", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

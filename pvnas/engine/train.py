@@ -29,6 +29,7 @@ from pvnas import __version__
 from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import build_loader
+from pvnas.engine.diagnose import blind_to_motion, diagnose
 from pvnas.engine.distributed import (
     DistEnv,
     any_rank,
@@ -182,6 +183,8 @@ def run_train(
               mutable={"network.epochs", "network.warmup_epochs", "network.workers"})
     if env.is_main:
         genotype.save(run.out / "genotype.json")
+        if warning := blind_to_motion(genotype):
+            log.warning("%s", warning)
     board = TensorBoard(run.out, options.tensorboard and env.is_main)
     lr = [lr_at(run.progress.epoch + run.progress.step / steps_per_epoch, cfg, env.world)]
 
@@ -201,7 +204,7 @@ def run_train(
         check_same_on_all_ranks(model.parameters(), "weights", env)
         p = run.progress
         record = {
-            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "lr": lr[0],
+            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "seen": p.seen, "lr": lr[0],
             "drop_path": model.drop_path_prob, "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9),
         }
         skipped = set(p.skipped)
@@ -211,6 +214,11 @@ def run_train(
             skipped.update(val["skipped_files"])
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
         record["skipped"] = len(skipped)
+        if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
+            record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(classes), genotype)
+            if not diagnosis["learned"]:
+                log.warning("the network did not learn: training accuracy %.3f after %d epochs, chance %.3f. Likely: %s",
+                            record["acc"], cfg.epochs, diagnosis["chance"], "; ".join(diagnosis["causes"]))
         if env.is_main:
             save_model(run.out / "model.pt", model_record(model, classes, cfg, preset, {"epoch": epoch + 1, "data": data}))
             log.info("epoch %d/%d loss %.4f acc %.3f val top-1 %s lr %.3g (%.1fs)", epoch + 1, cfg.epochs,

@@ -224,8 +224,12 @@ class Genotype:
         return cls(cells, {"source": "random", "seed": seed, "min_conv": min_conv, **(meta or {})})
 
     # ----------------------------------------------------------------- summaries
+    def parameter_free_edges(self) -> dict[str, int]:
+        """Per cell, how many kept edges are identity/pool (paper Fig. 4 collapse signal)."""
+        return {k: c.count(PARAMETER_FREE) for k, c in self.cells.items()}
+
     def parameter_free_share(self) -> dict[str, float]:
-        """Per cell, the share of kept edges that are identity/pool (paper Fig. 4 collapse signal)."""
+        """Per cell, the share of kept edges that are identity/pool."""
         return {k: c.count(PARAMETER_FREE) / len(c.edges) for k, c in self.cells.items()}
 
     def describe(self) -> str:

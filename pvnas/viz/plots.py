@@ -71,43 +71,91 @@ def plot_alpha_heatmap(epochs: Sequence[int], history: dict[str, torch.Tensor], 
     return _save(fig, out / "alphas_final.png")
 
 
+OP_LABELS = {"identity": "skip", "avg_pool_1x3x3": "avg 3x3", "max_pool_1x3x3": "max 3x3", "sep_conv_1x3x3": "sep 3x3",
+             "dil_conv_1x3x3": "dil 3x3", "conv_3x3x3": "3+3x3", "conv_3x1x1": "3+1x1"}
+
+
 def plot_cells(genotype: Genotype, out: Path) -> Path:
-    """The four derived cells as DAGs: inputs c_{k-2}, c_{k-1} -> nodes 0..3 -> c_{k} (concat)."""
-    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
+    """The four derived cells as DAGs laid out left to right as DARTS' graphviz plots: inputs c_{k-2}, c_{k-1},
+    nodes 0..3, output c_{k} (concat); edges coloured by op and labelled without overlaps."""
+    fig, axes = plt.subplots(2, 2, figsize=(15, 8.5))
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.1, hspace=0.15, wspace=0.05)  # before drawing: pixels
     for ax, kind in zip(axes.flat, CELL_KINDS):
         _draw_cell(ax, genotype.cells[kind].edges, kind)
+    used = sorted({op for cell in genotype.cells.values() for op, _ in cell.edges}, key=list(OP_COLORS).index)
+    handles = [plt.Line2D([], [], color=OP_COLORS[op], lw=2.5, ls="--" if op in PARAMETER_FREE else "-") for op in used]
+    fig.legend(handles, [f"{OP_LABELS[op]} = {op}" for op in used], loc="lower center", ncol=min(4, len(used)),
+               fontsize=9, frameon=False)
     fig.suptitle(f"derived cells ({genotype.meta.get('source', 'genotype')}"
                  + (f", epoch {genotype.meta['epoch']}" if "epoch" in genotype.meta else "") + ")")
-    fig.tight_layout()
     return _save(fig, out / "cells.png")
 
 
-def _draw_cell(ax: Any, edges: Sequence[tuple[str, int]], kind: str) -> None:
-    pos = {0: (0.0, 0.75), 1: (0.0, 0.25)}
+def _cell_layout() -> dict[Any, tuple[float, float]]:
+    """Inputs on the left, the 4 nodes zig-zagging left to right, the output on the right."""
+    pos: dict[Any, tuple[float, float]] = {0: (0.0, 0.85), 1: (0.0, 0.15), "out": (1.0, 0.5)}
     for k in range(NODES):
-        pos[2 + k] = (0.3 + 0.15 * k, 0.9 - 0.27 * k)
-    pos["out"] = (1.0, 0.5)
+        pos[2 + k] = (0.25 + 0.19 * k, 0.68 if k % 2 == 0 else 0.32)
+    return pos
+
+
+def _spread(labels: list[list[Any]], fixed: Sequence[tuple[float, float]], height: float = 0.075,
+            width_per_char: float = 0.0105) -> None:
+    """Push label boxes ``[x, y, n_chars, ...]`` apart vertically, and off the ``fixed`` node centres, until none
+    overlap (a few passes of pairwise pushes)."""
+    def overlap(a: Sequence[Any], b: Sequence[Any]) -> bool:
+        return abs(a[0] - b[0]) < (a[2] + b[2]) * width_per_char / 2 + 0.01 and abs(a[1] - b[1]) < height
+
+    nodes = [[x, y, 5] for x, y in fixed]
+    for _ in range(60):
+        moved = False
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                if overlap(a, b):
+                    shift = (height - abs(a[1] - b[1])) / 2 + 0.002
+                    up, down = (a, b) if a[1] >= b[1] else (b, a)
+                    up[1] += shift
+                    down[1] -= shift
+                    moved = True
+            for n in nodes:
+                if overlap(a, n):
+                    a[1] += (height - abs(a[1] - n[1]) + 0.002) * (1 if a[1] >= n[1] else -1)
+                    moved = True
+        if not moved:
+            return
+
+
+def _draw_cell(ax: Any, edges: Sequence[tuple[str, int]], kind: str) -> None:
+    pos = _cell_layout()
     names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"} | {2 + k: str(k) for k in range(NODES)}
+    ax.set_xlim(-0.08, 1.08)
+    ax.set_ylim(-0.08, 1.08)
+    ax.axis("off")
+    to_px, to_data = ax.transData.transform, ax.transData.inverted().transform
+    labels = []
     for e, (op, j) in enumerate(edges):
         node = 2 + e // 2
-        (x0, y0), (x1, y1) = pos[j], pos[node]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="-|>", color=OP_COLORS[op], lw=1.8, shrinkA=14, shrinkB=14,
-                                    connectionstyle=f"arc3,rad={0.12 if e % 2 else -0.12}"))
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (0.03 if e % 2 else -0.03), op, fontsize=7, ha="center",
-                color=OP_COLORS[op], bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
+        rad = 0.25 if e % 2 else -0.25
+        ax.annotate("", xy=pos[node], xytext=pos[j],
+                    arrowprops=dict(arrowstyle="-|>", color=OP_COLORS[op], lw=2, shrinkA=15, shrinkB=15,
+                                    ls="--" if op in PARAMETER_FREE else "-", connectionstyle=f"arc3,rad={rad}"))
+        # the arc's midpoint, in pixels as matplotlib's arc3 draws it: the chord's midpoint moved by rad/2 of the
+        # chord along its normal
+        (x0, y0), (x1, y1) = to_px(pos[j]), to_px(pos[node])
+        mx, my = to_data(((x0 + x1) / 2 + rad * (y1 - y0) / 2, (y0 + y1) / 2 - rad * (x1 - x0) / 2))
+        labels.append([mx, my, len(OP_LABELS[op]), op])
+    _spread(labels, list(pos.values()))
+    for x, y, _, op in labels:
+        ax.text(x, y, OP_LABELS[op], fontsize=9, ha="center", va="center", color=OP_COLORS[op], fontweight="bold",
+                bbox=dict(fc="white", ec=OP_COLORS[op], lw=0.6, alpha=0.9, boxstyle="round,pad=0.2"))
     for k in range(NODES):
-        (x0, y0), (x1, y1) = pos[2 + k], pos["out"]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="-|>", color="#cccccc", lw=1, shrinkA=14, shrinkB=16))
+        ax.annotate("", xy=pos["out"], xytext=pos[2 + k],
+                    arrowprops=dict(arrowstyle="-|>", color="#bbbbbb", lw=1, shrinkA=15, shrinkB=18))
     for key, (x, y) in pos.items():
         color = "#c6dbef" if key in (0, 1) else ("#fdd0a2" if key == "out" else "#e5f5e0")
-        ax.text(x, y, names[key], ha="center", va="center", fontsize=10,
+        ax.text(x, y, names[key], ha="center", va="center", fontsize=11, zorder=5,
                 bbox=dict(boxstyle="circle,pad=0.4" if key not in (0, 1, "out") else "round,pad=0.4", fc=color, ec="black"))
-    ax.set_xlim(-0.1, 1.1)
-    ax.set_ylim(-0.05, 1.05)
-    ax.axis("off")
-    ax.set_title(kind)
+    ax.set_title(kind, fontsize=12)
 
 
 def plot_curves(run: Path, out: Path) -> Path:

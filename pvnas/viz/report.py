@@ -96,6 +96,29 @@ def _section(run: Path, title: str) -> str:
     return "\n".join(parts)
 
 
+def _summary(summary: dict[str, Any]) -> str:
+    """The demo's comparison at a glance: one row per model, the search's alpha entropy drop, the verdict."""
+    models = [name for name in ("searched", "random") if name in summary]
+    rows = [{
+        "model": name, "top-1 (%)": f"{100 * summary[name]['top1']:.1f}", "top-5 (%)": f"{100 * summary[name]['top5']:.1f}",
+        "params": f"{summary[name]['params']:,}", "GFLOPs per view": summary[name]["gflops"],
+        "parameter-free edges (S-NC/S-RC/T-NC/T-RC)": "/".join(map(str, summary[name]["param_free_edges"].values())),
+        "learned": "yes" if summary[name]["learned"] else "no: " + "; ".join(summary[name]["causes"]),
+    } for name in models]
+    verdict = {"searched": "the searched architecture wins", "random": "the random architecture wins",
+               "tie": "searched and random tie"}[summary["winner"]]
+    search = summary["search"]
+    drops = [{"cell": kind, "entropy drop (nats)": f"{drop:.3f}"} for kind, drop in search["entropy_drop"].items()]
+    return (f"<h2>Summary</h2><p><b>{html.escape(verdict)}</b> (top-1, then top-5) on {html.escape(summary['data'])}, "
+            f"{html.escape(summary['views'])} views per video, clips {html.escape(summary['clip'])}.</p>"
+            + _table(rows, list(rows[0]))
+            + f"<p>The search ({search['epochs']} epochs, {html.escape(search['schedule'])} schedule) moved its alphas "
+              "this far from undecided (0; ln(#ops) would be one op per edge):</p>"
+            + _table(drops, ["cell", "entropy drop (nats)"])
+            + "<p class='muted'>" + ", ".join(f"{k.removesuffix('_s')}: {v:.0f} s" for k, v in summary["timings"].items())
+            + "</p>")
+
+
 def build_report(run: Path, out: Path | None = None) -> Path:
     """Write ``run/report.html`` (or ``out``) covering ``run`` and every run directly inside it."""
     run = Path(run)
@@ -109,7 +132,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     body = [f"<h1>pvnas report: {html.escape(run.name)}</h1>",
             f'<p class="muted">{html.escape(str(run.resolve()))}</p>']
     if summary.exists():
-        body.append("<h2>Summary</h2>" + _pre(summary.read_text()))
+        body.append(_summary(json.loads(summary.read_text())))
     body += [_section(r, r.name if r != run else "run") for r in runs]
     out = Path(out) if out else run / "report.html"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>pvnas report {html.escape(run.name)}</title>"

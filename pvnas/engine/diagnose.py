@@ -1,0 +1,57 @@
+"""Why a retrain did not learn: a check on its own records, so it never fails silently.
+
+"Did not learn" is statistical, not a tuned threshold: the last epoch's training accuracy is within three
+standard errors of chance (1 / classes) for the number of clips it saw. The likely causes are then read
+from the run itself: a network without any temporal op (it sees every frame on its own, so classes that
+differ only by motion are out of its reach), a loss that never fell, or one that blew up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from pvnas.space.genotype import Genotype
+
+TEMPORAL = ("conv_3x3x3", "conv_3x1x1")
+
+
+def temporal_ops(genotype: Genotype) -> int:
+    """Edges with a temporal convolution over all cells: 0 means the network never mixes frames before the pool."""
+    return sum(op in TEMPORAL for cell in genotype.cells.values() for op, _ in cell.edges)
+
+
+def blind_to_motion(genotype: Genotype) -> str | None:
+    """The warning for a genotype without temporal ops, or None."""
+    if temporal_ops(genotype):
+        return None
+    return ("the genotype has no temporal op (conv_3x3x3 / conv_3x1x1) in any cell: the network sees every frame "
+            "on its own and averages them, so it cannot tell classes that differ only by motion or its direction")
+
+
+def diagnose(records: Sequence[Mapping[str, Any]], num_classes: int, genotype: Genotype) -> dict[str, Any]:
+    """``{"learned": bool, "train_acc", "chance", "causes": [...]}`` from a run's per-epoch metrics records."""
+    last = records[-1]
+    chance = 1.0 / num_classes
+    seen = max(1, int(last.get("seen") or 1))
+    margin = 3.0 * math.sqrt(chance * (1.0 - chance) / seen)
+    learned = last["acc"] > chance + margin
+    out: dict[str, Any] = {"learned": learned, "train_acc": last["acc"], "chance": chance,
+                           "chance_margin": margin, "causes": []}
+    if learned:
+        return out
+    causes = out["causes"]
+    if warning := blind_to_motion(genotype):
+        causes.append(warning)
+    losses = [r["loss"] for r in records]
+    if not all(math.isfinite(x) for x in losses) or losses[-1] > 1.5 * math.log(num_classes):
+        causes.append(f"the loss rose to {losses[-1]:.3g} (chance level {math.log(num_classes):.3g}): the learning "
+                      "rate is too high for this network; lower --lr")
+    elif losses[-1] > 0.98 * math.log(num_classes):
+        causes.append(f"the loss stayed at chance level ({losses[-1]:.3g} vs ln {num_classes} = "
+                      f"{math.log(num_classes):.3g}) over {len(records)} epochs: too few --epochs for this network, "
+                      "or a learning rate too low (--lr)")
+    if not causes:
+        causes.append(f"the loss fell ({losses[0]:.3g} -> {losses[-1]:.3g}) but training accuracy stayed at chance: "
+                      "train longer (--epochs)")
+    return out
