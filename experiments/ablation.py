@@ -49,10 +49,11 @@ from pvnas.config import (  # noqa: E402
 )
 from pvnas.engine.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
+from pvnas.search.collapse import drop_from  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 from pvnas.space.ops import CELL_KINDS  # noqa: E402
 from protocol import (  # noqa: E402
-    check_seeds, derive, entropy_drop, fmt_pm, fresh_dir, mean_std, param_free_edges, retrain, run_main, search,
+    check_seeds, derive, fmt_pm, fresh_dir, mean_std, param_free_edges, retrain, run_main, search,
 )
 
 log = logging.getLogger("ablation")
@@ -177,7 +178,7 @@ def collapse_final(curves: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[s
         values = {
             "param_free_share": [f["param_free_share"] for f in finals],
             "entropy": [f["entropy"] for f in finals],
-            "entropy_drop": [{k: entropy_drop(k, f["entropy"][k]) for k in CELL_KINDS} for f in finals],
+            "entropy_drop": [{k: drop_from(k, f["entropy"][k]) for k in CELL_KINDS} for f in finals],
         }
         stats: dict[str, Any] = {}
         for key, per_seed in values.items():
@@ -308,7 +309,7 @@ def plot_collapse(result: dict[str, Any], path: Path) -> None:
             ax = axes[row, col]
             for schedule in SCHEDULES:
                 for i, c in enumerate(curves[schedule].values()):
-                    ys = [entropy_drop(kind, e[key][kind]) if key == "entropy" else e[key][kind] for e in c]
+                    ys = [drop_from(kind, e[key][kind]) if key == "entropy" else e[key][kind] for e in c]
                     ax.plot([e["epoch"] for e in c], ys, marker="o", ms=3, color=colors[schedule], alpha=0.75,
                             label=schedule if i == 0 else None)
             if key == "entropy":

@@ -7,7 +7,6 @@ Each step is the public pvnas API a user would call (``run_search``, ``derive_fr
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pvnas.metrics.flops import count_flops
 from pvnas.search.loop import run_search
 from pvnas.search.snapshots import derive_from_run
 from pvnas.space.genotype import Genotype
-from pvnas.space.ops import CELL_KINDS, ops_for
+from pvnas.space.ops import CELL_KINDS
 
 
 def search(cfg: SearchConfig, data: str, run: Path, preset: str) -> float:
@@ -61,11 +60,6 @@ def retrain(genotype: Genotype, cfg: NetworkConfig, data: str, run: Path, views:
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def entropy_drop(kind: str, entropy: float) -> float:
-    """ln(#ops) - entropy: how far a cell's alphas have moved from undecided (uniform)."""
-    return math.log(len(ops_for(kind))) - entropy
 
 
 def param_free_edges(genotype: dict[str, Any]) -> str:

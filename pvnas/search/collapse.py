@@ -13,6 +13,7 @@ from typing import Mapping
 import torch
 
 from pvnas.space.genotype import Genotype
+from pvnas.space.ops import ops_for
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,14 @@ def alpha_entropy(alphas: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def drop_from(kind: str, entropy: float) -> float:
+    """ln(#ops) - ``entropy``: how far a cell kind's alphas have moved from undecided (0), in nats."""
+    return math.log(len(ops_for(kind))) - entropy
+
+
 def entropy_drop(alphas: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """ln(n_ops) - mean entropy per cell kind (nats): how far the alphas have moved from undecided (0)."""
-    entropy = alpha_entropy(alphas)
-    return {kind: math.log(a.shape[-1]) - entropy[kind] for kind, a in alphas.items()}
+    """:func:`drop_from` of the mean alpha entropy, per cell kind."""
+    return {kind: drop_from(kind, h) for kind, h in alpha_entropy(alphas).items()}
 
 
 def collapse_stats(alphas: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:

@@ -19,6 +19,7 @@ import torch  # noqa: E402
 
 from pvnas.engine.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
+from pvnas.search.collapse import drop_from  # noqa: E402
 from pvnas.search.snapshots import alpha_history, saved_epochs  # noqa: E402
 from pvnas.space.genotype import NODES, Genotype, edge_inputs  # noqa: E402
 from pvnas.space.ops import CELL_KINDS, PARAMETER_FREE, ops_for  # noqa: E402
@@ -181,15 +182,16 @@ def plot_curves(run: Path, out: Path) -> Path:
 
 
 def plot_collapse(run: Path, out: Path) -> Path:
-    """Per cell kind: alpha entropy and parameter-free share of the derivation (paper Fig. 4 signal)."""
+    """Per cell kind: how far the alphas moved (entropy drop) and the parameter-free share of the derivation
+    (paper Fig. 4 signal)."""
     records = MetricsLog(run / "metrics.jsonl").read()
     epochs = [r["epoch"] for r in records]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for kind in CELL_KINDS:
-        axes[0].plot(epochs, [r["entropy"][kind] for r in records], marker="o", label=kind)
+        axes[0].plot(epochs, [drop_from(kind, r["entropy"][kind]) for r in records], marker="o", label=kind)
         axes[1].plot(epochs, [r["param_free_share"][kind] for r in records], marker="o", label=kind)
     axes[1].axhline(0.5, color="red", ls=":", lw=1, label="collapse warning")
-    axes[0].set_title("alpha entropy (nats, mean over edges)")
+    axes[0].set_title("alpha entropy drop: ln(#ops) - entropy (nats; 0 = undecided)")
     axes[1].set_title("parameter-free share of the derived cell")
     axes[1].set_ylim(-0.05, 1.05)
     for ax in axes:
