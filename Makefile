@@ -23,7 +23,7 @@ test: venv
 
 demo: venv
 	rm -rf runs/demo
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pvnas demo --out runs/demo  # robust to other jobs on the cores (README)
+	$(BIN)/pvnas demo --out runs/demo
 
 bench: venv
 	$(BIN)/python benchmarks/bench_supernet.py
