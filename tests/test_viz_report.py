@@ -53,6 +53,9 @@ def test_report_is_self_contained_html_with_genotype(tiny_run):
     first = page.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
     assert base64.b64decode(first).startswith(PNG_MAGIC)
     assert "src=\"http" not in page and "<link" not in page  # nothing external
+    # the search's per-epoch alpha entropy drop per cell kind, as logged in metrics.jsonl
+    record = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "<th>drop T-RC</th>" in page and f"<td>{record['entropy_drop']['T-RC']:.3f}</td>" in page
 
 
 def test_plot_and_report_reject_missing_run(tmp_path):

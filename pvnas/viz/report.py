@@ -77,6 +77,13 @@ def _section(run: Path, title: str) -> str:
         columns = [c for c in ("epoch", "loss", "acc", "val_top1", "val_top5", "lr", "clips_per_s", "seconds", "skipped")
                    if any(c in r for r in records)]
         parts.append(_table(records, columns))
+        if "entropy_drop" in records[0]:  # a search: how far the alphas moved, how parameter-free each cell derives
+            kinds = list(records[0]["entropy_drop"])
+            rows = [{"epoch": r["epoch"], **{f"drop {k}": f"{r['entropy_drop'][k]:.3f}" for k in kinds},
+                     **{f"param-free {k}": round(8 * r["param_free_share"][k]) for k in kinds}} for r in records]
+            parts.append("<h3>Alphas</h3><p>Entropy drop: ln(#ops) minus the mean alpha entropy (nats; 0 = undecided). "
+                         "Param-free: identity/pool edges of the cell derived at that epoch, of 8.</p>"
+                         + _table(rows, list(rows[0])))
         for name in ("curves.png", "collapse.png", "alphas_final.png"):
             if name in plots:
                 parts.append(_img(plots[name]))
