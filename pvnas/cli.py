@@ -85,6 +85,10 @@ def search(
     schedule: Optional[Schedule] = typer.Option(
         None, "--schedule", help="Weight LR schedule: step, constant, converge (paper §3.3) or cosine (preset default)."),
     alpha_lr: Optional[float] = typer.Option(None, "--alpha-lr", help="Adam lr of the alphas (preset default)."),
+    alpha_lr_budget: Optional[float] = typer.Option(
+        None, "--alpha-lr-budget", help="Alpha lr x alpha updates: the lr follows from the run's length (preset default)."),
+    op_dropout: Optional[float] = typer.Option(
+        None, "--op-dropout", help="DropNAS operation dropout: each op left out of a forward with this probability."),
     alpha_warmup: Optional[float] = typer.Option(
         None, "--alpha-warmup", help="Share of the steps that train the weights only, alphas frozen (preset default)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -102,15 +106,21 @@ def search(
     edge_norm: bool = typer.Option(False, "--edge-norm", help="PC-DARTS edge normalisation (needs the fast impl)."),
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
+    import dataclasses
+
     from pvnas.config import SEARCH_PRESETS, RunOptions, get_preset, override, override_clip
     from pvnas.search.loop import run_search
 
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
-        base, epochs=epochs, seed=seed, schedule=schedule.value if schedule else None, a_lr=alpha_lr,
-        a_warmup=alpha_warmup, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
+        base, epochs=epochs, seed=seed, schedule=schedule.value if schedule else None, a_warmup=alpha_warmup,
+        op_dropout=op_dropout, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
         clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )
+    if alpha_lr is not None and alpha_lr_budget is not None:
+        raise ConfigError("give --alpha-lr or --alpha-lr-budget, not both: one sets the lr, the other derives it")
+    if alpha_lr is not None or alpha_lr_budget is not None:  # the one given replaces the preset's rule
+        cfg = dataclasses.replace(cfg, a_lr=cfg.a_lr if alpha_lr is None else alpha_lr, a_lr_budget=alpha_lr_budget)
     options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
     result = run_search(cfg, data, out, options, preset=preset)
     if is_main_process():

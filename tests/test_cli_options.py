@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -24,15 +25,17 @@ def test_search_with_partial_channels_edge_norm_converge_tensorboard_and_timed_c
     real = run_module.save_torch
     monkeypatch.setattr(run_module, "save_torch", lambda obj, path: (writes.append(path.name), real(obj, path)))
     assert main(["search", "--data", "synthetic:8", "--out", str(run), *TINY, "--epochs", "2", "--partial-channels", "2",
-                 "--edge-norm", "--schedule", "converge", "--alpha-warmup", "0.25", "--tensorboard",
-                 "--checkpoint-every", "1e-9"]) == 0
+                 "--edge-norm", "--schedule", "converge", "--alpha-warmup", "0.25", "--alpha-lr-budget", "3",
+                 "--op-dropout", "0.3", "--tensorboard", "--checkpoint-every", "1e-9"]) == 0
     config = yaml.safe_load((run / "config.yaml").read_text())["search"]
-    assert (config["partial_channels"], config["edge_norm"], config["schedule"], config["a_warmup"]) == (2, True, "converge", 0.25)
+    assert (config["partial_channels"], config["edge_norm"], config["schedule"], config["a_warmup"], config["a_lr_budget"],
+            config["op_dropout"]) == (2, True, "converge", 0.25, 3.0, 0.3)
     # 2 steps per epoch: a timed checkpoint after every step, and one at each epoch end
     assert writes == ["checkpoint.pt"] * 6
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["alpha_active"] for r in records] == [True, True] and "decays" in records[0]
+    assert records[0]["alpha_lr"] == pytest.approx(3 / 3)  # 4 steps, the first a weights-only warm-up one
     # derive reads the edge weights saved beside the alphas
     capsys.readouterr()
     assert main(["derive", str(run), "--epoch", "1"]) == 0

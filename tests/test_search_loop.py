@@ -10,7 +10,7 @@ import yaml
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.nn.supernet import ReferenceCell, Supernet
 from pvnas.search.loop import make_state, run_search, search_step
-from pvnas.search.schedule import ConvergenceMonitor, lr_at
+from pvnas.search.schedule import ConvergenceMonitor, alpha_lr, lr_at
 from pvnas.space.genotype import Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
 
@@ -120,6 +120,14 @@ def test_constant_cosine_and_converge_schedules():
     assert cos[0] == pytest.approx(0.1) and cos[50] == pytest.approx((0.1 + 1e-4) / 2) and cos == sorted(cos, reverse=True)
     conv = override(TINY, schedule="converge")
     assert lr_at(conv, 0.9, decays=0) == 0.1 and lr_at(conv, 0.1, decays=2) == pytest.approx(1e-3)
+
+
+def test_alpha_lr_budget_is_spread_over_the_alpha_updates():
+    """A short run moves its alphas as far as a long one: lr x (steps after the warm-up) = the budget."""
+    cfg = override(TINY, a_lr_budget=12.0, a_warmup=0.5)
+    assert alpha_lr(cfg, 800) == pytest.approx(12 / 400) and alpha_lr(cfg, 80) == pytest.approx(12 / 40)
+    assert alpha_lr(override(cfg, a_warmup=0.0), 800) == pytest.approx(12 / 800)
+    assert alpha_lr(override(TINY, a_lr=0.01), 800) == 0.01  # no budget: the lr as given
 
 
 def _alphas(value):

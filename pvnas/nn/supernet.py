@@ -7,7 +7,7 @@ cell mixes its edges: ``cell_impl`` picks the literal reference cell or a faster
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from pvnas.nn.fast import FastCell
 from pvnas.nn.layers import preprocess, stem
 from pvnas.nn.mixed import MixedOp
 from pvnas.space.genotype import EDGES_PER_CELL, NODES, Genotype, edge_inputs
-from pvnas.space.ops import CELL_KINDS, is_reduction, ops_for
+from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, is_reduction, ops_for
 
 
 class ReferenceCell(nn.Module):
@@ -48,13 +48,32 @@ class ReferenceCell(nn.Module):
 CellFactory = Callable[[str, int, int, int, bool], nn.Module]
 
 
+def op_dropout_mask(ops: Sequence[str], edges: int, p: float) -> torch.Tensor:
+    """``(edges, len(ops))`` multipliers of the op weights: DropNAS' grouped operation dropout.
+
+    Each op but ``zero`` is left out of an edge's mixture with probability ``p``; at least one parameter-free and
+    one parameterised op stay on every edge; kept ops are scaled by 1 / (1 - p). Ops that fall behind keep being
+    trained, so the op that leads first cannot win by co-adaptation alone (the Matthew effect).
+    """
+    keep = torch.rand(edges, len(ops)) >= p
+    for group in (PARAMETER_FREE - {"zero"}, CONV_OPS):
+        columns = torch.tensor([i for i, op in enumerate(ops) if op in group])
+        empty = ~keep[:, columns].any(1)
+        keep[empty, columns[torch.randint(len(columns), (edges,))][empty]] = True
+    scale = keep.float() / (1.0 - p)
+    scale[:, ops.index("zero")] = 1.0  # (its output is zero whatever its weight)
+    return scale
+
+
 class Supernet(nn.Module):
     """Stem -> one cell of each kind -> global average pool -> linear, with per-kind alphas.
 
     ``edge_norm`` adds PC-DARTS edge normalisation: per-kind betas, softmax over each node's inputs.
+    ``op_dropout`` applies :func:`op_dropout_mask` to every training forward.
     """
 
-    def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell, edge_norm: bool = False) -> None:
+    def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell, edge_norm: bool = False,
+                 op_dropout: float = 0.0) -> None:
         super().__init__()
         self.channels, self.num_classes = channels, num_classes
         self.stem = stem(channels)
@@ -75,11 +94,15 @@ class Supernet(nn.Module):
         self.betas = nn.ParameterDict(
             {kind: nn.Parameter(1e-3 * torch.randn(EDGES_PER_CELL)) for kind in CELL_KINDS} if edge_norm else {}
         )
+        self.op_dropout = op_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
         for kind, cell in self.cells.items():
-            s0, s1 = s1, cell(s0, s1, torch.softmax(self.alphas[kind], dim=-1), self.edge_weights(kind))
+            weights = torch.softmax(self.alphas[kind], dim=-1)
+            if self.training and self.op_dropout > 0:
+                weights = weights * op_dropout_mask(ops_for(kind), EDGES_PER_CELL, self.op_dropout).to(weights)
+            s0, s1 = s1, cell(s0, s1, weights, self.edge_weights(kind))
         return self.classifier(self.pool(s1).flatten(1))
 
     def edge_weights(self, kind: str) -> torch.Tensor | None:
@@ -119,4 +142,4 @@ def supernet_from_config(cfg: SearchConfig, num_classes: int) -> Supernet:
     """The supernet of a search config (its cells: ``cfg.impl``; the config has checked K and the impl)."""
     k = cfg.partial_channels
     cell = CELL_IMPLS[cfg.impl] if k == 1 else partial(CELL_IMPLS[cfg.impl], partial_channels=k)
-    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm)
+    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm, op_dropout=cfg.op_dropout)

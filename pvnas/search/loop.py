@@ -38,7 +38,7 @@ from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
-from pvnas.search.schedule import ConvergenceMonitor, alpha_active, lr_at
+from pvnas.search.schedule import ConvergenceMonitor, alpha_active, alpha_lr, lr_at
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,8 @@ def run_search(
     }
     run.start(record, {"model": model, "alpha_opt": state.alpha_opt, "weight_opt": state.weight_opt,
                        "converge": monitor}, mutable={"search.epochs", "search.workers"})
+    for group in state.alpha_opt.param_groups:  # after start(): a resume's --epochs may differ from the checkpoint's
+        group["lr"] = alpha_lr(cfg, total_steps)
     board = TensorBoard(run.out, options.tensorboard and env.is_main)
     lr = [0.0]
 

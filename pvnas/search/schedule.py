@@ -42,6 +42,15 @@ def alpha_active(cfg: SearchConfig, progress: float) -> bool:
     return progress >= cfg.a_warmup
 
 
+def alpha_lr(cfg: SearchConfig, total_steps: int) -> float:
+    """Adam's lr for the alphas: ``a_lr``, or ``a_lr_budget`` spread over the run's alpha updates (the steps after
+    the warm-up), so that the alphas can move as far in a short run as in a long one."""
+    if cfg.a_lr_budget is None:
+        return cfg.a_lr
+    updates = sum(alpha_active(cfg, t / total_steps) for t in range(total_steps))
+    return cfg.a_lr_budget / max(1, updates)
+
+
 class ConvergenceMonitor:
     """When the alphas have converged (``converge`` schedule): looked at every ``window`` steps.
 
