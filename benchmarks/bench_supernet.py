@@ -36,8 +36,8 @@ def variants(partial: int) -> dict[str, tuple[str, int]]:
 def build(args: argparse.Namespace, impl: str, partial: int, device: torch.device):
     """A supernet and its search state at the benchmark config, with a fixed seed per variant."""
     torch.manual_seed(0)
-    cfg = override(SEARCH_PRESETS["search"], channels=args.channels, partial_channels=partial)
-    model = supernet_from_config(cfg, args.classes, impl).to(device)
+    cfg = override(SEARCH_PRESETS["search"], channels=args.channels, partial_channels=partial, impl=impl)
+    model = supernet_from_config(cfg, args.classes).to(device)
     return make_state(model, cfg)
 
 

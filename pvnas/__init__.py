@@ -55,10 +55,15 @@ def build_network(
     num_classes: int = 400,
     channels: int | None = None,
     repeats: int | None = None,
+    impl: str | None = None,
 ) -> "nn.Module":
-    """The retrain network of DESIGN §4 for ``genotype``; ``channels``/``repeats`` override C and K."""
+    """The retrain network of DESIGN §4 for ``genotype``; ``channels``/``repeats`` override C and K.
+
+    ``impl="reference"`` runs the literal ``Conv3d`` ops (the oracle); None is the preset's (fast, the same
+    network on 2D channels-last frames). Both have the same modules and state dict.
+    """
     from pvnas.config import NETWORK_PRESETS, get_preset, override
     from pvnas.nn.network import network_from_config
 
-    cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats)
+    cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats, impl=impl)
     return network_from_config(genotype, cfg, num_classes)

@@ -62,6 +62,7 @@ RESUME_OPT = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.
 OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the run already in --out (without it, it is kept).")
 CHECKPOINT_EVERY_OPT = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch).")
 TENSORBOARD_OPT = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard.")
+COMPILE_OPT = typer.Option(False, "--compile", help="Run the network through torch.compile (off: on CPU it does not pay).")
 
 
 def is_main_process() -> bool:
@@ -184,6 +185,8 @@ def train(
     frames: Optional[int] = FRAMES_OPT,
     crop: Optional[int] = CROP_OPT,
     scale: Optional[str] = SCALE_OPT,
+    impl: Optional[str] = typer.Option(None, "--impl", help="Network forward: fast (default) or reference (Conv3d)."),
+    compile: bool = COMPILE_OPT,
 ) -> None:
     """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
     from pvnas.config import NETWORK_PRESETS, RunOptions, get_preset, override, override_clip
@@ -194,11 +197,11 @@ def train(
     base = get_preset(NETWORK_PRESETS, preset)
     cfg = override(
         base, channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
-        lr=lr, workers=workers, clip=override_clip(base.clip, frames, crop, scale),
+        lr=lr, workers=workers, clip=override_clip(base.clip, frames, crop, scale), impl=impl,
     )
     cfg = resolve_schedule(cfg, data, epochs)
     options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
-    result = run_train(geno, cfg, data, out, options, preset=preset)
+    result = run_train(geno, cfg, data, out, options, preset=preset, compile=compile)
     if is_main_process():
         _print_json(result)
 
@@ -210,11 +213,12 @@ def evaluate(
     views: Optional[str] = typer.Option(None, "--views", help="CLIPSxCROPS per video (default: the model's, 10x3)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per forward pass (bounds memory)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
+    compile: bool = COMPILE_OPT,
 ) -> None:
     """Multi-view test: one JSON object (top1, top5, videos, skipped, by_views); also RUN/eval_<data>.json."""
     from pvnas.engine.evaluate import run_eval
 
-    _print_json(run_eval(checkpoint, data, views=views, batch_size=batch_size, workers=workers))
+    _print_json(run_eval(checkpoint, data, views=views, batch_size=batch_size, workers=workers, compile=compile))
 
 
 @app.command()
@@ -223,6 +227,7 @@ def predict(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="RUN/model.pt written by `pvnas train`."),
     views: str = typer.Option("1x1", "--views", help="CLIPSxCROPS averaged per video."),
     top: int = typer.Option(5, "--top", help="How many classes to list per video."),
+    compile: bool = COMPILE_OPT,
 ) -> None:
     """Top-5 labels with probabilities per video, as a JSON list; a broken video gets an "error" entry.
 
@@ -231,7 +236,7 @@ def predict(
     from pvnas.engine.predict import predict_videos
     from pvnas.errors import DataError
 
-    results = predict_videos(checkpoint, videos, views=views, top=top)
+    results = predict_videos(checkpoint, videos, views=views, top=top, compile=compile)
     _print_json(results)
     if all("error" in r for r in results):
         raise DataError(f"none of the {len(results)} videos could be read")
@@ -262,29 +267,44 @@ def flops(
 
 @app.command()
 def estimate(
-    preset: str = typer.Option("search", "--preset", help="Search preset: search (paper), tiny, demo."),
+    genotype: Optional[Path] = typer.Option(
+        None, "--genotype", help="Cost retraining this genotype (else: cost the search)."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Search preset: search (paper, default), tiny, demo; with --genotype: L (default), M, tiny, demo."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Clips per step (preset default)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default)."),
     size: Optional[int] = typer.Option(None, "--size", help="Crop size in pixels (preset default)."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
-    partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="PC-DARTS K (1: exact)."),
+    partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="Search: PC-DARTS K (1: exact)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Retrain: normal cells K per stage (preset default)."),
     data: Optional[str] = typer.Option(
-        None, "--data", help="Dataset spec whose training videos and classes to count, e.g. folder:ROOT "
+        None, "--data", help="Dataset spec whose videos and classes to count, e.g. folder:ROOT "
         "(kinetics/ssv2/ucf101: their official size if ROOT is not here)."),
     dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Training videos (default: from --data, else 1000)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Search epochs (preset default)."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", help="Search epochs (preset default) or retrain epochs (default: the dataset's)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes (default: from --data, else 400)."),
-    steps: int = typer.Option(2, "--steps", help="Timed search steps (after one warm-up)."),
+    steps: int = typer.Option(2, "--steps", help="Timed steps (after the probe steps at batch 1 and 2)."),
 ) -> None:
-    """Before a search: supernet params, MACs per clip, memory, measured step time, projected search time (JSON)."""
-    from pvnas.search.estimate import estimate as run_estimate
+    """Before a run: params, MACs, memory, measured step time here, projected search or retrain (+ 30-view test) time.
 
-    _print_json(
-        run_estimate(
-            preset, batch=batch, frames=frames, size=size, channels=channels, partial_channels=partial_channels,
-            dataset_size=dataset_size, epochs=epochs, num_classes=num_classes, data=data, steps=steps,
-        )
-    )
+    Never runs a step that would not fit in memory: where the batch does not fit, the JSON says which does.
+    """
+    common = dict(batch=batch, frames=frames, size=size, channels=channels, data=data, dataset_size=dataset_size,
+                  epochs=epochs, num_classes=num_classes, steps=steps)
+    if genotype is None:
+        from pvnas.search.estimate import estimate as estimate_search
+
+        if repeats is not None:
+            raise ConfigError("--repeats is a retrain setting: give --genotype to cost a retrain")
+        _print_json(estimate_search(preset or "search", partial_channels=partial_channels, **common))
+        return
+    from pvnas.engine.estimate import estimate_train
+    from pvnas.space.genotype import Genotype
+
+    if partial_channels is not None:
+        raise ConfigError("--partial-channels is a search setting; the retrain network has no partial channels")
+    _print_json(estimate_train(Genotype.load(genotype), preset or "L", repeats=repeats, **common))
 
 
 class ExportFormat(str, Enum):

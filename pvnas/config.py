@@ -17,7 +17,7 @@ from pvnas.space.ops import CELL_KINDS
 
 # weight learning-rate schedules of the search (pvnas.search.schedule implements them)
 SCHEDULES: tuple[str, ...] = ("step", "constant", "converge", "cosine")
-# supernet cell implementations (pvnas.nn.supernet.CELL_IMPLS)
+# implementations over the same modules: supernet cells (pvnas.nn.supernet.CELL_IMPLS), retrain forward (Network.impl)
 IMPLS: tuple[str, ...] = ("fast", "reference")
 PAPER_FPS = 30.0  # the paper's window is 64 frames of 30 fps video
 
@@ -168,9 +168,11 @@ class NetworkConfig:
     val_videos: int = 1000  # validation subset (single centre view) scored after each epoch
     workers: int = 4
     seed: int = 0
+    impl: str = "fast"  # forward over the same modules: "fast" (2D channels-last frames) or "reference" (Conv3d)
 
     def __post_init__(self) -> None:
         _check_common(self)
+        _check(self.impl in IMPLS, "impl", "--impl", f"one of {', '.join(IMPLS)}", self.impl)
         _check(self.repeats >= 1, "repeats", "--repeats", ">= 1", self.repeats)
         _check(len(self.stages) >= 1 and all(k in CELL_KINDS for k in self.stages), "stages", None,
                f"a non-empty list of {', '.join(CELL_KINDS)}", self.stages)

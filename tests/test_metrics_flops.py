@@ -54,14 +54,21 @@ def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 ALL_CONV = Genotype({k: CellGenotype((("dil_conv_1x3x3", 0), ("sep_conv_1x3x3", 1)) * 4) for k in CELL_KINDS})
+# temporal cells of "3+1x1" only: the fast forward runs them as one conv, 3/4 of the MACs (not the count)
+ALL_3X1X1 = Genotype({k: CellGenotype(((("sep_conv_1x3x3" if k[0] == "S" else "conv_3x1x1"), 0),
+                                       (("sep_conv_1x3x3" if k[0] == "S" else "conv_3x1x1"), 1)) * 4)
+                      for k in CELL_KINDS})
 
 
-@pytest.mark.parametrize("genotype", [Genotype.random(1, min_conv=4), Genotype.random(7, min_conv=0), ALL_CONV])
+@pytest.mark.parametrize("genotype", [Genotype.random(1, min_conv=4), Genotype.random(7, min_conv=0), ALL_CONV,
+                                      ALL_3X1X1])
 def test_count_flops_agrees_with_hook_count_on_the_network(genotype):
     net = pvnas.build_network(genotype, "L", num_classes=11, channels=8)  # paper layout, small C
     counted = pvnas.count_flops(net, (3, 4, 96, 96))  # 96 px: the last reduction still sees 6x6
-    assert net.training  # count_flops restores the mode
-    independent = hook_macs(net, torch.zeros(1, 3, 4, 96, 96))
+    assert net.training and net.impl == "fast"  # count_flops restores the mode and the impl
+    # the architecture's MACs: the literal Conv3d ops of the reference twin, where the hooks fire
+    independent = hook_macs(pvnas.build_network(genotype, "L", num_classes=11, channels=8, impl="reference"),
+                            torch.zeros(1, 3, 4, 96, 96))
     assert counted["gflops"] * 1e9 == pytest.approx(independent, rel=0.02)
     assert counted["params"] == sum(p.numel() for p in net.parameters())
 
@@ -72,6 +79,6 @@ def test_flops_cli_prints_json(tmp_path, capsys):
     assert main(["flops", "--genotype", str(path), "--preset", "tiny", "--frames", "4", "--size", "32",
                  "--num-classes", "8"]) == 0
     out = json.loads(capsys.readouterr().out)
-    net = pvnas.build_network(Genotype.load(path), "tiny", num_classes=8)
+    net = pvnas.build_network(Genotype.load(path), "tiny", num_classes=8, impl="reference")
     assert out["params"] == sum(p.numel() for p in net.parameters())
     assert out["gflops"] == pytest.approx(hook_macs(net, torch.zeros(1, 3, 4, 32, 32)) / 1e9, rel=0.02)

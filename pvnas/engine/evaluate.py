@@ -51,6 +51,20 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def compiled(model: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(model)`` if ``enabled`` (``--compile``), else ``model``: the retrain network is static,
+    so it compiles once per input shape; off by default, since on CPU it does not pay (docs/performance.md)."""
+    return torch.compile(model) if enabled else model  # type: ignore[return-value]
+
+
+def cuda_layout(model: nn.Module, device: torch.device) -> None:
+    """On CUDA: the model in channels-last-3d memory (cuDNN's NHWC kernels; :func:`to_device` lays clips out so
+    too) and ``cudnn.benchmark`` (the network's shapes are static: the fastest algorithm per shape, picked once)."""
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last_3d)
+        torch.backends.cudnn.benchmark = True
+
+
 def to_device(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move a ``(N, 3, T, H, W)`` batch; channels-last-3d on CUDA, where cuDNN prefers it."""
     if device.type == "cuda":
@@ -178,11 +192,13 @@ def run_eval(
     views: str | None = None,
     batch_size: int | None = None,
     workers: int | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Multi-view test of ``model.pt`` on the val split of ``data``; also writes ``eval_<spec>.json``.
 
     ``views`` defaults to the model's test grid (10x3 for L/M). ``batch_size`` is the number of
     clips per forward pass (default: the training batch size); videos per loader batch follow.
+    ``compile``: run the network through ``torch.compile``.
     """
     from pvnas.data import build_dataset
     from pvnas.data.loader import build_loader
@@ -202,10 +218,10 @@ def run_eval(
             f"--data {data}: its classes ({len(classes)}: {', '.join(classes[:4])}, ...) are not the "
             f"{len(trained.classes)} classes {checkpoint} was trained on ({', '.join(trained.classes[:4])}, ...)"
         )
-    if device.type == "cuda":
-        trained.model.to(memory_format=torch.channels_last_3d)
+    cuda_layout(trained.model, device)
     loader = build_loader(dataset, max(1, chunk // (clips * crops)), shuffle=False, seed=cfg.seed, workers=test.workers)
-    result = evaluate(trained.model, loader, clips, crops, device, chunk=chunk, desc=f"eval {clips}x{crops}")
+    model = compiled(trained.model, compile)
+    result = evaluate(model, loader, clips, crops, device, chunk=chunk, desc=f"eval {clips}x{crops}")
     if result["videos"] == 0:
         raise DataError(f"--data {data}: no readable video in the val split ({result['skipped']} skipped)")
     out = {"checkpoint": str(checkpoint), "data": data, "views": f"{clips}x{crops}", **result}

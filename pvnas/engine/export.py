@@ -4,6 +4,10 @@ Both take float clips ``(N, 3, T, H, W)`` normalised like training (Kinetics mea
 logits ``(N, num_classes)``; N is dynamic. The class names and clip settings travel inside the
 file (TorchScript extra file ``pvnas.json``, ONNX metadata ``pvnas``) so a deployment needs
 nothing else. After writing, the exported model is run once and compared with the eager one.
+
+What is exported is the network with the reference forward (literal ``Conv3d`` ops, the same weights):
+the fast forward's Python-level choices (split sizes, repeats per batch) would be frozen by tracing at the
+example's batch size, and ONNX/TorchScript runtimes optimise plain convolutions themselves.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    trained = load_model(checkpoint, "cpu")
+    trained = load_model(checkpoint, "cpu", impl="reference")
     model = trained.model.eval()
     clip = trained.config.clip
     if example is None:

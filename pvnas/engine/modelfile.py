@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pvnas.config import NetworkConfig, from_dict, to_dict
+from pvnas.config import NetworkConfig, from_dict, override, to_dict
 from pvnas.engine.rundir import load_torch, save_torch
 from pvnas.errors import ConfigError, PvnasError
 from pvnas.nn.network import Network, network_from_config
@@ -54,8 +54,12 @@ def save_model(path: str | os.PathLike, record: dict[str, Any]) -> None:
     save_torch(record, Path(path))
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the network of ``model.pt`` in eval mode; errors name the file and what is wrong."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", impl: str | None = None) -> TrainedModel:
+    """Rebuild the network of ``model.pt`` in eval mode; errors name the file and what is wrong.
+
+    ``impl`` is the forward to run (:class:`~pvnas.nn.network.Network`); None: the default (fast), whichever
+    trained the weights (both have the same state dict; files from before ``impl`` existed load the same way).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--checkpoint {path}: file not found (expected RUN/model.pt written by `pvnas train`)")
@@ -66,7 +70,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         raise ConfigError(f"--checkpoint {path}: format must be {MODEL_FORMAT!r}, got {found!r}{hint}")
     try:
         genotype = Genotype.from_dict(record["genotype"], source=f"{path}: genotype")
-        cfg = from_dict(NetworkConfig, record["network"])
+        cfg = override(from_dict(NetworkConfig, record["network"]), impl=impl or NetworkConfig.impl)
         classes = list(record["classes"])
         model = network_from_config(genotype, cfg, len(classes))
         model.load_state_dict(record["state_dict"])

@@ -16,7 +16,7 @@ import torch
 from pvnas.data.decode import Decoder, DecodeError, get_decoder
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.loader import Skipped
-from pvnas.engine.evaluate import eval_config, view_logits
+from pvnas.engine.evaluate import compiled, cuda_layout, eval_config, view_logits
 from pvnas.engine.modelfile import load_model
 from pvnas.errors import ConfigError
 
@@ -41,9 +41,11 @@ def predict_videos(
     views: str = "1x1",
     top: int = 5,
     batch_size: int | None = None,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """One entry per video, in order: ``{"video", "views", "predictions": [{"label", "prob"}, ...]}``
-    (probabilities averaged over the views, best first) or ``{"video", "error"}``."""
+    (probabilities averaged over the views, best first) or ``{"video", "error"}``. ``compile``: run the
+    network through ``torch.compile``."""
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -51,6 +53,8 @@ def predict_videos(
     test = eval_config(trained.config, views, batch_size, 0)
     clips, crops, chunk = test.clips, test.crops, test.batch_size
     clip = dataclasses.replace(trained.config.clip, test_clips=clips, test_crops=crops)
+    cuda_layout(trained.model, device)
+    model = compiled(trained.model, compile)
     decoder = get_decoder("pyav")
     results: list[dict[str, Any]] = []
     for video in videos:
@@ -64,7 +68,7 @@ def predict_videos(
             log.warning("%s: %s", path, item.reason)
             results.append({"video": path, "error": item.reason})
             continue
-        probs = torch.softmax(view_logits(trained.model, item[0].unsqueeze(0), chunk, device), dim=-1).mean(1)[0]
+        probs = torch.softmax(view_logits(model, item[0].unsqueeze(0), chunk, device), dim=-1).mean(1)[0]
         best = probs.topk(min(top, probs.numel()))
         results.append({
             "video": path,

@@ -38,7 +38,7 @@ from pvnas.engine.distributed import (
     check_same_on_all_ranks,
     init_distributed,
 )
-from pvnas.engine.evaluate import autocast, evaluate, to_device
+from pvnas.engine.evaluate import autocast, compiled, cuda_layout, evaluate, to_device
 from pvnas.engine.modelfile import model_record, save_model
 from pvnas.engine.rundir import seed_everything
 from pvnas.engine.run import Run
@@ -135,6 +135,7 @@ def run_train(
     options: RunOptions = RunOptions(),
     *,
     preset: str = "custom",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Train ``genotype`` on ``data`` into run directory ``out``; returns the last epoch's record.
 
@@ -143,6 +144,7 @@ def run_train(
     as the paper), gradients are averaged, and the lr is ``cfg.lr`` times the world size; the
     validation subset is sharded too (the sampler pads it to a multiple of the world size, so a
     few videos may count twice). ``options`` says whether to resume or replace a run in ``out``.
+    ``compile`` runs the training forward through ``torch.compile``.
     """
     cfg = resolve_schedule(cfg, data) if cfg.epochs is None or cfg.warmup_epochs is None else cfg
     assert cfg.epochs is not None
@@ -166,10 +168,10 @@ def run_train(
             workers=cfg.workers, rank=env.rank, world=env.world,
         )
     model = network_from_config(genotype, cfg, len(classes)).to(env.device)
-    if env.device.type == "cuda":
-        model.to(memory_format=torch.channels_last_3d)
+    cuda_layout(model, env.device)
     broadcast_module(model, env)
     optimizer = make_optimizer(model, cfg)
+    forward = compiled(model, compile)
     loader = build_loader(
         train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, drop_last=True,
         rank=env.rank, world=env.world,
@@ -177,10 +179,11 @@ def run_train(
     steps_per_epoch = -(-len(train_set) // env.world) // cfg.batch_size  # type: ignore[arg-type]
     record: dict[str, Any] = {
         "command": "train", "version": __version__, "preset": preset, "data": data, "world_size": env.world,
-        "classes": list(classes), "network": to_dict(cfg), "genotype": genotype.to_dict(),
+        "classes": list(classes), "network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile,
     }
+    # (both impls have the same weights and state dict: a run may be resumed with the other)
     run.start(record, {"model": model, "optimizer": optimizer},
-              mutable={"network.epochs", "network.warmup_epochs", "network.workers"})
+              mutable={"network.epochs", "network.warmup_epochs", "network.workers", "network.impl", "compile"})
     if env.is_main:
         genotype.save(run.out / "genotype.json")
         if warning := blind_to_motion(genotype):
@@ -198,7 +201,7 @@ def run_train(
         for group in optimizer.param_groups:
             group["lr"] = lr[0]
         clips = to_device(batch.clips, env.device)
-        return train_step(model, optimizer, clips, batch.labels.to(env.device, non_blocking=True), env.device, env)
+        return train_step(forward, optimizer, clips, batch.labels.to(env.device, non_blocking=True), env.device, env)
 
     def end_epoch(epoch: int) -> dict[str, Any]:
         check_same_on_all_ranks(model.parameters(), "weights", env)

@@ -4,7 +4,9 @@ Counted by running the module once under :class:`torch.utils.flop_counter.FlopCo
 so what is counted is what executes (grouped/dilated/strided convs, the classifier), not a
 formula that can drift from the code. That counter reports 2 FLOPs per multiply-add for
 convolutions and matmuls; we divide by 2. Element-wise ops (BN, ReLU, pooling, adds) are not
-counted, as in the fvcore/ptflops convention the paper's numbers follow.
+counted, as in the fvcore/ptflops convention the paper's numbers follow. A retrain network is counted
+through its reference forward, the literal ops of the architecture: its fast forward runs "3+1x1" as one
+conv where that saves multiply-adds, which would make the count depend on the input size.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from pvnas.nn.network import Network
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int | float]:
@@ -30,13 +34,17 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int |
         raise ValueError(f"input_shape must be (3, T, H, W) or (N, 3, T, H, W), got {tuple(input_shape)}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
+    was_training, impl = model.training, getattr(model, "impl", None)
     model.eval()
+    if isinstance(model, Network):
+        model.impl = "reference"
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(shape, device=device))
     finally:
         model.train(was_training)
+        if isinstance(model, Network):
+            model.impl = impl
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "gflops": counter.get_total_flops() / 2 / shape[0] / 1e9,

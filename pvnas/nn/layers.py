@@ -34,6 +34,11 @@ def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:
     """
     if prob <= 0.0:
         return x
+    return x * drop_path_scale(x.shape[0], prob, x).view((-1,) + (1,) * (x.dim() - 1))
+
+
+def drop_path_scale(n: int, prob: float, like: torch.Tensor) -> torch.Tensor:
+    """Per sample (n,): 0 with probability ``prob``, else 1 / (1 - prob). One draw per sample, so every
+    implementation of the network that calls it in the same order drops the same samples."""
     keep = 1.0 - prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * mask / keep
+    return torch.empty(n, dtype=like.dtype, device=like.device).bernoulli_(keep).div_(keep)

@@ -21,8 +21,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pvnas.config import NetworkConfig
+from pvnas.config import IMPLS, NetworkConfig
 from pvnas.errors import ConfigError
+from pvnas.nn.fast.network import network_forward
 from pvnas.nn.layers import drop_path, preprocess, stem
 from pvnas.space.genotype import CellGenotype, Genotype
 from pvnas.space.ops import CELL_KINDS, ReLUConvBN, build_op, is_reduction
@@ -86,6 +87,8 @@ class Network(nn.Module):
 
     ``drop_path_prob`` is an attribute, not a constructor constant, so the training loop can
     ramp it as DARTS does; eval mode never drops anything, so inference is deterministic.
+    ``impl`` (an attribute too) picks the forward over the same modules: ``"fast"`` on 2D channels-last
+    frames (:mod:`pvnas.nn.fast.network`), ``"reference"`` the literal ``Conv3d`` ops, the oracle.
     """
 
     def __init__(
@@ -97,12 +100,13 @@ class Network(nn.Module):
         dropout: float = 0.4,
         drop_path_prob: float = 0.1,
         stem_stride: int = 2,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
         if channels < 1 or num_classes < 1:
             raise ConfigError(f"channels and num_classes must be >= 1, got {channels} and {num_classes}")
         self.genotype, self.kinds, self.num_classes = genotype, tuple(kinds), num_classes
-        self.drop_path_prob = drop_path_prob
+        self.drop_path_prob, self.impl = drop_path_prob, impl
         self.stem = retrain_stem(channels, stem_stride)
         c_pp = c_p = c = channels
         reduction_prev = False
@@ -120,6 +124,10 @@ class Network(nn.Module):
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "fast":
+            return network_forward(self, x)
+        if self.impl != "reference":
+            raise ValueError(f"Network.impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
@@ -137,4 +145,5 @@ def network_from_config(genotype: Genotype, cfg: NetworkConfig, num_classes: int
         dropout=cfg.dropout,
         drop_path_prob=cfg.drop_path,
         stem_stride=cfg.stem_stride,
+        impl=cfg.impl,
     )

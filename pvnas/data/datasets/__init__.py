@@ -42,14 +42,15 @@ class DatasetKind:
     flip: bool | None = None  # default horizontal flip (False where labels say left/right); None: the clip's
     generated: bool = False  # made by pvnas (demo, synthetic): nothing to download, and listing may write it
     train_size: int | None = None  # training videos known without listing: official split size, or the demo's
+    val_size: int | None = None  # the same of the validation (test) split
     num_classes: int | None = None  # classes known without listing (a generated file kind)
 
     def __post_init__(self) -> None:
         """Refuse an entry that the builder or ``pvnas estimate`` could not use, at import."""
         if (self.lister is None) == (self.build is None):
             raise ValueError(f"dataset kind {self.spec}: give exactly one of lister and build")
-        if self.generated and self.lister is not None and (self.train_size is None or self.num_classes is None):
-            raise ValueError(f"dataset kind {self.spec}: a generated file kind needs train_size and num_classes")
+        if self.generated and self.lister is not None and None in (self.train_size, self.val_size, self.num_classes):
+            raise ValueError(f"dataset kind {self.spec}: a generated file kind needs train_size, val_size and num_classes")
 
 
 def _kinetics(arg: str, split: str, options: dict[str, str]) -> Listing:
@@ -89,13 +90,13 @@ def _synthetic(arg: str, split: str, clip: ClipConfig, seed: int, views: str) ->
 
 
 KINDS: dict[str, DatasetKind] = {  # in the order of the help text
-    "demo": DatasetKind("demo", lister=_demo, flip=demo.FLIP, generated=True,
-                        train_size=len(CLASSES) * demo.TRAIN_PER_CLASS, num_classes=len(CLASSES)),
+    "demo": DatasetKind("demo", lister=_demo, flip=demo.FLIP, generated=True, train_size=len(CLASSES) * demo.TRAIN_PER_CLASS,
+                        val_size=len(CLASSES) * demo.VAL_PER_CLASS, num_classes=len(CLASSES)),
     "synthetic": DatasetKind("synthetic[:N]", build=_synthetic, options=frozenset(), generated=True),
-    "kinetics": DatasetKind("kinetics:ROOT", lister=_kinetics, needs_path=True, train_size=225946),
-    "ssv2": DatasetKind("ssv2:ROOT", lister=_ssv2, needs_path=True, flip=ssv2.FLIP, train_size=168913),
+    "kinetics": DatasetKind("kinetics:ROOT", lister=_kinetics, needs_path=True, train_size=225946, val_size=18584),
+    "ssv2": DatasetKind("ssv2:ROOT", lister=_ssv2, needs_path=True, flip=ssv2.FLIP, train_size=168913, val_size=24777),
     "ucf101": DatasetKind("ucf101:ROOT[?split=1]", lister=_ucf101, needs_path=True, options=FILE_OPTIONS | {"split"},
-                          train_size=9537),  # split 1
+                          train_size=9537, val_size=3783),  # split 1
     "folder": DatasetKind("folder:ROOT", lister=_folder, needs_path=True),
     "csv": DatasetKind("csv:FILE", lister=_csv, needs_path=True),
 }  # fmt: skip

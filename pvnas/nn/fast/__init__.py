@@ -24,8 +24,10 @@ state dicts and optimizer states are interchangeable with the reference; only ``
 
 Modules, lowest first: ``layout`` (frames, channel-major edge batching, pixel phases); ``conv``,
 ``norm``, ``pool`` (the layers of the op registry as kernels on frames, G edges at once); ``ops``
-(the registry's conv ops built from them); ``parameter_free`` (the identity and pool terms); ``cell``.
-Below ``cell`` nothing knows the supernet: the kernels take registry modules, one edge (G = 1) or many.
+(the registry's conv ops built from them); ``parameter_free`` (the identity and pool terms); ``cell``;
+``network``, the retrain network's fast forward (one edge per op, G = 1), which
+:class:`~pvnas.nn.network.Network` runs with ``impl="fast"``. Below ``cell`` and ``network`` nothing knows
+either network: the kernels take registry modules, one edge (G = 1) or many.
 """
 
 from pvnas.nn.fast.cell import FastCell

@@ -50,12 +50,14 @@ def fold_pointwise(first: list[nn.Conv3d], second: list[nn.Conv3d]) -> tuple[lis
 
 
 def conv_frames(
-    x: torch.Tensor | SharedInput, weights: list[torch.Tensor], conv: nn.Conv3d | ConvGeometry, n: int
+    x: torch.Tensor | SharedInput, weights: list[torch.Tensor], conv: nn.Conv3d | ConvGeometry, n: int,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The bias-free Conv3d of G edges (their weights, shape ``conv``) as one conv on frames: on their common
     input (a :class:`SharedInput`) or on their channel-major batched frames.
 
     1xkxk kernels run as conv2d on the frames, kx1x1 kernels as conv2d on their (N, C, T, H*W) view.
+    ``bias`` (channel-major, undilated convs only) is an eval-mode BatchNorm folded into the conv.
     """
     g = len(weights)
     shared = isinstance(x, SharedInput)
@@ -67,7 +69,8 @@ def conv_frames(
         weight, groups = _block_diagonal(weights), 1
     kt, kh, kw = conv.kernel_size
     if kt == 1 and conv.dilation[1:] != (1, 1):
-        return _atrous_conv2d(x if shared else SharedInput(x), weight[:, :, 0], conv, groups)
+        assert bias is None, "dilated convs are never followed by a BatchNorm in the registry"
+        return _atrous_conv2d(x if shared else SharedInput(x), weight.squeeze(2), conv, groups)
     stride = conv.stride[1:]
     if isinstance(x, SharedInput):
         if kh == kw == 1 and stride[0] == stride[1] > 1 and conv.padding[1:] == (0, 0):
@@ -77,13 +80,13 @@ def conv_frames(
         else:
             x = x.r
     if kt == 1:
-        return F.conv2d(x, weight[:, :, 0], None, stride, conv.padding[1:], 1, groups)
+        return F.conv2d(x, weight.squeeze(2), bias, stride, conv.padding[1:], 1, groups)
     if kh != 1 or kw != 1 or stride != (1, 1):
         raise ValueError(f"fast cell: unsupported conv {conv.kernel_size} stride {conv.stride} (only 1xkxk, or "
                          f"kx1x1 without spatial stride but on a shared input)")
     nt, c, h, w = x.shape
     video = nchw(nhwc(x).view(n, nt // n, h * w, c))
-    y = F.conv2d(video, weight[..., 0], None, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1), groups)
+    y = F.conv2d(video, weight.squeeze(-1), bias, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1), groups)
     return nchw(nhwc(y).view(-1, h, w, y.shape[1]))
 
 
@@ -116,7 +119,8 @@ class DilatedDepthwise(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors  # (in the gradient's dtype: under autocast the forward conv ran in bf16)
+        x, weight = x.to(grad.dtype), weight.to(grad.dtype)
         d, groups, k = ctx.d, ctx.groups, weight.shape[-1]
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = grad_w = None
