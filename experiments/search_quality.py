@@ -123,6 +123,8 @@ def markdown(result: dict[str, Any]) -> str:
     b = result["budget"]
     s, n = b["search"], b["network"]
     clip = s["clip"]
+    alpha_lr = (f"alpha lr {s['a_lr_budget']} / alpha updates (Adam)" if s.get("a_lr_budget")
+                else f"alpha lr {s['a_lr']} (Adam)")
     lines = [
         "# Search quality: searched vs random genotypes at the same retrain budget",
         "",
@@ -132,8 +134,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"thread(s), load average at start {result['machine']['load_start']}.",
         "",
         f"- Search (preset `{b['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch {s['batch_size']}, "
-        f"{clip['frames']}x{clip['crop']}x{clip['crop']} clips, alpha lr {s['a_lr']} (Adam, weights-only warm-up "
-        f"{100 * s['a_warmup']:.0f}% of the steps), weight lr {s['w_lr']}.",
+        f"{clip['frames']}x{clip['crop']}x{clip['crop']} clips, {alpha_lr}, weights-only warm-up "
+        f"{100 * s['a_warmup']:.0f}% of the steps, operation dropout {s['op_dropout']}, weight lr {s['w_lr']}.",
         f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} "
         f"warm-up), batch {n['batch_size']}, lr {n['lr']}, dropout {n['dropout']}, drop-path {n['drop_path']}; "
         f"test {b['views']} views. Random genotypes: {b['randoms']} per seed, >= 4 convolutions per cell.",

@@ -109,6 +109,24 @@ def dataset_of(data: str | None, split: str = "train") -> tuple[int, str, int | 
     return len(samples), f"videos listed in {source}", len(classes)
 
 
+def resolve_inputs(
+    data: str | None, dataset_size: int | None, num_classes: int | None, **positive: int | None
+) -> tuple[int, str, int]:
+    """The checked command-line numbers of an estimate (each of ``positive`` that is set must be >= 1) and the
+    training videos (with where that number comes from) and classes: the ones given, else ``data``'s
+    (:func:`dataset_of`), else 1000 videos and 400 classes (Kinetics-400)."""
+    for name, value in {**positive, "dataset_size": dataset_size, "num_classes": num_classes}.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    source = "--dataset-size"
+    if dataset_size is None or num_classes is None:
+        listed, listed_source, listed_classes = dataset_of(data)
+        if dataset_size is None:
+            dataset_size, source = listed, listed_source
+        num_classes = num_classes or listed_classes or 400
+    return dataset_size, source, num_classes
+
+
 def activation_bytes(model: nn.Module, clips: torch.Tensor) -> int:
     """Bytes of the distinct non-parameter tensors autograd saves in one training forward (on the meta
     device too: storages are told apart by identity, not by address)."""
@@ -273,19 +291,11 @@ def estimate_train(
     test time of the validation split. Unset settings are the preset's; epochs default to the dataset's
     (as ``pvnas train``), the dataset sizes and classes to ``data``'s (:func:`dataset_of`)."""
     base = get_preset(NETWORK_PRESETS, preset)
-    for name, value in (("--frames", frames), ("--size", size), ("--num-classes", num_classes), ("--steps", steps),
-                        ("--dataset-size", dataset_size), ("--batch", batch)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+    dataset_size, source, num_classes = resolve_inputs(
+        data, dataset_size, num_classes, frames=frames, size=size, steps=steps, batch=batch)
     clip = override(base.clip, frames=frames, crop=size)
     cfg = override(base, batch_size=batch, channels=channels, repeats=repeats, clip=clip)
     cfg = resolve_schedule(cfg, data or "", epochs)
-    source = "--dataset-size"
-    if dataset_size is None or num_classes is None:
-        listed, listed_source, listed_classes = dataset_of(data)
-        if dataset_size is None:
-            dataset_size, source = listed, listed_source
-        num_classes = num_classes or listed_classes or 400
     val_size, val_source, _ = dataset_of(data, "val")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from pvnas.config import SEARCH_PRESETS, get_preset, override
-from pvnas.engine.estimate import TIME_BUDGET, cost_step, dataset_of, meta_activations_mb
-from pvnas.errors import ConfigError
+from pvnas.engine.estimate import TIME_BUDGET, cost_step, meta_activations_mb, resolve_inputs
 from pvnas.metrics.flops import count_flops
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.loop import make_state, search_step
@@ -60,20 +59,12 @@ def estimate(
     and the time is extrapolated from it.
     """
     base = get_preset(SEARCH_PRESETS, preset)
-    for name, value in (("--batch", batch), ("--frames", frames), ("--size", size), ("--epochs", epochs),
-                        ("--channels", channels), ("--num-classes", num_classes), ("--steps", steps),
-                        ("--dataset-size", dataset_size)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+    dataset_size, source, num_classes = resolve_inputs(
+        data, dataset_size, num_classes, batch=batch, frames=frames, size=size, epochs=epochs, channels=channels,
+        steps=steps)
     clip = override(base.clip, frames=frames, crop=size)
     cfg = override(base, batch_size=batch, epochs=epochs, channels=channels, partial_channels=partial_channels, impl=impl)
     cfg = dataclasses.replace(cfg, clip=clip)
-    source = "--dataset-size"
-    if dataset_size is None or num_classes is None:
-        listed, listed_source, listed_classes = dataset_of(data)
-        if dataset_size is None:
-            dataset_size, source = listed, listed_source
-        num_classes = num_classes or listed_classes or 400
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shape = (3, clip.frames, clip.crop, clip.crop)
