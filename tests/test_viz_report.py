@@ -80,7 +80,7 @@ def test_collapse_guard_fires_on_parameter_free_cells(caplog):
     assert cells == ["S-NC", "S-RC", "T-NC"]
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 3
-    assert "cell S-NC" in messages[0] and "100% parameter-free" in messages[0] and "--schedule step" in messages[0]
+    assert "cell S-NC" in messages[0] and "100% parameter-free" in messages[0] and "--schedule converge" in messages[0]
     stats = collapse_stats(alphas)
     assert stats["param_free_share"] == {"S-NC": 1.0, "S-RC": 1.0, "T-NC": 1.0, "T-RC": 0.0}
 

@@ -58,7 +58,9 @@ def warn_if_collapsed(genotype: Genotype, epoch: int, schedule: str) -> list[str
     cells = collapsed_cells(genotype)
     shares = genotype.parameter_free_share()
     for kind in cells:
-        hint = "use --schedule step" if schedule != "step" else "search for more --epochs"
+        hint = ("use --schedule converge (the weight lr decays only once the alphas have settled)"
+                if schedule in ("step", "cosine") else
+                "search for more --epochs, or see the README's \"Searching at a small budget\"")
         log.warning(
             "collapse: cell %s derives to %.0f%% parameter-free ops (identity/pool) at epoch %d; "
             "%s (paper §3.3, Fig. 4)",
