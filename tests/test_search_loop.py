@@ -160,7 +160,7 @@ def test_convergence_monitor_waits_for_settled_alphas_and_decays_at_most_three_t
 
 def test_two_epoch_search_writes_every_file(tmp_path):
     run = tmp_path / "run"
-    cfg = override(TINY, epochs=2, seed=3)
+    cfg = override(TINY, epochs=2, seed=3, schedule="step")  # (step: known decay points; converge is tested above)
     genotype = run_search(override(cfg, impl="reference"), "synthetic:16", run, preset="tiny").genotype
     for name in ("genotype.json", "checkpoint.pt", "metrics.jsonl", "config.yaml", "alphas/epoch_001.pt", "alphas/epoch_002.pt"):
         assert (run / name).exists(), name
