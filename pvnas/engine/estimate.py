@@ -153,6 +153,33 @@ def meta_activations_mb(build: Callable[[], nn.Module], clip: tuple[int, ...]) -
     return one, two - one
 
 
+def random_batches(
+    shape: tuple[int, ...], num_classes: int, device: torch.device
+) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """``batch(b)``: random clips of ``shape`` and labels, b of them; the latest batch is kept for the next call
+    of the same size (:func:`cost_step` repeats sizes), one batch held at a time."""
+    held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def batch(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if b not in held:
+            held.clear()
+            held[b] = (torch.randn(b, *shape, device=device), torch.randint(0, num_classes, (b,), device=device))
+        return held[b]
+
+    return batch
+
+
+def device_name(device: torch.device) -> str:
+    """What an estimate ran on, for its JSON."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
+
+
+def state_mb(model: nn.Module) -> float:
+    """MiB that gradients and one optimizer buffer per parameter will add to the model (SGD momentum; Adam's
+    two buffers are for the alphas only): :func:`cost_step`'s ``state_mb``."""
+    return 2 * sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+
+
 @dataclass(frozen=True)
 class StepCost:
     """A training step at the requested batch: its time and peak memory, measured where that fits here in
@@ -306,24 +333,16 @@ def estimate_train(
         macs = count_flops(network_from_config(genotype, cfg, num_classes), shape)["gflops"] * 1e9
     activations = meta_activations_mb(lambda: network_from_config(genotype, cfg, num_classes), shape)
     optimizer = make_optimizer(model, cfg)
-    inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def clips_of(b: int) -> torch.Tensor:
-        if b not in inputs:
-            inputs.clear()  # (one batch of inputs held at a time)
-            inputs[b] = (torch.randn(b, *shape, device=device), torch.randint(0, num_classes, (b,), device=device))
-        return inputs[b][0]
+    batch_of = random_batches(shape, num_classes, device)
 
     def run_step(b: int) -> None:
         model.train()
-        train_step(model, optimizer, clips_of(b), inputs[b][1], device)
+        train_step(model, optimizer, *batch_of(b), device)
 
-    params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    step = cost_step(run_step, cfg.batch_size, device=device, activations_mb=activations, state_mb=2 * params_mb,
+    step = cost_step(run_step, cfg.batch_size, device=device, activations_mb=activations, state_mb=state_mb(model),
                      steps=steps, time_budget=time_budget)
     out: dict[str, Any] = {
-        "kind": "retrain", "preset": preset, "impl": cfg.impl,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+        "kind": "retrain", "preset": preset, "impl": cfg.impl, "device": device_name(device),
         "input": list(shape), "channels": cfg.channels, "repeats": cfg.repeats, "num_classes": num_classes,
         "params": sum(p.numel() for p in model.parameters()), "gmacs_per_view": macs / 1e9,
         "activation_memory_mb": activations[0] + (cfg.batch_size - 1) * activations[1],
@@ -337,9 +356,9 @@ def estimate_train(
     chunk = max(1, min(cfg.batch_size, step.measured_batch))
     model.eval()
     with torch.no_grad():
-        model(clips_of(1))  # (eval-mode kernels, first call)
+        model(batch_of(1)[0])  # (eval-mode kernels, first call)
         t0 = time.perf_counter()
-        model(clips_of(chunk))
+        model(batch_of(chunk)[0])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         clip_seconds = (time.perf_counter() - t0) / chunk

@@ -17,7 +17,15 @@ from typing import Any
 import torch
 
 from pvnas.config import SEARCH_PRESETS, get_preset, override
-from pvnas.engine.estimate import TIME_BUDGET, cost_step, meta_activations_mb, resolve_inputs
+from pvnas.engine.estimate import (
+    TIME_BUDGET,
+    cost_step,
+    device_name,
+    meta_activations_mb,
+    random_batches,
+    resolve_inputs,
+    state_mb,
+)
 from pvnas.metrics.flops import count_flops
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.loop import make_state, search_step
@@ -73,22 +81,14 @@ def estimate(
     activations = meta_activations_mb(lambda: supernet_from_config(cfg, num_classes), shape)
     model = supernet_from_config(cfg, num_classes).to(device)
     state = make_state(model, cfg)
-    inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def run_step(b: int) -> None:
-        if b not in inputs:
-            inputs.clear()  # (one batch of inputs held at a time)
-            inputs[b] = (torch.randn(b, *shape, device=device), torch.randint(0, num_classes, (b,), device=device))
-        search_step(state, *inputs[b])
-
-    params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    step = cost_step(run_step, cfg.batch_size, device=device, activations_mb=activations, state_mb=2 * params_mb,
-                     steps=steps, time_budget=time_budget)
+    batch_of = random_batches(shape, num_classes, device)
+    step = cost_step(lambda b: search_step(state, *batch_of(b)), cfg.batch_size, device=device,
+                     activations_mb=activations, state_mb=state_mb(model), steps=steps, time_budget=time_budget)
     out = {
         "kind": "search",
         "preset": preset,
         "impl": cfg.impl,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+        "device": device_name(device),
         "input": list(shape),
         "channels": cfg.channels,
         "partial_channels": cfg.partial_channels,
