@@ -40,7 +40,6 @@ import torch  # noqa: E402
 
 from pvnas.config import (  # noqa: E402
     NETWORK_PRESETS,
-    SCHEDULES,
     SEARCH_PRESETS,
     NetworkConfig,
     SearchConfig,
@@ -50,6 +49,7 @@ from pvnas.config import (  # noqa: E402
 )
 from pvnas.engine.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
+from pvnas.schedules import SEARCH_SCHEDULES  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 from pvnas.space.ops import CELL_KINDS  # noqa: E402
 from protocol import check_seeds, derive, fmt_pm, fresh_dir, mean_std, retrain, run_main, search  # noqa: E402
@@ -217,7 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="dataset spec (default: demo; with --quick: synthetic:16)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2 3 4; with --quick: 0)")
-    p.add_argument("--schedules", nargs="+", choices=SCHEDULES, help="weight schedules side by side (default: the preset's)")
+    p.add_argument("--schedules", nargs="+", choices=list(SEARCH_SCHEDULES), help="weight schedules side by side (default: the preset's)")
     p.add_argument("--out", type=Path, default=Path("runs/search_quality"), help="output directory (must be new or empty)")
     p.add_argument("--quick", action="store_true", help="tiny presets and data: the whole protocol in about a minute")
     p.add_argument("--search-preset", help="search preset (default: demo)")

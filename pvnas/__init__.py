@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from pvnas.metrics.flops import count_flops
     from pvnas.space.genotype import Genotype
 
-__all__ = ["Genotype", "build_network", "build_supernet", "count_flops"]
-__version__ = "0.1.0"
+from pvnas.version import __version__
+
+__all__ = ["Genotype", "__version__", "build_network", "build_supernet", "count_flops"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ from typing import Optional  # noqa: E402
 import typer  # noqa: E402
 
 from pvnas.errors import ConfigError, PvnasError  # noqa: E402
+from pvnas.schedules import SEARCH_SCHEDULES  # noqa: E402
 
 app = typer.Typer(
     name="pvnas",
@@ -32,13 +33,6 @@ app = typer.Typer(
 )
 log = logging.getLogger("pvnas")
 _debug = False
-
-
-class Schedule(str, Enum):  # pvnas.config.SCHEDULES
-    step = "step"
-    constant = "constant"
-    converge = "converge"
-    cosine = "cosine"
 
 
 @app.callback()
@@ -83,8 +77,8 @@ def search(
     preset: str = typer.Option("search", "--preset", help="search (paper), tiny, demo."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Search epochs (preset default)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
-    schedule: Optional[Schedule] = typer.Option(
-        None, "--schedule", help="Weight LR schedule: step, constant, converge (paper §3.3) or cosine (preset default)."),
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule", help=f"Weight LR schedule: {', '.join(SEARCH_SCHEDULES)} (paper §3.3; preset default: converge)."),
     alpha_lr: Optional[float] = typer.Option(None, "--alpha-lr", help="Adam lr of the alphas (preset default)."),
     alpha_lr_budget: Optional[float] = typer.Option(
         None, "--alpha-lr-budget", help="Alpha lr x alpha updates: the lr follows from the run's length (preset default)."),
@@ -114,7 +108,7 @@ def search(
 
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
-        base, epochs=epochs, seed=seed, schedule=schedule.value if schedule else None, a_warmup=alpha_warmup,
+        base, epochs=epochs, seed=seed, schedule=schedule, a_warmup=alpha_warmup,
         op_dropout=op_dropout, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
         clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pvnas.errors import ConfigError
+from pvnas.schedules import SEARCH_SCHEDULES
 from pvnas.space.ops import CELL_KINDS
 
-# weight learning-rate schedules of the search (pvnas.search.schedule implements them)
-SCHEDULES: tuple[str, ...] = ("step", "constant", "converge", "cosine")
 # implementations over the same modules: supernet cells (pvnas.nn.supernet.CELL_IMPLS), retrain forward (Network.impl)
 IMPLS: tuple[str, ...] = ("fast", "reference")
 PAPER_FPS = 30.0  # the paper's window is 64 frames of 30 fps video
@@ -115,7 +114,8 @@ class SearchConfig:
         _check(0 <= self.w_lr_min <= self.w_lr, "w_lr_min", None, f"in [0, w_lr = {self.w_lr}]", self.w_lr_min)
         _check(0 <= self.w_momentum < 1, "w_momentum", None, "in [0, 1)", self.w_momentum)
         _check(self.w_weight_decay >= 0, "w_weight_decay", None, ">= 0", self.w_weight_decay)
-        _check(self.schedule in SCHEDULES, "schedule", "--schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
+        _check(self.schedule in SEARCH_SCHEDULES, "schedule", "--schedule", f"one of {', '.join(SEARCH_SCHEDULES)}",
+               self.schedule)
         _check(len(self.decay_at) <= 3 and all(0 < a < 1 for a in self.decay_at) and list(self.decay_at) == sorted(self.decay_at),
                "decay_at", None, "at most 3 increasing fractions in (0, 1) (the paper decays three times)", self.decay_at)
         _check(0 < self.step_gamma < 1, "step_gamma", None, "in (0, 1)", self.step_gamma)

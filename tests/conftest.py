@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pvnas.data.encode import write_video
+from pvnas.nn.fast.policy import generic_kernels
 
 # One OpenMP team per core in all: with `pytest -n 2` on 2 cores, two workers of 2 threads each (and the
 # CLI subprocesses they start, which inherit OMP_NUM_THREADS) made every parallel region wait for a
@@ -21,6 +22,16 @@ from pvnas.data.encode import write_video
 _THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 torch.set_num_threads(_THREADS)
+
+
+
+@pytest.fixture(params=["cpu-tuned", "generic"])
+def kernels(request):
+    """Each fast-path test twice: with the CPU-tuned kernels and with the generic ones that GPUs take
+    (pvnas.nn.fast.policy), both against the same oracle."""
+    with generic_kernels(request.param == "generic"):
+        yield request.param
+
 
 DATA_DIR = Path(__file__).parent / "data"
 REAL_CLIPS = {p.name: p for p in sorted(DATA_DIR.iterdir()) if p.suffix in {".mp4", ".avi", ".mkv", ".mov", ".webm"}}

@@ -8,7 +8,8 @@ import yaml
 
 from pvnas.config import NETWORK_PRESETS, RunOptions, override
 from pvnas.engine.modelfile import load_model
-from pvnas.engine.train import lr_at, resolve_schedule, run_train
+from pvnas.engine.train import resolve_schedule, run_train
+from pvnas.schedules import train_lr
 from pvnas.errors import ConfigError
 from pvnas.space.genotype import Genotype
 
@@ -34,16 +35,16 @@ def test_schedule_defaults_follow_the_paper_per_dataset():
 
 def test_lr_warms_up_linearly_then_cosine_decays():
     cfg = resolve_schedule(L, "ucf101:/u")  # 128 epochs, 16 warm-up
-    assert lr_at(0, cfg) == pytest.approx(0.01 * 0.01)
-    assert lr_at(8, cfg) == pytest.approx(0.01 * (0.01 + 0.99 * 0.5))
-    assert lr_at(16, cfg) == pytest.approx(0.01)
-    assert lr_at(16 + 56, cfg) == pytest.approx(0.005)  # half-way through the cosine
-    assert lr_at(128, cfg) == pytest.approx(0.0)
-    lrs = [lr_at(e / 4, cfg) for e in range(0, 4 * 128)]
+    assert train_lr(cfg, 0) == pytest.approx(0.01 * 0.01)
+    assert train_lr(cfg, 8) == pytest.approx(0.01 * (0.01 + 0.99 * 0.5))
+    assert train_lr(cfg, 16) == pytest.approx(0.01)
+    assert train_lr(cfg, 16 + 56) == pytest.approx(0.005)  # half-way through the cosine
+    assert train_lr(cfg, 128) == pytest.approx(0.0)
+    lrs = [train_lr(cfg, e / 4) for e in range(0, 4 * 128)]
     peak = lrs.index(max(lrs))
     assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
     assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
-    assert lr_at(20, cfg, scale=4) == pytest.approx(4 * lr_at(20, cfg))  # linear scaling with world size
+    assert train_lr(cfg, 20, scale=4) == pytest.approx(4 * train_lr(cfg, 20))  # linear scaling with world size
 
 
 @pytest.fixture(scope="module")

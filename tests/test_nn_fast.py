@@ -62,7 +62,7 @@ def cell_inputs(net, x):
 
 @pytest.mark.parametrize("size", [16, 14])  # 14: odd sizes after the stem (padding paths)
 @pytest.mark.parametrize("kind", CELL_KINDS)
-def test_fast_cell_equals_reference_cell(kind, size):
+def test_fast_cell_equals_reference_cell(kind, size, kernels):
     ref, fast = twins()
     s0, s1 = cell_inputs(ref, clip(size=size))[kind]
     alpha = torch.randn_like(ref.alphas[kind])
@@ -81,7 +81,7 @@ def test_fast_cell_equals_reference_cell(kind, size):
         assert_close(b_ref.double(), b_fast.double(), f"{kind} {name}")
 
 
-def test_fast_supernet_equals_reference_train_and_eval():
+def test_fast_supernet_equals_reference_train_and_eval(kernels):
     ref, fast = twins()
     x = clip()
     for mode in ("train", "eval"):
@@ -95,7 +95,7 @@ def test_fast_supernet_equals_reference_train_and_eval():
             assert_close(p_ref.grad, p_fast.grad, f"{mode} grad of {name}")
 
 
-def test_search_step_keeps_the_twins_identical():
+def test_search_step_keeps_the_twins_identical(kernels):
     ref, fast = twins()
     cfg = SEARCH_PRESETS["tiny"]
     states = [make_state(net, cfg) for net in (ref, fast)]

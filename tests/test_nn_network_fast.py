@@ -85,13 +85,13 @@ def clip(n: int = 2, t: int = 3, h: int = 13, w: int = 9) -> torch.Tensor:
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("op", [op for op in TEMPORAL_OPS if op != "zero"])
-def test_fast_network_equals_reference_for_every_op(op, train, float64):
+def test_fast_network_equals_reference_for_every_op(op, train, float64, kernels):
     ref, fast = twins(one_op(op), drop_path=0.3)
     assert_same(run(ref, clip(), train), run(fast, clip(), train), 1e-10)
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_paper_layout_stride_4_stem_and_repeats(train, float64):
+def test_paper_layout_stride_4_stem_and_repeats(train, float64, kernels):
     """L's layout (stride-4 stem, 7 cells, temporal cells after temporal reductions) with K = 2 and a mixed
     genotype; 26x18 input: 7x5 maps at the first cell, 1x1 after the last reduction."""
     ref, fast = twins(Genotype.random(3, min_conv=4), "L", channels=4, repeats=2, drop_path=0.3)
@@ -138,7 +138,7 @@ def test_float32_agrees_within_rounding():
 
 
 @pytest.mark.parametrize("op", ["dil_conv_1x3x3", "conv_3x3x3"])
-def test_bf16_autocast_is_as_close_to_float32_as_the_reference(op):
+def test_bf16_autocast_is_as_close_to_float32_as_the_reference(op, kernels):
     """train/eval run the forward under bf16 autocast on CUDA; CPU autocast takes the same code paths (convs
     in bf16, BatchNorm statistics and buffers in float32, custom backward functions fed bf16 gradients).
     Outputs and BatchNorm buffers of the fast path must be about as close to the float32 reference as the

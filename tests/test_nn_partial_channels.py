@@ -169,7 +169,7 @@ FLOAT64_TOL = 1e-10  # measured <= 3e-14 (max error over the tensor's max); the 
 @pytest.mark.parametrize("edge_norm", [False, True], ids=["no-edge-norm", "edge-norm"])
 @pytest.mark.parametrize("k", [1, 2, 4], ids=lambda k: f"K{k}")
 @pytest.mark.parametrize("kind", CELL_KINDS)
-def test_pc_cell_matches_literal_pc_darts(kind, k, edge_norm):
+def test_pc_cell_matches_literal_pc_darts(kind, k, edge_norm, kernels):
     """One cell in train mode, float64: output, gradients of s0, s1, alphas, betas and every weight, and
     the BatchNorm running statistics equal the literal PC-DARTS cell's. K=1 is DARTS (+ edge norm)."""
     fast, literal = twins(k, edge_norm)
@@ -216,7 +216,7 @@ FLOAT32_RTOL = 3e-4
 
 
 @pytest.mark.parametrize("k", [1, 4], ids=["K1-vs-reference", "K4-vs-literal-pc"])
-def test_float32_fast_supernet_matches_oracle(k):
+def test_float32_fast_supernet_matches_oracle(k, kernels):
     """float32, train mode, C=16, edge normalisation: K=1 against the reference supernet (literal DARTS
     MixedOp, ``impl="reference"``), K=4 against the literal PC-DARTS supernet; relative norm errors."""
     fast, oracle = twins(k, edge_norm=True, channels=16, dtype=torch.float32)

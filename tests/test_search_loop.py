@@ -10,7 +10,8 @@ import yaml
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.nn.supernet import ReferenceCell, Supernet
 from pvnas.search.loop import make_state, run_search, search_step
-from pvnas.search.schedule import ConvergenceMonitor, alpha_lr, lr_at
+from pvnas.schedules import search_lr
+from pvnas.search.schedule import ConvergenceMonitor, alpha_lr
 from pvnas.space.genotype import Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
 
@@ -99,7 +100,7 @@ def test_each_forward_tracks_only_the_parameters_its_step_differentiates():
 
 
 def lrs(cfg, total, decays=0):
-    return [lr_at(cfg, t / total, decays) for t in range(total)]
+    return [search_lr(cfg, t / total, decays) for t in range(total)]
 
 
 @pytest.mark.parametrize("epochs,steps_per_epoch", [(5, 10), (80, 234)])
@@ -119,7 +120,7 @@ def test_constant_cosine_and_converge_schedules():
     cos = lrs(override(TINY, schedule="cosine"), 100)
     assert cos[0] == pytest.approx(0.1) and cos[50] == pytest.approx((0.1 + 1e-4) / 2) and cos == sorted(cos, reverse=True)
     conv = override(TINY, schedule="converge")
-    assert lr_at(conv, 0.9, decays=0) == 0.1 and lr_at(conv, 0.1, decays=2) == pytest.approx(1e-3)
+    assert search_lr(conv, 0.9, decays=0) == 0.1 and search_lr(conv, 0.1, decays=2) == pytest.approx(1e-3)
 
 
 def test_alpha_lr_budget_is_spread_over_the_alpha_updates():

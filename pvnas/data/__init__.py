@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from torch.utils.data import Dataset
-
 from pvnas.config import ClipConfig
 from pvnas.data.datasets import KINDS
 from pvnas.data.decode import Decoder, get_decoder
+from pvnas.data.loader import ClipDataset
 from pvnas.errors import ConfigError
 
 SPLITS = ("train", "val")
@@ -67,7 +66,7 @@ def build_dataset(
     seed: int = 0,
     views: str | None = None,
     decoder: Decoder | None = None,
-) -> Dataset:
+) -> ClipDataset:
     """Parse a ``--data`` spec and build the ``split`` ("train" or "val") dataset.
 
     Every dataset has ``classes`` (list of names, index = label) and yields

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,21 @@ class Skipped(NamedTuple):
     reason: str
 
 
+Item = Union[tuple[torch.Tensor, int, int], Skipped]  # (clip, label, dataset index), or why the video was skipped
+
+
+class ClipDataset(Protocol):
+    """What every ``--data`` spec builds (:func:`pvnas.data.build_dataset`) and the loader, the training loops and
+    the evaluation read: class names (index = label), a length, and items keyed by an index or by the
+    ``(index, seed)`` pairs of :class:`SeededSampler`."""
+
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item: ...
+
+
 class Batch(NamedTuple):
     clips: torch.Tensor  # (N, 3, T, H, W) float, or (N, V, 3, T, H, W) for multi-view test
     labels: torch.Tensor  # (N,) long
@@ -32,7 +47,7 @@ class Batch(NamedTuple):
     skipped: tuple[Skipped, ...]
 
 
-def collate(items: Sequence[tuple[torch.Tensor, int, int] | Skipped]) -> Batch:
+def collate(items: Sequence[Item]) -> Batch:
     """Stack good ``(clip, label, index)`` items; keep ``Skipped`` ones aside."""
     good = [it for it in items if not isinstance(it, Skipped)]
     bad = tuple(it for it in items if isinstance(it, Skipped))
@@ -116,7 +131,7 @@ class VideoLoader(DataLoader):
 
 
 def build_loader(
-    dataset: Dataset,
+    dataset: ClipDataset,
     batch_size: int,
     *,
     shuffle: bool,
@@ -133,9 +148,9 @@ def build_loader(
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    sampler = SeededSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)  # type: ignore[arg-type]
+    sampler = SeededSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)
     return VideoLoader(
-        dataset,
+        dataset,  # type: ignore[arg-type]  # (a torch Dataset by protocol, not by inheritance)
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,

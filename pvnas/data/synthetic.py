@@ -53,13 +53,18 @@ def _motion_grid(label: int, t: float, speed: float, size: int) -> torch.Tensor:
     return torch.stack([gx, gy], dim=-1)
 
 
-def moving_pattern_clip(label: int, seed: int, frames: int = 16, size: int = 64) -> np.ndarray:
-    """Render one clip of class ``label`` as uint8 ``(frames, size, size, 3)``; same seed -> same clip."""
+def moving_pattern_clip(
+    label: int, seed: int, frames: int = 16, size: int = 64, speed_range: tuple[float, float] = (0.5, 0.9)
+) -> np.ndarray:
+    """Render one clip of class ``label`` as uint8 ``(frames, size, size, 3)``; same seed -> same clip.
+
+    ``speed_range``: the range the clip's speed is drawn from (a fraction of the frame over the clip).
+    """
     if not 0 <= label < len(CLASSES):
         raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
     rng = np.random.default_rng(seed)
     tex = _texture(rng, 2 * size)  # twice the frame so motion never runs off the texture
-    speed = float(rng.uniform(0.5, 0.9))
+    speed = float(rng.uniform(*speed_range))
     phase = float(rng.uniform(-0.3, 0.3))
     out = []
     for i in range(frames):

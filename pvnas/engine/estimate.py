@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pvnas.config import NETWORK_PRESETS, ClipConfig, get_preset, override
-from pvnas.engine.evaluate import cuda_layout
+from pvnas.engine.device import cuda_layout
 from pvnas.engine.train import make_optimizer, resolve_schedule, train_step
 from pvnas.errors import ConfigError, DataError
 from pvnas.metrics.flops import count_flops
@@ -97,9 +97,10 @@ def dataset_of(data: str | None, split: str = "train") -> tuple[int, str, int | 
     official = entry.train_size if split == "train" else entry.val_size
     if entry.build is not None:  # rendered on demand: building it costs nothing
         dataset = build_dataset(data, split, ClipConfig())
-        return len(dataset), f"{data} ({split} split)", len(dataset.classes)  # type: ignore[arg-type, attr-defined]
-    if entry.generated and official is not None:  # (listing it would first write it)
-        return official, f"{kind} ({split} split)", entry.num_classes
+        return len(dataset), f"{data} ({split} split)", len(dataset.classes)
+    if entry.known is not None:  # a generated file kind (listing it would first write it)
+        train, val, classes = entry.known(arg)
+        return train if split == "train" else val, f"{data} ({split} split)", classes
     try:
         samples, classes, source, _ = list_samples(kind, arg, options, split)
     except DataError as err:

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvnas.config import EvalConfig, NetworkConfig
+from pvnas.engine.device import autocast, compiled, cuda_layout, default_device, to_device
 from pvnas.engine.distributed import DistEnv
 from pvnas.errors import ConfigError, DataError
 
@@ -44,32 +45,6 @@ def eval_config(trained: NetworkConfig, views: str | None, batch_size: int | Non
     clips, crops = parse_views(views) if views else (trained.clip.test_clips, trained.clip.test_crops)
     return EvalConfig(clips=clips, crops=crops, batch_size=trained.batch_size if batch_size is None else batch_size,
                       workers=trained.workers if workers is None else workers)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed), a no-op context on CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def compiled(model: nn.Module, enabled: bool) -> nn.Module:
-    """``torch.compile(model)`` if ``enabled`` (``--compile``), else ``model``: the retrain network is static,
-    so it compiles once per input shape; off by default, since on CPU it does not pay (docs/performance.md)."""
-    return torch.compile(model) if enabled else model  # type: ignore[return-value]
-
-
-def cuda_layout(model: nn.Module, device: torch.device) -> None:
-    """On CUDA: the model in channels-last-3d memory (cuDNN's NHWC kernels; :func:`to_device` lays clips out so
-    too) and ``cudnn.benchmark`` (the network's shapes are static: the fastest algorithm per shape, picked once)."""
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last_3d)
-        torch.backends.cudnn.benchmark = True
-
-
-def to_device(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a ``(N, 3, T, H, W)`` batch; channels-last-3d on CUDA, where cuDNN prefers it."""
-    if device.type == "cuda":
-        return clips.to(device, non_blocking=True, memory_format=torch.channels_last_3d)
-    return clips.to(device)
 
 
 @torch.no_grad()
@@ -205,14 +180,14 @@ def run_eval(
     from pvnas.engine.modelfile import load_model
     from pvnas.engine.rundir import atomic_write_bytes
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     trained = load_model(checkpoint, device)
     cfg = trained.config
     test = eval_config(cfg, views, batch_size, workers)
     clips, crops, chunk = test.clips, test.crops, test.batch_size
     clip = dataclasses.replace(cfg.clip, test_clips=clips, test_crops=crops)
     dataset = build_dataset(data, "val", clip, seed=cfg.seed, views="multi")
-    classes = list(dataset.classes)  # type: ignore[attr-defined]
+    classes = list(dataset.classes)
     if classes != trained.classes:
         raise DataError(
             f"--data {data}: its classes ({len(classes)}: {', '.join(classes[:4])}, ...) are not the "

@@ -16,7 +16,8 @@ import torch
 from pvnas.data.decode import Decoder, DecodeError, get_decoder
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.loader import Skipped
-from pvnas.engine.evaluate import compiled, cuda_layout, eval_config, view_logits
+from pvnas.engine.device import compiled, cuda_layout, default_device
+from pvnas.engine.evaluate import eval_config, view_logits
 from pvnas.engine.modelfile import load_model
 from pvnas.errors import ConfigError
 
@@ -48,7 +49,7 @@ def predict_videos(
     network through ``torch.compile``."""
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     trained = load_model(checkpoint, device)
     test = eval_config(trained.config, views, batch_size, 0)
     clips, crops, chunk = test.clips, test.crops, test.batch_size

@@ -10,11 +10,15 @@
 * ``checkpoint.pt`` holds the state of every registered object, the progress inside the epoch and the
   RNG states; it is written atomically after every epoch, every ``--checkpoint-every`` minutes and on
   SIGTERM/SIGINT, and loaded as data (``weights_only``);
+* what both commands do before and around their epochs (:meth:`Run.open`): join the process group, seed,
+  build the training split and check its size against the batch, the loader over this rank's shard, the
+  steps per epoch, the TensorBoard writer;
 * the epoch loop: progress bar, skipped videos, the non-finite guard, preemption.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -27,11 +31,14 @@ from typing import Any, Callable, Iterable, Protocol
 
 from tqdm.auto import tqdm
 
-from pvnas.config import RunOptions
-from pvnas.engine.distributed import DistEnv, any_rank
-from pvnas.engine.rundir import MetricsLog, load_torch, rng_state, save_torch, save_yaml, set_rng_state
+from pvnas.config import ClipConfig, RunOptions
+from pvnas.data import build_dataset
+from pvnas.data.loader import ClipDataset, VideoLoader, build_loader
+from pvnas.engine.distributed import DistEnv, any_rank, init_distributed
+from pvnas.engine.rundir import MetricsLog, load_torch, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
 from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError, PvnasError
+from pvnas.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +146,32 @@ class Progress:
     skipped: list[str] = field(default_factory=list)
 
 
+@dataclass
+class TrainingSet:
+    """What a run trains on: the training split, its classes, the loader over this rank's shard."""
+
+    dataset: ClipDataset
+    loader: VideoLoader
+    steps_per_epoch: int  # batches of this rank per epoch (the loader drops the last partial one)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset.classes)
+
+
+def training_set(data: str, clip: ClipConfig, batch_size: int, workers: int, seed: int, env: DistEnv) -> TrainingSet:
+    """The training split of ``data`` and its loader; a batch larger than this rank's share is an error."""
+    dataset = build_dataset(data, "train", clip, seed=seed, views="train")
+    if len(dataset) == 0:
+        raise DataError(f"--data {data}: the training split has no videos")
+    if batch_size * env.world > len(dataset):
+        raise ConfigError(f"--batch-size {batch_size} x {env.world} processes exceeds the {len(dataset)} training "
+                          f"videos of {data}; lower --batch-size")
+    loader = build_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=True,
+                          rank=env.rank, world=env.world)
+    return TrainingSet(dataset, loader, -(-len(dataset) // env.world) // batch_size)
+
+
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in record.items():
@@ -155,8 +188,11 @@ class Run:
     Construct it before any output is written: it checks (and with ``--overwrite`` clears) the directory.
     """
 
-    def __init__(self, out: str | Path, command: str, options: RunOptions, env: DistEnv = DistEnv()) -> None:
+    def __init__(self, out: str | Path, command: str, options: RunOptions, env: DistEnv = DistEnv(), *,
+                 data: str = "", preset: str = "custom") -> None:
         self.out, self.command, self.options, self.env = Path(out), command, options, env
+        self.data, self.preset = data, preset
+        self.board = TensorBoard(self.out, False)  # (a real one once start() knows the run may write)
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.progress = Progress()
@@ -181,22 +217,37 @@ class Run:
                 else:
                     path.unlink(missing_ok=True)
 
+    @classmethod
+    def open(cls, command: str, out: str | Path, options: RunOptions, data: str, preset: str, *, clip: ClipConfig,
+             batch_size: int, workers: int, seed: int) -> tuple["Run", TrainingSet]:
+        """The skeleton of ``pvnas search`` and ``train``: join the process group (torchrun), claim the run
+        directory, seed everything, build the training set; :meth:`start` and :meth:`loop` follow."""
+        env = init_distributed()
+        run = cls(out, command, options, env, data=data, preset=preset)
+        seed_everything(seed)
+        return run, training_set(data, clip, batch_size, workers, seed, env)
+
     @property
     def resume_hint(self) -> str:
         return f"checkpoint written to {self.checkpoint_path}. Resume with the same command plus --resume"
 
-    def start(self, record: dict[str, Any], state: dict[str, Stateful], mutable: Iterable[str] = ()) -> Progress:
-        """Register the config ``record`` and the objects a checkpoint holds; resume them or record a fresh start.
+    def start(self, record: dict[str, Any], state: dict[str, Stateful], classes: list[str],
+              mutable: Iterable[str] = ()) -> Progress:
+        """Register the config ``record`` (command, version, preset, data, world size and ``classes`` are added) and
+        the objects a checkpoint holds; resume them or record a fresh start.
 
         ``mutable``: dotted config keys (``search.epochs``) a resume may change.
         """
-        self.record, self.state = record, state
+        self.record = {"command": self.command, "version": __version__, "preset": self.preset, "data": self.data,
+                       "world_size": self.env.world, "classes": classes, **record}
+        self.state = state
+        self.board = TensorBoard(self.out, self.options.tensorboard and self.env.is_main)
         if self.options.resume:
             self._restore(set(mutable) | ALWAYS_MUTABLE)
             if self.env.is_main:
                 self.metrics.truncate_after("epoch", self.progress.epoch)
         if self.env.is_main:
-            save_yaml(record, self.out / "config.yaml")
+            save_yaml(self.record, self.out / "config.yaml")
         return self.progress
 
     def checkpoint(self) -> None:
@@ -248,30 +299,27 @@ class Run:
         *,
         begin_epoch: Callable[[int], None] = lambda epoch: None,
         lr: Callable[[], float],
-        data: str,
-        board: TensorBoard | None = None,
     ) -> None:
         """Run epochs ``self.progress.epoch .. epochs - 1``: ``begin_epoch(epoch)``, the batch loop with ``step``,
         then ``end_epoch(epoch)`` returns the epoch's metrics record (rank 0 appends it), then a checkpoint."""
         guard = NonFiniteGuard(self.options.max_bad_steps)
         timer = CheckpointTimer(self.options.checkpoint_every)
-        with StopSignal() as stop:
+        with StopSignal() as stop, contextlib.closing(self.board):
             while self.progress.epoch < epochs:
                 epoch = self.progress.epoch
                 loader.sampler.set_epoch(epoch, start=self.progress.step * loader.batch_size)
                 begin_epoch(epoch)
-                self._epoch(loader, step, f"{self.command} epoch {epoch + 1}/{epochs}", lr, guard, stop, timer, data)
+                self._epoch(loader, step, f"{self.command} epoch {epoch + 1}/{epochs}", lr, guard, stop, timer)
                 record = self.last_record = end_epoch(epoch)
                 if self.env.is_main:
                     self.metrics.append(record)
-                    if board is not None:
-                        board.scalars(record, epoch + 1)
+                    self.board.scalars(record, epoch + 1)
                 self.progress = Progress(epoch=epoch + 1, skipped=self.progress.skipped)
                 self.checkpoint()
 
     def _epoch(
         self, loader: Iterable, step: Callable[[Any], tuple[float, float, bool]], desc: str, lr: Callable[[], float],
-        guard: NonFiniteGuard, stop: StopSignal, timer: CheckpointTimer, data: str,
+        guard: NonFiniteGuard, stop: StopSignal, timer: CheckpointTimer,
     ) -> None:
         """One pass over ``loader``; ``progress.step`` counts the batch before ``step`` runs, so a checkpoint
         written here resumes at the next batch."""
@@ -304,4 +352,4 @@ class Run:
         bar.close()
         progress.seconds += time.perf_counter() - t0
         if progress.seen == 0:
-            raise DataError(f"--data {data}: no readable video in {desc} ({len(progress.skipped)} skipped)")
+            raise DataError(f"--data {self.data}: no readable video in {desc} ({len(progress.skipped)} skipped)")

@@ -15,7 +15,7 @@ skipped videos), ``checkpoint.pt`` (everything --resume needs, also written on S
 from __future__ import annotations
 
 import logging
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,26 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from pvnas import __version__
 from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
-from pvnas.data.loader import build_loader
+from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
 from pvnas.engine.diagnose import blind_to_motion, diagnose
-from pvnas.engine.distributed import (
-    DistEnv,
-    any_rank,
-    average_gradients,
-    broadcast_module,
-    check_same_on_all_ranks,
-    init_distributed,
-)
-from pvnas.engine.evaluate import autocast, compiled, cuda_layout, evaluate, to_device
+from pvnas.engine.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.engine.device import autocast, compiled, cuda_layout, to_device
+from pvnas.engine.evaluate import evaluate
 from pvnas.engine.modelfile import model_record, save_model
-from pvnas.engine.rundir import seed_everything
 from pvnas.engine.run import Run
-from pvnas.engine.tensorboard import TensorBoard
-from pvnas.errors import ConfigError, DataError
-from pvnas.nn.network import network_from_config
+from pvnas.errors import DataError
+from pvnas.nn.network import Network, network_from_config
+from pvnas.schedules import train_lr
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -65,20 +57,6 @@ def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -
     else:
         warmup = round(base_warmup * epochs / base_epochs)
     return override(cfg, epochs=epochs, warmup_epochs=warmup)  # (NetworkConfig checks both)
-
-
-def lr_at(progress: float, cfg: NetworkConfig, scale: float = 1.0) -> float:
-    """Learning rate at ``progress`` epochs (fractional): linear warm-up, then cosine to ``lr_min``.
-
-    ``scale`` is the world size (the paper's lr is per GPU). ``cfg`` must be resolved.
-    """
-    epochs, warmup = cfg.epochs, cfg.warmup_epochs
-    assert epochs is not None and warmup is not None, "resolve_schedule() first"
-    lr, lr_min = cfg.lr * scale, cfg.lr_min * scale
-    if progress < warmup:
-        return lr * (cfg.warmup_start + (1.0 - cfg.warmup_start) * progress / warmup)
-    t = min(1.0, (progress - warmup) / max(epochs - warmup, 1e-9))
-    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.SGD:
@@ -107,24 +85,90 @@ def train_step(
 class KeyedSubset(Dataset):
     """A subset that passes the sampler's ``(index, seed)`` keys through (``torch`` Subset does not)."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+    def __init__(self, dataset: ClipDataset, indices: Sequence[int]) -> None:
         self.dataset, self.indices = dataset, list(indices)
-        self.classes = dataset.classes  # type: ignore[attr-defined]
+        self.classes = dataset.classes
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, key: int | tuple[int, int]):
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
         index, seed = key if isinstance(key, tuple) else (key, key)
         return self.dataset[(self.indices[index], seed)]
 
 
-def validation_subset(dataset: Dataset, size: int) -> Dataset:
+def validation_subset(dataset: ClipDataset, size: int) -> ClipDataset:
     """``size`` videos spread evenly over the split (covers every class of a sorted manifest)."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)
     if size >= n:
         return dataset
     return KeyedSubset(dataset, np.linspace(0, n - 1, size).round().astype(int).tolist())
+
+
+def validation_loader(data: str, cfg: NetworkConfig, classes: list[str], env: DistEnv) -> VideoLoader | None:
+    """The single-view loader over ``cfg.val_videos`` validation videos (None without validation)."""
+    if cfg.val_videos == 0:
+        return None
+    val_set = build_dataset(data, "val", cfg.clip, seed=cfg.seed, views="single")
+    if list(val_set.classes) != classes:
+        raise DataError(f"--data {data}: the val split's classes differ from the train split's")
+    return build_loader(validation_subset(val_set, cfg.val_videos), cfg.batch_size, shuffle=False, seed=cfg.seed,
+                        workers=cfg.workers, rank=env.rank, world=env.world)
+
+
+@dataclass
+class TrainEpochs:
+    """What the steps and epoch ends of one retrain share: the lr follows :func:`train_lr` of the batch about to
+    run (so a resume is exact), drop-path ramps up per epoch; every epoch validates and writes ``model.pt``."""
+
+    cfg: NetworkConfig
+    run: Run
+    model: Network
+    optimizer: torch.optim.Optimizer
+    forward: nn.Module
+    val_loader: VideoLoader | None
+    classes: list[str]
+    steps_per_epoch: int
+    lr: float = 0.0
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.model.train()
+        self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs  # DARTS' linear ramp
+
+    def step(self, batch: Any) -> tuple[float, float, bool]:
+        p, env = self.run.progress, self.run.env
+        self.lr = train_lr(self.cfg, p.epoch + (p.step - 1) / self.steps_per_epoch, env.world)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        return train_step(self.forward, self.optimizer, to_device(batch.clips, env.device),
+                          batch.labels.to(env.device, non_blocking=True), env.device, env)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        run, cfg, model, env = self.run, self.cfg, self.model, self.run.env
+        check_same_on_all_ranks(model.parameters(), "weights", env)
+        p = run.progress
+        record = {
+            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "seen": p.seen, "lr": self.lr,
+            "drop_path": model.drop_path_prob, "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9),
+        }
+        skipped = set(p.skipped)
+        if self.val_loader is not None:
+            val = evaluate(model, self.val_loader, 1, 1, env.device, chunk=cfg.batch_size,
+                           desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
+            skipped.update(val["skipped_files"])
+            record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
+        record["skipped"] = len(skipped)
+        if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
+            record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(self.classes), model.genotype)
+            if not diagnosis["learned"]:
+                log.warning("the network did not learn: training accuracy %.3f after %d epochs, chance %.3f. Likely: %s",
+                            record["acc"], cfg.epochs, diagnosis["chance"], "; ".join(diagnosis["causes"]))
+        if env.is_main:
+            save_model(run.out / "model.pt", model_record(model, self.classes, cfg, run.preset,
+                                                          {"epoch": epoch + 1, "data": run.data}))
+            log.info("epoch %d/%d loss %.4f acc %.3f val top-1 %s lr %.3g (%.1fs)", epoch + 1, cfg.epochs,
+                     record["loss"], record["acc"], record.get("val_top1", "-"), self.lr, p.seconds)
+        return record
 
 
 def run_train(
@@ -148,86 +192,25 @@ def run_train(
     """
     cfg = resolve_schedule(cfg, data) if cfg.epochs is None or cfg.warmup_epochs is None else cfg
     assert cfg.epochs is not None
-    env = init_distributed()
-    run = Run(out, "train", options, env)
-    seed_everything(cfg.seed)
-    train_set = build_dataset(data, "train", cfg.clip, seed=cfg.seed, views="train")
-    classes: Sequence[str] = train_set.classes  # type: ignore[attr-defined]
-    if cfg.batch_size * env.world > len(train_set):  # type: ignore[arg-type]
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} x {env.world} processes exceeds the {len(train_set)} training videos "  # type: ignore[arg-type]
-            f"of {data}; lower --batch-size"
-        )
-    val_loader = None
-    if cfg.val_videos > 0:
-        val_set = build_dataset(data, "val", cfg.clip, seed=cfg.seed, views="single")
-        if list(val_set.classes) != list(classes):  # type: ignore[attr-defined]
-            raise DataError(f"--data {data}: the val split's classes differ from the train split's")
-        val_loader = build_loader(
-            validation_subset(val_set, cfg.val_videos), cfg.batch_size, shuffle=False, seed=cfg.seed,
-            workers=cfg.workers, rank=env.rank, world=env.world,
-        )
-    model = network_from_config(genotype, cfg, len(classes)).to(env.device)
+    run, train = Run.open("train", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
+                          workers=cfg.workers, seed=cfg.seed)
+    env = run.env
+    val_loader = validation_loader(data, cfg, train.classes, env)
+    model = network_from_config(genotype, cfg, len(train.classes)).to(env.device)
     cuda_layout(model, env.device)
     broadcast_module(model, env)
     optimizer = make_optimizer(model, cfg)
-    forward = compiled(model, compile)
-    loader = build_loader(
-        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, drop_last=True,
-        rank=env.rank, world=env.world,
-    )
-    steps_per_epoch = -(-len(train_set) // env.world) // cfg.batch_size  # type: ignore[arg-type]
-    record: dict[str, Any] = {
-        "command": "train", "version": __version__, "preset": preset, "data": data, "world_size": env.world,
-        "classes": list(classes), "network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile,
-    }
     # (both impls have the same weights and state dict: a run may be resumed with the other)
-    run.start(record, {"model": model, "optimizer": optimizer},
+    run.start({"network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile},
+              {"model": model, "optimizer": optimizer}, train.classes,
               mutable={"network.epochs", "network.warmup_epochs", "network.workers", "network.impl", "compile"})
     if env.is_main:
         genotype.save(run.out / "genotype.json")
         if warning := blind_to_motion(genotype):
             log.warning("%s", warning)
-    board = TensorBoard(run.out, options.tensorboard and env.is_main)
-    lr = [lr_at(run.progress.epoch + run.progress.step / steps_per_epoch, cfg, env.world)]
-
-    def begin_epoch(epoch: int) -> None:
-        model.train()
-        model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs  # DARTS' linear ramp
-
-    def step(batch: Any) -> tuple[float, float, bool]:
-        # the lr follows a pure function of progress (the batch about to run), so resume is exact
-        lr[0] = lr_at(run.progress.epoch + (run.progress.step - 1) / steps_per_epoch, cfg, env.world)
-        for group in optimizer.param_groups:
-            group["lr"] = lr[0]
-        clips = to_device(batch.clips, env.device)
-        return train_step(forward, optimizer, clips, batch.labels.to(env.device, non_blocking=True), env.device, env)
-
-    def end_epoch(epoch: int) -> dict[str, Any]:
-        check_same_on_all_ranks(model.parameters(), "weights", env)
-        p = run.progress
-        record = {
-            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "seen": p.seen, "lr": lr[0],
-            "drop_path": model.drop_path_prob, "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9),
-        }
-        skipped = set(p.skipped)
-        if val_loader is not None:
-            val = evaluate(model, val_loader, 1, 1, env.device, chunk=cfg.batch_size,
-                           desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
-            skipped.update(val["skipped_files"])
-            record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
-        record["skipped"] = len(skipped)
-        if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
-            record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(classes), genotype)
-            if not diagnosis["learned"]:
-                log.warning("the network did not learn: training accuracy %.3f after %d epochs, chance %.3f. Likely: %s",
-                            record["acc"], cfg.epochs, diagnosis["chance"], "; ".join(diagnosis["causes"]))
-        if env.is_main:
-            save_model(run.out / "model.pt", model_record(model, classes, cfg, preset, {"epoch": epoch + 1, "data": data}))
-            log.info("epoch %d/%d loss %.4f acc %.3f val top-1 %s lr %.3g (%.1fs)", epoch + 1, cfg.epochs,
-                     record["loss"], record["acc"], record.get("val_top1", "-"), lr[0], p.seconds)
-        return record
-
-    run.loop(cfg.epochs, loader, step, end_epoch, begin_epoch=begin_epoch, lr=lambda: lr[0], data=data, board=board)
-    board.close()
+    epochs = TrainEpochs(cfg, run, model, optimizer, compiled(model, compile), val_loader, train.classes,
+                         train.steps_per_epoch)
+    epochs.lr = train_lr(cfg, run.progress.epoch + run.progress.step / train.steps_per_epoch, env.world)
+    run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=epochs.begin_epoch,
+             lr=lambda: epochs.lr)
     return {"model": str(run.out / "model.pt"), **run.last_record}

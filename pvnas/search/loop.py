@@ -3,7 +3,7 @@
 Per training batch: (1) Adam on alpha with the training loss at the current weights, then
 (2) SGD on the weights with the training loss at the *new* alpha. Both use the same batch.
 The weight lr is set before every step from a pure function of progress (step / total steps,
-:mod:`pvnas.search.schedule`); the first ``a_warmup`` of the steps train the weights only. After each
+:mod:`pvnas.schedules`); the first ``a_warmup`` of the steps train the weights only. After each
 epoch the run directory gets the alphas, the derived genotype, collapse statistics and a checkpoint,
 so a genotype can be derived from any epoch (paper Table 3).
 """
@@ -14,31 +14,21 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvnas import __version__
 from pvnas.config import RunOptions, SearchConfig, override, to_dict
-from pvnas.data import build_dataset
-from pvnas.data.loader import build_loader
-from pvnas.engine.distributed import (
-    DistEnv,
-    any_rank,
-    average_gradients,
-    broadcast_module,
-    check_same_on_all_ranks,
-    init_distributed,
-)
-from pvnas.engine.rundir import save_torch, seed_everything
+from pvnas.engine.device import autocast, compiled, cuda_layout, to_device
+from pvnas.engine.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.engine.rundir import save_torch
 from pvnas.engine.run import Run
-from pvnas.engine.tensorboard import TensorBoard
-from pvnas.errors import ConfigError, DataError
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
-from pvnas.search.schedule import ConvergenceMonitor, alpha_active, alpha_lr, lr_at
+from pvnas.schedules import search_lr
+from pvnas.search.schedule import ConvergenceMonitor, alpha_active, alpha_lr
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -46,15 +36,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchState:
-    """Everything an iteration mutates: model and both optimizers."""
+    """Everything an iteration mutates (model and both optimizers), and how it runs the model."""
 
     model: nn.Module
     alpha_opt: torch.optim.Optimizer
     weight_opt: torch.optim.Optimizer
     grad_clip: float | None
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the model, or its torch.compile (--compile)
+
+    def logits(self, clips: torch.Tensor) -> torch.Tensor:
+        """The supernet's logits, float32; under bf16 autocast on CUDA (alphas, softmax and both gradients
+        stay float32: parameters are float32 and autocast keeps softmax and losses in float32)."""
+        with autocast(clips.device):
+            return (self.forward or self.model)(clips).float()
 
 
-def make_state(model: nn.Module, cfg: SearchConfig) -> SearchState:
+def make_state(model: nn.Module, cfg: SearchConfig, compile: bool = False) -> SearchState:
     """Adam(lr 1e-3, betas (0, 0.999)) on alpha, SGD(0.1, momentum 0.9, wd 1e-4) on weights (the config's values)."""
     alpha_opt = torch.optim.Adam(
         model.arch_parameters(), lr=cfg.a_lr, betas=cfg.a_betas, weight_decay=cfg.a_weight_decay
@@ -62,7 +59,7 @@ def make_state(model: nn.Module, cfg: SearchConfig) -> SearchState:
     weight_opt = torch.optim.SGD(
         model.weight_parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
     )
-    return SearchState(model, alpha_opt, weight_opt, cfg.grad_clip)
+    return SearchState(model, alpha_opt, weight_opt, cfg.grad_clip, compiled(model, compile))
 
 
 @contextmanager
@@ -88,14 +85,13 @@ def search_step(
     ``update_alpha=False`` is the weights-only warm-up: step 1 is skipped. A non-finite loss (on any rank)
     skips that update, so one bad batch cannot poison alpha or w.
     """
-    model = state.model
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
     finite = True
     if update_alpha:
         # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
         with frozen(weights):
-            loss_a = F.cross_entropy(model(clips), labels)
+            loss_a = F.cross_entropy(state.logits(clips), labels)
         finite = not any_rank(not torch.isfinite(loss_a).item(), env)
         if finite:
             loss_a.backward(inputs=arch)
@@ -105,7 +101,7 @@ def search_step(
         del loss_a
     # 2. w_t <- w_{t-1} - d/dw L_train(w_{t-1}, alpha_t); no alpha gradient is computed
     with frozen(arch):
-        logits = model(clips)
+        logits = state.logits(clips)
     loss = F.cross_entropy(logits, labels)
     finite = finite and not any_rank(not torch.isfinite(loss).item(), env)
     if finite:
@@ -125,6 +121,62 @@ class SearchResult:
     alphas: dict[str, torch.Tensor]  # this process's final alphas (identical on every rank)
 
 
+@dataclass
+class SearchEpochs:
+    """What the steps and epoch ends of one search share: the weight lr follows :func:`search_lr` of the global
+    step, the alphas wait for the warm-up, ``converge`` decides its decays; every epoch saves the alphas."""
+
+    cfg: SearchConfig  # as given (the alpha schedule)
+    scaled: SearchConfig  # with the weight lr times the world size
+    run: Run
+    state: SearchState
+    monitor: ConvergenceMonitor
+    steps_per_epoch: int
+    lr: float = 0.0
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    def step(self, batch: Any) -> tuple[float, float, bool]:
+        p, model, env = self.run.progress, self.state.model, self.run.env
+        t = p.epoch * self.steps_per_epoch + p.step - 1  # global index of this step
+        self.lr = search_lr(self.scaled, t / self.total_steps, self.monitor.decays)
+        for group in self.state.weight_opt.param_groups:
+            group["lr"] = self.lr
+        active = alpha_active(self.cfg, t / self.total_steps)
+        result = search_step(self.state, to_device(batch.clips, env.device),
+                             batch.labels.to(env.device, non_blocking=True), env, update_alpha=active)
+        if active and self.cfg.schedule == "converge" and self.monitor.observe(t + 1, model.alpha_dict()):
+            log.info("converge: the alphas converged at step %d of %d: weight lr x%g (decay %d)",
+                     t + 1, self.total_steps, self.cfg.step_gamma, self.monitor.decays)
+        return result
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        run, model, cfg = self.run, self.state.model, self.cfg
+        alphas = model.alpha_dict()
+        check_same_on_all_ranks(alphas.values(), "alphas", run.env)
+        genotype = model.genotype(epoch=epoch + 1, dataset=run.data)
+        if run.env.is_main:
+            save_torch(alphas, run.out / "alphas" / f"epoch_{epoch + 1:03d}.pt")
+            if model.betas:  # PC-DARTS edge normalisation: the edge weights rank edges at derivation
+                save_torch(model.edge_weight_dict(), run.out / "alphas" / f"edges_{epoch + 1:03d}.pt")
+            run.board.alphas(alphas, epoch + 1)
+        p, t = run.progress, (epoch + 1) * self.steps_per_epoch
+        record = {
+            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "lr": self.lr,
+            "alpha_lr": self.state.alpha_opt.param_groups[0]["lr"],
+            "alpha_active": alpha_active(cfg, (t - 1) / self.total_steps),
+            **({"decays": self.monitor.decays} if cfg.schedule == "converge" else {}),
+            "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9), "skipped": len(p.skipped),
+            "skipped_files": p.skipped[:100], **collapse_stats(alphas),
+            "collapsed": warn_if_collapsed(genotype, epoch + 1, cfg.schedule), "genotype": genotype.to_dict(),
+        }
+        log.info("epoch %d/%d loss %.4f acc %.3f lr %.3g (%.1fs)", epoch + 1, cfg.epochs, record["loss"],
+                 record["acc"], self.lr, p.seconds)
+        return record
+
+
 def run_search(
     cfg: SearchConfig,
     data: str,
@@ -132,87 +184,33 @@ def run_search(
     options: RunOptions = RunOptions(),
     *,
     preset: str = "custom",
+    compile: bool = False,
 ) -> SearchResult:
     """Search on ``data`` into the run directory ``out``; returns the final genotype and alphas.
 
     Works alone or under ``torchrun`` (one process per device). ``options`` says whether to resume or
     replace a run in ``out`` and how often to checkpoint; SIGTERM/SIGINT checkpoint and raise
-    :class:`~pvnas.engine.run.Preempted`.
+    :class:`~pvnas.engine.run.Preempted`. ``compile`` runs the supernet through ``torch.compile``.
     """
-    env = init_distributed()
-    run = Run(out, "search", options, env)
-    seed_everything(cfg.seed)
-    dataset = build_dataset(data, "train", cfg.clip, seed=cfg.seed)
-    classes: Sequence[str] = dataset.classes  # type: ignore[attr-defined]
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise DataError(f"--data {data}: the training split has no videos")
-    if cfg.batch_size * env.world > len(dataset):  # type: ignore[arg-type]
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} x {env.world} processes exceeds the {len(dataset)} training videos "  # type: ignore[arg-type]
-            f"of {data}; lower --batch-size"
-        )
-    model = supernet_from_config(cfg, len(classes)).to(env.device)
+    run, train = Run.open("search", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
+                          workers=cfg.workers, seed=cfg.seed)
+    env = run.env
+    model = supernet_from_config(cfg, len(train.classes)).to(env.device)
+    cuda_layout(model, env.device)
     broadcast_module(model, env)
     # the paper's lr is per GPU: gradients are averaged, so the weight lr scales with the world size
     scaled = override(cfg, w_lr=cfg.w_lr * env.world, w_lr_min=cfg.w_lr_min * env.world)
-    state = make_state(model, scaled)
-    loader = build_loader(
-        dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, drop_last=True,
-        rank=env.rank, world=env.world,
-    )
-    steps_per_epoch = -(-len(dataset) // env.world) // cfg.batch_size  # type: ignore[arg-type]
-    total_steps = steps_per_epoch * cfg.epochs
+    state = make_state(model, scaled, compile)
+    total_steps = train.steps_per_epoch * cfg.epochs
     monitor = ConvergenceMonitor(round(cfg.converge_window * total_steps), cfg.converge_tol)
-    record: dict[str, Any] = {
-        "command": "search", "version": __version__, "preset": preset, "data": data,
-        "world_size": env.world, "classes": list(classes), "search": to_dict(cfg),
-    }
-    run.start(record, {"model": model, "alpha_opt": state.alpha_opt, "weight_opt": state.weight_opt,
-                       "converge": monitor}, mutable={"search.epochs", "search.workers"})
+    run.start({"search": to_dict(cfg), "compile": compile},
+              {"model": model, "alpha_opt": state.alpha_opt, "weight_opt": state.weight_opt, "converge": monitor},
+              train.classes, mutable={"search.epochs", "search.workers", "compile"})
     for group in state.alpha_opt.param_groups:  # after start(): a resume's --epochs may differ from the checkpoint's
         group["lr"] = alpha_lr(cfg, total_steps)
-    board = TensorBoard(run.out, options.tensorboard and env.is_main)
-    lr = [0.0]
-
-    def step(batch: Any) -> tuple[float, float, bool]:
-        t = run.progress.epoch * steps_per_epoch + run.progress.step - 1  # global index of this step
-        lr[0] = lr_at(scaled, t / total_steps, monitor.decays)
-        for group in state.weight_opt.param_groups:
-            group["lr"] = lr[0]
-        active = alpha_active(cfg, t / total_steps)
-        result = search_step(state, batch.clips.to(env.device, non_blocking=True),
-                             batch.labels.to(env.device, non_blocking=True), env, update_alpha=active)
-        if active and cfg.schedule == "converge" and monitor.observe(t + 1, model.alpha_dict()):
-            log.info("converge: the alphas converged at step %d of %d: weight lr x%g (decay %d)",
-                     t + 1, total_steps, cfg.step_gamma, monitor.decays)
-        return result
-
-    def end_epoch(epoch: int) -> dict[str, Any]:
-        alphas = model.alpha_dict()
-        check_same_on_all_ranks(alphas.values(), "alphas", env)
-        genotype = model.genotype(epoch=epoch + 1, dataset=data)
-        if env.is_main:
-            save_torch(alphas, run.out / "alphas" / f"epoch_{epoch + 1:03d}.pt")
-            if model.betas:  # PC-DARTS edge normalisation: the edge weights rank edges at derivation
-                save_torch(model.edge_weight_dict(), run.out / "alphas" / f"edges_{epoch + 1:03d}.pt")
-            board.alphas(alphas, epoch + 1)
-        p = run.progress
-        t = (epoch + 1) * steps_per_epoch
-        record = {
-            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "lr": lr[0],
-            "alpha_lr": state.alpha_opt.param_groups[0]["lr"], "alpha_active": alpha_active(cfg, (t - 1) / total_steps),
-            **({"decays": monitor.decays} if cfg.schedule == "converge" else {}),
-            "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9), "skipped": len(p.skipped),
-            "skipped_files": p.skipped[:100], **collapse_stats(alphas),
-            "collapsed": warn_if_collapsed(genotype, epoch + 1, cfg.schedule), "genotype": genotype.to_dict(),
-        }
-        log.info("epoch %d/%d loss %.4f acc %.3f lr %.3g (%.1fs)", epoch + 1, cfg.epochs, record["loss"],
-                 record["acc"], lr[0], p.seconds)
-        return record
-
-    run.loop(cfg.epochs, loader, step, end_epoch, begin_epoch=lambda epoch: model.train(), lr=lambda: lr[0],
-             data=data, board=board)
-    board.close()
+    epochs = SearchEpochs(cfg, scaled, run, state, monitor, train.steps_per_epoch)
+    run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=lambda epoch: model.train(),
+             lr=lambda: epochs.lr)
     genotype = model.genotype(epoch=run.progress.epoch, dataset=data)
     if env.is_main:
         genotype.save(run.out / "genotype.json")

@@ -1,15 +1,5 @@
-"""Weight learning-rate schedules of the search (paper §3.3), as functions of progress = step / total steps.
-
-Progress, not epochs, so that a 5-epoch run of 10 steps and an 80-epoch run of 234 steps decay at the
-same fractions (DESIGN §2):
-
-* ``step``: x ``gamma`` at ``decay_at`` (25/50/75%: the paper's epochs 20/40/60 of 80), never more than three;
-* ``constant``: the base lr throughout (§3.3: constant 0.1 "is robust to bad local minimum");
-* ``converge``: the paper's own rule, "does not decay the learning rate until the architecture parameters
-  converge": x ``gamma`` each time :class:`ConvergenceMonitor` sees converged alphas, at most three times;
-  the step budget caps the run whether or not they converge;
-* ``cosine``: base lr to ``w_lr_min``; reproduces the collapse to parameter-free ops (Fig. 4, "false case").
-"""
+"""The search's alpha schedule (warm-up, lr from a budget) and the paper's convergence rule, which decides when
+the ``converge`` weight schedule (:mod:`pvnas.schedules`) decays."""
 
 from __future__ import annotations
 
@@ -18,23 +8,10 @@ from typing import Any, Mapping
 
 import torch
 
-from pvnas.config import SCHEDULES, SearchConfig
+from pvnas.config import SearchConfig
 from pvnas.space.genotype import Genotype
 
 MAX_DECAYS = 3  # the paper decays three times in 80 epochs
-
-
-def lr_at(cfg: SearchConfig, progress: float, decays: int = 0) -> float:
-    """The weight lr at ``progress`` in [0, 1] (``decays``: what ``converge`` has decided so far); pure."""
-    if cfg.schedule == "step":
-        return cfg.w_lr * cfg.step_gamma ** sum(progress >= at for at in cfg.decay_at)
-    if cfg.schedule == "constant":
-        return cfg.w_lr
-    if cfg.schedule == "converge":
-        return cfg.w_lr * cfg.step_gamma ** decays
-    if cfg.schedule == "cosine":
-        return cfg.w_lr_min + 0.5 * (cfg.w_lr - cfg.w_lr_min) * (1 + math.cos(math.pi * min(progress, 1.0)))
-    raise AssertionError(f"schedule {cfg.schedule!r} is not one of {SCHEDULES}")  # SearchConfig checks the name
 
 
 def alpha_active(cfg: SearchConfig, progress: float) -> bool:

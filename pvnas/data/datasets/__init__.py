@@ -12,18 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from torch.utils.data import Dataset
 
 from pvnas.config import ClipConfig
-from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, ucf101
+from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, tasks, ucf101
 from pvnas.data.datasets._files import Sample, require_dir
 from pvnas.data.datasets.synthetic import SyntheticDataset
+from pvnas.data.loader import ClipDataset
 from pvnas.data.synthetic import CLASSES
+from pvnas.data.tasks import get_task
 from pvnas.errors import ConfigError
 
 Listing = tuple[list[Sample], list[str], str]  # (path, label) pairs, class names, the manifest or folder read
 Lister = Callable[[str, str, dict[str, str]], Listing]  # (ARG, split, options) -> Listing
-Builder = Callable[[str, str, ClipConfig, int, str], Dataset]  # (ARG, split, clip, seed, views) -> dataset
+Builder = Callable[[str, str, ClipConfig, int, str], ClipDataset]  # (ARG, split, clip, seed, views) -> dataset
 
 FILE_OPTIONS = frozenset({"flip", "decoder", "missing"})  # what every file kind's VideoDataset takes
 
@@ -40,17 +41,17 @@ class DatasetKind:
     needs_path: bool = False  # ARG is a path that must be given
     options: frozenset[str] = FILE_OPTIONS  # the ``?key=value`` names it accepts
     flip: bool | None = None  # default horizontal flip (False where labels say left/right); None: the clip's
-    generated: bool = False  # made by pvnas (demo, synthetic): nothing to download, and listing may write it
-    train_size: int | None = None  # training videos known without listing: official split size, or the demo's
+    generated: bool = False  # made by pvnas (demo, task, synthetic): nothing to download, and listing may write it
+    train_size: int | None = None  # official size of the training split (a downloaded dataset not on this machine)
     val_size: int | None = None  # the same of the validation (test) split
-    num_classes: int | None = None  # classes known without listing (a generated file kind)
+    known: Callable[[str], tuple[int, int, int]] | None = None  # a generated file kind's (train, val, classes) of ARG
 
     def __post_init__(self) -> None:
         """Refuse an entry that the builder or ``pvnas estimate`` could not use, at import."""
         if (self.lister is None) == (self.build is None):
             raise ValueError(f"dataset kind {self.spec}: give exactly one of lister and build")
-        if self.generated and self.lister is not None and None in (self.train_size, self.val_size, self.num_classes):
-            raise ValueError(f"dataset kind {self.spec}: a generated file kind needs train_size, val_size and num_classes")
+        if self.generated and self.lister is not None and self.known is None:
+            raise ValueError(f"dataset kind {self.spec}: a generated file kind needs `known` (sizes without writing it)")
 
 
 def _kinetics(arg: str, split: str, options: dict[str, str]) -> Listing:
@@ -77,7 +78,16 @@ def _demo(arg: str, split: str, options: dict[str, str]) -> Listing:
     return folder.folder_samples(demo.ensure_demo(), split)
 
 
-def _synthetic(arg: str, split: str, clip: ClipConfig, seed: int, views: str) -> Dataset:
+def _task(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return folder.folder_samples(tasks.ensure_task(arg, tasks.parse_seed(options)), split)
+
+
+def _task_sizes(arg: str) -> tuple[int, int, int]:
+    task = get_task(arg)
+    return task.train_size, task.val_size, len(task.classes)
+
+
+def _synthetic(arg: str, split: str, clip: ClipConfig, seed: int, views: str) -> ClipDataset:
     """``synthetic[:N]``: N training clips (default 64), N/4 but at least 8 validation clips."""
     try:
         size = int(arg) if arg else 64
@@ -90,8 +100,10 @@ def _synthetic(arg: str, split: str, clip: ClipConfig, seed: int, views: str) ->
 
 
 KINDS: dict[str, DatasetKind] = {  # in the order of the help text
-    "demo": DatasetKind("demo", lister=_demo, flip=demo.FLIP, generated=True, train_size=len(CLASSES) * demo.TRAIN_PER_CLASS,
-                        val_size=len(CLASSES) * demo.VAL_PER_CLASS, num_classes=len(CLASSES)),
+    "demo": DatasetKind("demo", lister=_demo, flip=demo.FLIP, generated=True,
+                        known=lambda arg: (len(CLASSES) * demo.TRAIN_PER_CLASS, len(CLASSES) * demo.VAL_PER_CLASS, len(CLASSES))),
+    "task": DatasetKind("task:NAME[?seed=S]", lister=_task, needs_path=True, options=FILE_OPTIONS | {"seed"},
+                        flip=False, generated=True, known=_task_sizes),
     "synthetic": DatasetKind("synthetic[:N]", build=_synthetic, options=frozenset(), generated=True),
     "kinetics": DatasetKind("kinetics:ROOT", lister=_kinetics, needs_path=True, train_size=225946, val_size=18584),
     "ssv2": DatasetKind("ssv2:ROOT", lister=_ssv2, needs_path=True, flip=ssv2.FLIP, train_size=168913, val_size=24777),

@@ -14,6 +14,7 @@ from pvnas.nn.fast.layout import GROUP_CHANNELS, SharedInput, frames_grad, from_
 from pvnas.nn.fast.norm import batch_norm
 from pvnas.nn.fast.ops import chain, factorized_reduce
 from pvnas.nn.fast.parameter_free import ParameterFree
+from pvnas.nn.fast.policy import generic
 from pvnas.nn.fast.pool import pool_frames
 from pvnas.nn.layers import preprocess
 from pvnas.nn.mixed import MixedOp
@@ -124,8 +125,14 @@ class FastCell(nn.Module):
         pools = [mods[0][col][0] for col in pool_cols]
         bns = [[m[col][1] for m in mods] for col in pool_cols]
         coef = w[:, [self.names.index("identity")] * identity + pool_cols]  # (E, sources)
-        if bns[0][0].training:
+        if bns[0][0].training and not generic(x):
             return list(ParameterFree.apply(x, coef, (identity, pools, bns), *ys))
+        if bns[0][0].training:  # one batch statistic serves every edge: the sources are shared
+            sources = ([nhwc(x)] if identity else []) + [nhwc(batch_norm(pool_frames(x, pool), b))
+                                                         for pool, b in zip(pools, bns)]
+            with torch.autocast(x.device.type, enabled=False):  # in the alphas' dtype: their gradients too
+                free = (torch.stack(sources, -1).to(coef.dtype) @ coef.t()).split(self.group, dim=-1)
+            return [nchw((nhwc(y).unflatten(-1, (x.shape[1], -1)) + f.to(y.dtype)).flatten(-2)) for y, f in zip(ys, free)]
         pooled = [pool_frames(x, pool) for pool in pools]
         terms = []
         for e in range(len(mods)):

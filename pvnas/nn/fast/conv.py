@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvnas.nn.fast.layout import SharedInput, interleave, nchw, nhwc, phases
+from pvnas.nn.fast.policy import generic
 
 
 def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -102,6 +103,8 @@ def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d | Con
         return F.conv2d(src.r, weight, None, conv.stride[1:], conv.padding[1:], conv.dilation[1:], groups)
     if s == d:
         return F.conv2d(src.phase(d, 0), weight, None, 1, k // 2, 1, groups)
+    if generic(src.r):
+        return F.conv2d(src.r, weight, None, 1, d * (k // 2), d, groups)
     return DilatedDepthwise.apply(src.r, weight, d, groups)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pvnas.nn.fast.policy import generic
+
 GROUP_CHANNELS = 16  # edges are batched until a group has this many channels (one AVX-512 vector)
 
 
@@ -40,9 +42,10 @@ def frames_grad(x: torch.Tensor) -> torch.Tensor:
 
     Gradients reach a node as slices of the cell output's gradient (the concatenation) or as sums of
     differently laid out terms; BatchNorm, ReLU and conv backward kernels given a gradient in another
-    memory format than their input run 5-7x slower (torch 2.13 CPU), far more than this one copy.
+    memory format than their input run 5-7x slower (torch 2.13 CPU), far more than this one copy. CPU only
+    (:mod:`~pvnas.nn.fast.policy`).
     """
-    if x.requires_grad:
+    if x.requires_grad and not generic(x):
         x.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
     return x
 
@@ -73,6 +76,9 @@ class SharedInput:
 
     def phase(self, d: int, i: int) -> torch.Tensor:
         """Pixel phase (i, i) of ``r`` (see :class:`_DiagonalPhases`): (N', C, ceil(H/d), ceil(W/d))."""
+        if generic(self.r):  # strided views of the zero-padded frames
+            h, w = self.r.shape[-2:]
+            return F.pad(self.r, (0, -w % d, 0, -h % d))[:, :, i::d, i::d]
         if d not in self._phases:
             # split once: its backward concatenates the phases' gradients instead of zero-filling per slice
             self._phases[d] = _DiagonalPhases.apply(self.r, d).split(self.r.shape[0])

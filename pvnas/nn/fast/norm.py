@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvnas.nn.fast.layout import interleave
+from pvnas.nn.fast.policy import generic
 
 
 def _record_stats(bns: list[nn.BatchNorm3d], mean: torch.Tensor, var: torch.Tensor) -> None:
@@ -27,8 +28,8 @@ def batch_norm_frames(
     training: bool, momentum: float, eps: float, bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``F.batch_norm`` on channels-last frames. With a channel count that is not a multiple of 8 (one AVX2
-    vector) the channels-last kernels are 2-4x slower than the channels-first ones plus two layout copies."""
-    if x.shape[1] % 8 == 0:
+    vector) the channels-last kernels are 2-4x slower than the channels-first ones plus two layout copies (CPU)."""
+    if x.shape[1] % 8 == 0 or generic(x):
         return F.batch_norm(x, mean, var, weight, bias, training, momentum, eps)
     y = F.batch_norm(x.contiguous(), mean, var, weight, bias, training, momentum, eps)
     return y.contiguous(memory_format=torch.channels_last)
