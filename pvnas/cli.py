@@ -84,6 +84,10 @@ def search(
         None, "--alpha-lr-budget", help="Alpha lr x alpha updates: the lr follows from the run's length (preset default)."),
     op_dropout: Optional[float] = typer.Option(
         None, "--op-dropout", help="DropNAS operation dropout: each op left out of a forward with this probability."),
+    skip_noise: Optional[float] = typer.Option(
+        None, "--skip-noise", help="NoisyDARTS: noise on skip connections, std = this x the node's std (preset: 0)."),
+    beta_decay: Optional[float] = typer.Option(
+        None, "--beta-decay", help="beta-DARTS: weight of the alphas' mean logsumexp in the alpha loss (preset: 0)."),
     alpha_warmup: Optional[float] = typer.Option(
         None, "--alpha-warmup", help="Share of the steps that train the weights only, alphas frozen (preset default)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -99,6 +103,7 @@ def search(
     scale: Optional[str] = SCALE_OPT,
     partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="PC-DARTS: mix ops on 1/K of the channels."),
     edge_norm: bool = typer.Option(False, "--edge-norm", help="PC-DARTS edge normalisation (needs the fast impl)."),
+    compile: bool = COMPILE_OPT,
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
     import dataclasses
@@ -109,7 +114,7 @@ def search(
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
         base, epochs=epochs, seed=seed, schedule=schedule, a_warmup=alpha_warmup,
-        op_dropout=op_dropout, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
+        op_dropout=op_dropout, skip_noise=skip_noise, beta_decay=beta_decay, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
         clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )
     if alpha_lr is not None and alpha_lr_budget is not None:
@@ -117,7 +122,7 @@ def search(
     if alpha_lr is not None or alpha_lr_budget is not None:  # the one given replaces the preset's rule
         cfg = dataclasses.replace(cfg, a_lr=cfg.a_lr if alpha_lr is None else alpha_lr, a_lr_budget=alpha_lr_budget)
     options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
-    result = run_search(cfg, data, out, options, preset=preset)
+    result = run_search(cfg, data, out, options, preset=preset, compile=compile)
     if is_main_process():
         typer.echo(result.genotype.describe())
         typer.echo(f"genotype: {out / 'genotype.json'}")
@@ -128,11 +133,20 @@ def derive(
     run: Path = typer.Argument(..., help="Search run directory."),
     epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch whose alphas to use (default: last)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Genotype JSON to write (default: stdout)."),
+    select: str = typer.Option(
+        "alpha", "--select", help="alpha: the paper's rule (largest alphas); perturbation: DARTS-PT (what the supernet "
+        "needs most on validation clips; last epoch only)."),
+    videos: int = typer.Option(64, "--videos", help="--select perturbation: validation clips to score on."),
 ) -> None:
-    """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch")."""
+    """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
+    from pvnas.search.perturbation import derive_by_perturbation
     from pvnas.search.snapshots import derive_from_run
 
-    genotype = derive_from_run(run, epoch)
+    if select not in ("alpha", "perturbation"):
+        raise ConfigError(f"--select must be alpha or perturbation, got {select!r}")
+    if videos < 1:
+        raise ConfigError(f"--videos must be >= 1, got {videos}")
+    genotype = derive_from_run(run, epoch) if select == "alpha" else derive_by_perturbation(run, epoch, videos)
     if output is None:
         _print_json(genotype.to_dict())
     else:
@@ -278,14 +292,15 @@ def estimate(
     epochs: Optional[int] = typer.Option(
         None, "--epochs", help="Search epochs (preset default) or retrain epochs (default: the dataset's)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes (default: from --data, else 400)."),
-    steps: int = typer.Option(2, "--steps", help="Timed steps (after the probe steps at batch 1 and 2)."),
+    steps: int = typer.Option(3, "--steps", help="At least this many timed steps (after the warm-up; more if time allows)."),
+    compile: bool = COMPILE_OPT,
 ) -> None:
     """Before a run: params, MACs, memory, measured step time here, projected search or retrain (+ 30-view test) time.
 
     Never runs a step that would not fit in memory: where the batch does not fit, the JSON says which does.
     """
     common = dict(batch=batch, frames=frames, size=size, channels=channels, data=data, dataset_size=dataset_size,
-                  epochs=epochs, num_classes=num_classes, steps=steps)
+                  epochs=epochs, num_classes=num_classes, steps=steps, compile=compile)
     if genotype is None:
         from pvnas.search.estimate import estimate as estimate_search
 
@@ -293,7 +308,7 @@ def estimate(
             raise ConfigError("--repeats is a retrain setting: give --genotype to cost a retrain")
         _print_json(estimate_search(preset or "search", partial_channels=partial_channels, **common))
         return
-    from pvnas.engine.estimate import estimate_train
+    from pvnas.engine.estimate.retrain import estimate_train
     from pvnas.space.genotype import Genotype
 
     if partial_channels is not None:

@@ -101,6 +101,8 @@ class SearchConfig:
     a_weight_decay: float = 0.0
     a_warmup: float = 0.0  # share of the steps that train the weights only (PC-DARTS freezes alpha 15 of 50 epochs)
     op_dropout: float = 0.0  # DropNAS grouped operation dropout: each op left out of a forward with this probability
+    skip_noise: float = 0.0  # NoisyDARTS: Gaussian noise on skip connections, std = this x the node's std
+    beta_decay: float = 0.0  # beta-DARTS: weight of mean logsumexp(alpha) in the alpha loss, ramped up from 0
     partial_channels: int = 1  # PC-DARTS: ops mix 1/K of the channels (fast supernet only)
     edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
     impl: str = "fast"  # supernet cells: "fast", or "reference" (the literal DARTS MixedOp, the oracle)
@@ -130,6 +132,8 @@ class SearchConfig:
         _check(self.a_weight_decay >= 0, "a_weight_decay", None, ">= 0", self.a_weight_decay)
         _check(0 <= self.a_warmup < 1, "a_warmup", "--alpha-warmup", "in [0, 1)", self.a_warmup)
         _check(0 <= self.op_dropout < 1, "op_dropout", "--op-dropout", "in [0, 1)", self.op_dropout)
+        _check(self.skip_noise >= 0, "skip_noise", "--skip-noise", ">= 0", self.skip_noise)
+        _check(self.beta_decay >= 0, "beta_decay", "--beta-decay", ">= 0", self.beta_decay)
         _check(self.impl in IMPLS, "impl", "--impl", f"one of {', '.join(IMPLS)}", self.impl)
         k = self.partial_channels
         _check(k >= 1 and self.channels % k == 0, "partial_channels", "--partial-channels",

@@ -107,6 +107,39 @@ def test_search_step_keeps_the_twins_identical(kernels):
         assert_close(v_ref.double(), v_fast.double(), name, tol=1e-8)
 
 
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_skip_noise_is_the_same_in_both_and_only_in_training(kernels, train):
+    """NoisyDARTS: with one seed both implementations draw the same noise per node (output and every gradient
+    agree); in eval mode there is none; in training it changes the output."""
+    ref, fast = twins()
+    for net in (ref, fast):
+        net.skip_noise = 0.5
+        net.train(train)
+    x, y = clip(), torch.tensor([1, 3])
+    logits = []
+    for net in (ref, fast):
+        torch.manual_seed(7)
+        out = net(x)
+        F.cross_entropy(out, y).backward()
+        logits.append(out)
+    assert_close(logits[0], logits[1], "logits")
+    for (name, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters()):
+        assert_close(p_ref.grad, p_fast.grad, f"grad of {name}")
+    fast.skip_noise = 0.0
+    torch.manual_seed(7)
+    quiet = fast(x)
+    assert torch.equal(quiet, logits[1]) != train
+
+
+def test_beta_decay_loss_is_the_mean_logsumexp_of_every_edge():
+    _, fast = twins()
+    want = torch.stack([torch.logsumexp(a[e], 0) for a in fast.alphas.values() for e in range(a.shape[0])]).mean()
+    assert_close(fast.beta_decay_loss(), want, "beta loss")
+    fast.beta_decay_loss().backward()
+    for a in fast.alphas.values():  # its gradient is softmax(alpha) / edges: it pulls every alpha down, the leaders most
+        assert_close(a.grad, torch.softmax(a, -1) / 56, "beta gradient")
+
+
 @pytest.mark.parametrize("size", [7, 8])
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_dilated_depthwise_matches_conv2d(size, multiplier):

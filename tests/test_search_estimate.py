@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from pvnas.engine.estimate import dataset_of
+from pvnas.engine.estimate.datasets import dataset_of
 from pvnas.errors import ConfigError, DataError
-from pvnas.search.estimate import project_search
+from pvnas.engine.estimate.project import project_search
 
 
 def test_estimate_projection_arithmetic():

@@ -10,8 +10,8 @@ below 100% (noise, clutter, small objects, few training clips) and depends on th
 | ``motion`` | one of 8 slow motions of a noisy random texture (the ``demo`` generator, harder) | nothing | temporal convs |
 | ``appearance`` | one of 8 small shapes drifting at random over clutter | the class | spatial convs |
 | ``appearance_motion`` | shape (3) x direction (3) of one object | half of it | spatial and temporal convs |
-| ``order`` | the order in which 3 coloured blobs appear (6 permutations) | which colours, not their order | temporal convs over the whole clip |
-| ``fine_motion`` | the direction (4) of one small dot moving steadily among flickering look-alike dots | nothing | spatial and temporal convs at full resolution |
+| ``order`` | the order of the two directions (of 3) an object moves in, turning mid-clip (6 ordered pairs) | nothing | temporal convs over the whole clip |
+| ``fine_motion`` | the direction (4) of one small dot moving steadily among look-alike dots that jitter and flicker | nothing | spatial and temporal convs at full resolution |
 
 Clips are never flipped (several tasks name left and right). Every clip lasts exactly the presets' window (16 frames at 15 fps, ``demo``/``tiny`` clip settings), so the
 network always sees the whole clip. Renderers are pure functions of ``(label, rng)``: float ``(T, S, S, 3)``
@@ -118,19 +118,19 @@ def _paint(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
 
 
 def render_motion(label: int, rng: np.random.Generator) -> np.ndarray:
-    """The ``demo`` motions at a third of its speed, on low-contrast textures, with noise and flicker."""
+    """The ``demo`` motions at half its speed, on lower-contrast textures, with noise and flicker."""
     seed = int(rng.integers(2**31))
-    video = moving_pattern_clip(label, seed, frames=FRAMES, size=SIZE, speed_range=(0.12, 0.3)).astype(np.float32) / 255
-    contrast = rng.uniform(0.35, 0.7)
+    video = moving_pattern_clip(label, seed, frames=FRAMES, size=SIZE, speed_range=(0.2, 0.45)).astype(np.float32) / 255
+    contrast = rng.uniform(0.5, 0.9)
     video = 0.5 + (video - 0.5) * contrast
-    return _finish(video, rng, 0.08)
+    return _finish(video, rng, 0.06)
 
 
 def render_appearance(label: int, rng: np.random.Generator) -> np.ndarray:
     """A small shape of class ``label`` drifting at random over a textured background with distractor blobs."""
     background = 0.3 + 0.4 * _texture(rng, SIZE, 6)
     colour = _colour(rng, background.mean((0, 1)))
-    r = rng.uniform(3.5, 6.0)
+    r = rng.uniform(4.5, 7.0)
     pos = rng.uniform(r + 4, SIZE - r - 4, 2)
     vel = rng.normal(0, 0.35, 2)
     blobs = [(rng.uniform(3, SIZE - 3, 2), rng.uniform(1.5, 3.0), _colour(rng)) for _ in range(3)]
@@ -143,7 +143,7 @@ def render_appearance(label: int, rng: np.random.Generator) -> np.ndarray:
         p = np.clip(pos + vel * t, r + 1, SIZE - r - 1)
         _paint(frame, shape_mask(SHAPES[label], p[0], p[1], r), colour)
         video[t] = frame
-    return _finish(video, rng, 0.12)
+    return _finish(video, rng, 0.1)
 
 
 APPEARANCE_MOTION_SHAPES = ("disk", "square", "cross")
@@ -175,56 +175,56 @@ def render_appearance_motion(label: int, rng: np.random.Generator) -> np.ndarray
     return _finish(video, rng, 0.12)
 
 
-ORDER_COLOURS = {"red": (0.9, 0.2, 0.2), "green": (0.2, 0.8, 0.25), "blue": (0.25, 0.3, 0.95)}
-ORDERS = tuple(
-    (a, b, c) for a in ORDER_COLOURS for b in ORDER_COLOURS for c in ORDER_COLOURS if len({a, b, c}) == 3
-)
+ORDER_MOVES = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0)}
+ORDERS = tuple((a, b) for a in ORDER_MOVES for b in ORDER_MOVES if a != b)
 
 
 def render_order(label: int, rng: np.random.Generator) -> np.ndarray:
-    """Three coloured blobs shown one after another, each for about a third of the clip, at random places;
-    class = the order of the colours. Every clip shows all three colours, so only order tells the class."""
-    order = ORDERS[label]
-    background = 0.35 + 0.3 * _texture(rng, SIZE, 5)
-    cuts = [0, 5 + int(rng.integers(-1, 2)), 11 + int(rng.integers(-1, 2)), FRAMES]
+    """A small square moves one way, turns at a random time in the middle third of the clip and moves another
+    way, over a textured background with distractor blobs; class = (first, second) direction. "left then
+    right" and "right then left" hold the same motions: only their order tells them apart."""
+    first, second = (np.array(ORDER_MOVES[m]) for m in ORDERS[label])
+    background = 0.3 + 0.4 * _texture(rng, SIZE, 6)
+    colour = _colour(rng, background.mean((0, 1)))
+    r, speed = rng.uniform(2.5, 4.0), rng.uniform(1.0, 1.5)
+    turn = int(rng.integers(FRAMES // 3, 2 * FRAMES // 3 + 1))
+    path = np.array([first * min(t, turn) + second * max(t - turn, 0) for t in range(FRAMES)]) * speed
+    lo, hi = path.min(0), path.max(0)  # place the path inside the frame, at random where it fits
+    start = np.array([rng.uniform(r + 2 - a, SIZE - r - 2 - b) for a, b in zip(lo, hi)])
+    blobs = [(rng.uniform(3, SIZE - 3, 2), rng.uniform(1.5, 3.0), _colour(rng)) for _ in range(3)]
     yy, xx = _grid()
     video = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
-    for phase, name in enumerate(order):
-        colour = np.array(ORDER_COLOURS[name], np.float32) + rng.normal(0, 0.08, 3).astype(np.float32)
-        r = rng.uniform(4, 8)
-        centre = rng.uniform(r, SIZE - r, 2)
-        distractor = (rng.uniform(3, SIZE - 3, 2), rng.uniform(2, 5), rng.uniform(0.3, 0.7, 3).astype(np.float32))
-        for t in range(cuts[phase], cuts[phase + 1]):
-            frame = background.copy()
-            d_centre, d_r, d_colour = distractor
-            _paint(frame, (yy - d_centre[0]) ** 2 + (xx - d_centre[1]) ** 2 <= d_r**2, d_colour)
-            _paint(frame, (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= r**2, colour)
-            video[t] = frame
-    return _finish(video, rng, 0.15)
+    for t in range(FRAMES):
+        frame = background.copy()
+        for centre, radius, c in blobs:
+            _paint(frame, (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2, c)
+        p = start + path[t] + rng.normal(0, 0.3, 2)
+        _paint(frame, shape_mask("square", p[0], p[1], r), colour)
+        video[t] = frame
+    return _finish(video, rng, 0.12)
 
 
 FINE_DIRECTIONS = ("left", "right", "up", "down")
 
 
 def render_fine_motion(label: int, rng: np.random.Generator) -> np.ndarray:
-    """One 2x2 dot moving steadily (0.6-1 px per frame) in one of 4 directions among 10 look-alike dots that
-    jump around and flicker, over a fine random texture; class = the steady dot's direction."""
+    """One 3x3 dot moving steadily (1-1.5 px per frame) in one of 4 directions among 5 look-alike dots that
+    jitter in place and flicker, over a fine random texture; class = the steady dot's direction."""
     direction = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}[FINE_DIRECTIONS[label]]
     background = 0.25 + 0.3 * _texture(rng, SIZE, 12)
     level = np.float32(rng.uniform(0.85, 1.0))
-    speed = rng.uniform(0.6, 1.0)
+    speed = rng.uniform(1.0, 1.5)
     travel = speed * (FRAMES - 1)
-    start = np.array([rng.uniform(6 - min(d * travel, 0), SIZE - 6 - max(d * travel, 0)) for d in direction])
-    distractors = rng.uniform(3, SIZE - 3, (10, 2))
+    start = np.array([rng.uniform(4 - min(d * travel, 0), SIZE - 7 - max(d * travel, 0)) for d in direction])
+    anchors = rng.uniform(3, SIZE - 5, (5, 2))
     video = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
     for t in range(FRAMES):
         frame = background.copy()
-        distractors = np.clip(distractors + rng.normal(0, 1.2, distractors.shape), 2, SIZE - 3)
-        visible = rng.random(len(distractors)) < 0.8
-        for y, x in distractors[visible].astype(int):
-            frame[y : y + 2, x : x + 2] = level
+        spots = np.clip(anchors + rng.normal(0, 0.7, anchors.shape), 2, SIZE - 4)
+        for y, x in spots[rng.random(len(spots)) < 0.75].astype(int):
+            frame[y : y + 3, x : x + 3] = level
         y, x = (start + np.array(direction) * speed * t).astype(int)
-        frame[y : y + 2, x : x + 2] = level
+        frame[y : y + 3, x : x + 3] = level
         video[t] = frame
     return _finish(video, rng, 0.1)
 
@@ -241,12 +241,12 @@ TASKS: dict[str, Task] = {
         "recognise the shape of one object and the direction it moves in", ("S-NC", "S-RC", "T-NC", "T-RC"),
         render_appearance_motion, 36, 22),
     "order": Task(
-        "order", tuple("_".join(o) for o in ORDERS),
-        "tell in which order three coloured blobs appear over the whole clip (all three appear in every clip)",
+        "order", tuple("_then_".join(o) for o in ORDERS),
+        "tell in which order an object moved two ways (left then right is not right then left)",
         ("T-NC", "T-RC"), render_order, 50, 30),
     "fine_motion": Task(
         "fine_motion", tuple(f"dot_{d}" for d in FINE_DIRECTIONS),
-        "find the one small dot that moves steadily among look-alike dots that jump and flicker, and its direction",
+        "find the one small dot that moves steadily among look-alike dots that jitter and flicker, and its direction",
         ("S-NC", "T-NC", "T-RC"), render_fine_motion, 80, 50),
 }
 

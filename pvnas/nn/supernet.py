@@ -15,7 +15,7 @@ from torch import nn
 from pvnas.config import IMPLS, SearchConfig
 from pvnas.nn.fast import FastCell
 from pvnas.nn.layers import preprocess, stem
-from pvnas.nn.mixed import MixedOp
+from pvnas.nn.mixed import MixedOp, skip_noise
 from pvnas.space.genotype import EDGES_PER_CELL, NODES, Genotype, edge_inputs
 from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, is_reduction, ops_for
 
@@ -25,7 +25,7 @@ class ReferenceCell(nn.Module):
 
     def __init__(self, kind: str, c_pp: int, c_p: int, c: int, reduction_prev: bool) -> None:
         super().__init__()
-        self.kind = kind
+        self.kind, self.reduction = kind, is_reduction(kind)
         self.pre0, self.pre1 = preprocess(c_pp, c_p, c, reduction_prev, affine=False)
         ops = ops_for(kind)
         self.edges = nn.ModuleList(
@@ -33,14 +33,19 @@ class ReferenceCell(nn.Module):
         )
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None,
+        noise: float = 0.0,
     ) -> torch.Tensor:
+        """``noise``: NoisyDARTS' skip noise scale (:func:`~pvnas.nn.mixed.skip_noise`), drawn per node."""
         if edge_weights is not None:  # without partial channels an edge factor is a factor of its op weights
             weights = weights * edge_weights[:, None]
         states = [self.pre0(s0), self.pre1(s1)]
+        noises: list[torch.Tensor | None] = []  # per node, drawn when it is first read (the fast cell's order)
         e = 0
         for node in range(2, 2 + NODES):
-            states.append(sum(self.edges[e + j](h, weights[e + j]) for j, h in enumerate(states)))
+            noises += [skip_noise(h, noise) if noise > 0 and not (self.reduction and j < 2) else None
+                       for j, h in enumerate(states) if j >= len(noises)]
+            states.append(sum(self.edges[e + j](h, weights[e + j], noises[j]) for j, h in enumerate(states)))
             e += node
         return torch.cat(states[2:], dim=1)
 
@@ -69,11 +74,12 @@ class Supernet(nn.Module):
     """Stem -> one cell of each kind -> global average pool -> linear, with per-kind alphas.
 
     ``edge_norm`` adds PC-DARTS edge normalisation: per-kind betas, softmax over each node's inputs.
-    ``op_dropout`` applies :func:`op_dropout_mask` to every training forward.
+    ``op_dropout`` applies :func:`op_dropout_mask` to every training forward; ``skip_noise`` adds NoisyDARTS'
+    noise to the skip connections of every training forward (:func:`~pvnas.nn.mixed.skip_noise`).
     """
 
     def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell, edge_norm: bool = False,
-                 op_dropout: float = 0.0) -> None:
+                 op_dropout: float = 0.0, skip_noise: float = 0.0) -> None:
         super().__init__()
         self.channels, self.num_classes = channels, num_classes
         self.stem = stem(channels)
@@ -94,16 +100,26 @@ class Supernet(nn.Module):
         self.betas = nn.ParameterDict(
             {kind: nn.Parameter(1e-3 * torch.randn(EDGES_PER_CELL)) for kind in CELL_KINDS} if edge_norm else {}
         )
-        self.op_dropout = op_dropout
+        self.op_dropout, self.skip_noise = op_dropout, skip_noise
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, op_mask: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of clips ``x``; ``op_mask`` (per cell kind, (14, n_ops) factors of the op weights) removes ops
+        or edges from the mixture (perturbation-based selection, :mod:`pvnas.search.perturbation`)."""
         s0 = s1 = self.stem(x)
         for kind, cell in self.cells.items():
             weights = torch.softmax(self.alphas[kind], dim=-1)
             if self.training and self.op_dropout > 0:
                 weights = weights * op_dropout_mask(ops_for(kind), EDGES_PER_CELL, self.op_dropout).to(weights)
-            s0, s1 = s1, cell(s0, s1, weights, self.edge_weights(kind))
+            if op_mask is not None:
+                weights = weights * op_mask[kind].to(weights)
+            noise = self.skip_noise if self.training else 0.0
+            s0, s1 = s1, cell(s0, s1, weights, self.edge_weights(kind), noise)
         return self.classifier(self.pool(s1).flatten(1))
+
+    def beta_decay_loss(self) -> torch.Tensor:
+        """beta-DARTS' regulariser: the mean over every edge of logsumexp(alpha), whose gradient (softmax(alpha))
+        keeps the alphas' values and spread from growing, so that no op runs away early."""
+        return torch.cat([torch.logsumexp(a, dim=-1) for a in self.alphas.values()]).mean()
 
     def edge_weights(self, kind: str) -> torch.Tensor | None:
         """PC-DARTS edge factors of a cell kind: softmax of beta over each node's incoming edges."""
@@ -142,4 +158,5 @@ def supernet_from_config(cfg: SearchConfig, num_classes: int) -> Supernet:
     """The supernet of a search config (its cells: ``cfg.impl``; the config has checked K and the impl)."""
     k = cfg.partial_channels
     cell = CELL_IMPLS[cfg.impl] if k == 1 else partial(CELL_IMPLS[cfg.impl], partial_channels=k)
-    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm, op_dropout=cfg.op_dropout)
+    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm, op_dropout=cfg.op_dropout,
+                    skip_noise=cfg.skip_noise)

@@ -28,7 +28,7 @@ from pvnas.engine.run import Run
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
 from pvnas.schedules import search_lr
-from pvnas.search.schedule import ConvergenceMonitor, alpha_active, alpha_lr
+from pvnas.search.schedule import ConvergenceMonitor, alpha_active, alpha_lr, beta_decay_weight
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,14 @@ def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
 
 
 def search_step(
-    state: SearchState, clips: torch.Tensor, labels: torch.Tensor, env: DistEnv = DistEnv(), update_alpha: bool = True
+    state: SearchState, clips: torch.Tensor, labels: torch.Tensor, env: DistEnv = DistEnv(), update_alpha: bool = True,
+    beta_decay: float = 0.0,
 ) -> tuple[float, float, bool]:
     """One iteration of Alg. 1 on one batch: (weight-step loss, accuracy, whether both losses were finite).
 
-    ``update_alpha=False`` is the weights-only warm-up: step 1 is skipped. A non-finite loss (on any rank)
-    skips that update, so one bad batch cannot poison alpha or w.
+    ``update_alpha=False`` is the weights-only warm-up: step 1 is skipped. ``beta_decay`` weighs beta-DARTS'
+    regulariser in the alpha loss. A non-finite loss (on any rank) skips that update, so one bad batch cannot
+    poison alpha or w.
     """
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
@@ -92,6 +94,8 @@ def search_step(
         # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
         with frozen(weights):
             loss_a = F.cross_entropy(state.logits(clips), labels)
+            if beta_decay > 0:
+                loss_a = loss_a + beta_decay * state.model.beta_decay_loss()
         finite = not any_rank(not torch.isfinite(loss_a).item(), env)
         if finite:
             loss_a.backward(inputs=arch)
@@ -146,7 +150,8 @@ class SearchEpochs:
             group["lr"] = self.lr
         active = alpha_active(self.cfg, t / self.total_steps)
         result = search_step(self.state, to_device(batch.clips, env.device),
-                             batch.labels.to(env.device, non_blocking=True), env, update_alpha=active)
+                             batch.labels.to(env.device, non_blocking=True), env, update_alpha=active,
+                             beta_decay=beta_decay_weight(self.cfg, t / self.total_steps))
         if active and self.cfg.schedule == "converge" and self.monitor.observe(t + 1, model.alpha_dict()):
             log.info("converge: the alphas converged at step %d of %d: weight lr x%g (decay %d)",
                      t + 1, self.total_steps, self.cfg.step_gamma, self.monitor.decays)

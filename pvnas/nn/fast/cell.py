@@ -17,7 +17,7 @@ from pvnas.nn.fast.parameter_free import ParameterFree
 from pvnas.nn.fast.policy import generic
 from pvnas.nn.fast.pool import pool_frames
 from pvnas.nn.layers import preprocess
-from pvnas.nn.mixed import MixedOp
+from pvnas.nn.mixed import MixedOp, skip_noise
 from pvnas.space.genotype import NODES, edge_inputs
 from pvnas.space.ops import CONV_OPS, FactorizedReduce, is_reduction, ops_for
 
@@ -41,9 +41,11 @@ class FastCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(c // partial_channels, self.strides[j], self.names) for _, j in edge_inputs())
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None,
+        noise: float = 0.0,
     ) -> torch.Tensor:
-        """``weights``: softmax(alpha), (14, n_ops); ``edge_weights``: per-edge factors (PC-DARTS edge norm)."""
+        """``weights``: softmax(alpha), (14, n_ops); ``edge_weights``: per-edge factors (PC-DARTS edge norm);
+        ``noise``: NoisyDARTS' skip noise scale, one draw per node (as the reference cell)."""
         n = s0.shape[0]
         if edge_weights is not None:  # the mixed part of an edge scales with its op weights, the bypass does not
             weights = weights * edge_weights[:, None]
@@ -55,7 +57,7 @@ class FastCell(nn.Module):
                 states.append(frames_grad(self._node(mixed[j - 2], bypass[j - 2])))
             if not self.fan_out[j]:
                 continue
-            outputs, passed = self._fan_out(j, states[j], weights, n)
+            outputs, passed = self._fan_out(j, states[j], weights, n, noise)
             for (e, i), out in zip(self.fan_out[j], outputs):
                 mixed[i - 2] = out if mixed[i - 2] is None else mixed[i - 2].add_(out)
                 if passed is not None:
@@ -73,7 +75,8 @@ class FastCell(nn.Module):
         """A node from its summed edges; with partial channels, join the bypass channels as PC-DARTS."""
         return nchw(mixed if bypass is None else pc_join(mixed, bypass, self.k))
 
-    def _fan_out(self, j: int, h: torch.Tensor, weights: torch.Tensor, n: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def _fan_out(self, j: int, h: torch.Tensor, weights: torch.Tensor, n: int,
+                 noise: float = 0.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The edges leaving node j: each one's weighted sum over its ops as a fresh (N', H', W', c) tensor,
         and the channels that bypass the ops (partial channels, NHWC; None without)."""
         edges, stride = [e for e, _ in self.fan_out[j]], self.strides[j]
@@ -104,6 +107,11 @@ class FastCell(nn.Module):
                 y.add_(t)
             ys.append(y)
         ys = self._add_parameter_free(ys, x, stride, mods, w)
+        if noise > 0 and stride == 1:  # NoisyDARTS: the identity term of every edge gets the node's noise
+            ident = w[:, self.names.index("identity")]
+            n_x = nhwc(skip_noise(x, noise, frames=True)).unsqueeze(-1)
+            ys = [nchw((nhwc(y).unflatten(-1, (c, -1)) + n_x * ident[i: i + self.group]).flatten(-2))
+                  for i, y in zip(range(0, len(edges), self.group), ys)]
         # (squeeze/unbind: their backward does not zero-fill a full-size gradient as slicing does)
         outputs = []
         for y in ys:
