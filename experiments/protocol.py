@@ -85,7 +85,7 @@ def check_seeds(seeds: Sequence[int]) -> None:
 
 
 def run_main(run: Callable[[argparse.Namespace, str], Any], args: argparse.Namespace, script: str,
-             argv: Sequence[str] | None) -> int:
+             argv: Sequence[str] | None, results: str = "results.md") -> int:
     """Run a study with its torch thread count pinned (it changes float sums); user errors exit 2 as the CLI's."""
     import shlex
 
@@ -99,5 +99,5 @@ def run_main(run: Callable[[argparse.Namespace, str], Any], args: argparse.Names
         return 2
     finally:
         torch.set_num_threads(threads)
-    print((args.out / "results.md").read_text())
+    print((args.out / results).read_text())
     return 0

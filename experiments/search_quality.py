@@ -1,34 +1,46 @@
 #!/usr/bin/env python
-"""Does the search decide? The searched genotype against random ones at the same retrain budget, per seed.
+"""Does the search win on data it was not tuned on? Searched vs random genotypes on the task suite.
 
-For each seed and weight schedule: one search with the preset's settings (only the schedule changed), its
-final genotype retrained from scratch and tested multi-view; and, once per seed, R random genotypes with at
-least 4 convolutions per cell (the paper's Table 3 baseline) retrained and tested with the same budget and
-seed. A seed is a win when the searched genotype's top-1 beats the mean top-1 of that seed's randoms. The
-report also gives, per seed, the parameter-free edges of each derived cell (collapse, paper Fig. 4), the
-alpha entropy drop per cell kind (how far the alphas moved from undecided) and the wall times.
+Per task (``--tasks``, the generated suite of :mod:`pvnas.data.tasks`, or ``--data SPEC`` for any dataset) and
+search seed: one search with the given settings, the genotype it derives (``--select``) and, for the stop-at-
+epoch ablation (paper Table 3), the one derived at ``--stop-at`` of its epochs; ``--randoms`` random genotypes
+with >= 4 convolutions per cell (the same ones for every seed and task: a fixed sample of the space). Every
+genotype is retrained from scratch ``--retrain-seeds`` times to the end of a cosine schedule (the plateau
+protocol: ``--epochs``), its validation accuracy recorded after every epoch (the learning curve's mean is its
+area) and its final model tested multi-view.
 
-Writes ``OUT/results.md``, ``OUT/results.json`` (every number, the budget, the command) and
-``OUT/search_quality.png``; ``OUT/seed_N/search_<schedule>`` and ``OUT/seed_N/train/<name>`` are ordinary
-pvnas run directories.
+The retrain noise is measured, not assumed: the spread of one genotype's accuracy over retrain seeds, pooled
+over all genotypes of a task. A seed wins when the searched genotype's mean top-1 beats the mean of the
+randoms, and wins clearly when it does so by more than the noise of that difference
+(``noise * sqrt(1/R + 1/(R * randoms))`` for R retrain seeds).
 
-    python experiments/search_quality.py                         # demo, seeds 0-4, 5 randoms, preset schedule
-    python experiments/search_quality.py --schedules converge step constant cosine --seeds 0 1 2
-    python experiments/search_quality.py --data folder:/data/clips --seeds 0 1 2
-    python experiments/search_quality.py --quick --out /tmp/q    # the whole protocol on tiny data, ~1 min
+Every unit of work (one search, one retrain) is cached in ``OUT/runs`` and reused, so an interrupted study
+resumes where it stopped and a study with other search settings (``--set``, ``--variant``) reuses the random
+genotypes' retrains. ``--jobs`` runs units in parallel processes (one torch thread each by default: the
+suite's networks gain nothing from a second thread). Writes ``OUT/results.json``, ``OUT/results.md`` and
+``OUT/search_quality.png``.
+
+    python experiments/search_quality.py --out runs/sq                           # the suite, seeds 0-2
+    python experiments/search_quality.py --out runs/sq --variant noisy --set skip_noise=0.3 --tasks motion
+    python experiments/search_quality.py --data folder:/data/clips --out runs/mine --seeds 0 1 2
+    python experiments/search_quality.py --quick --out /tmp/q                    # the protocol on tiny data
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import dataclasses
+import hashlib
 import json
 import logging
+import math
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,176 +50,261 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from pvnas.config import (  # noqa: E402
-    NETWORK_PRESETS,
-    SEARCH_PRESETS,
-    NetworkConfig,
-    SearchConfig,
-    get_preset,
-    override,
-    to_dict,
-)
+from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
+from pvnas.data.tasks import TASKS  # noqa: E402
 from pvnas.engine.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
-from pvnas.schedules import SEARCH_SCHEDULES  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 from pvnas.space.ops import CELL_KINDS  # noqa: E402
-from protocol import check_seeds, derive, fmt_pm, fresh_dir, mean_std, retrain, run_main, search  # noqa: E402
+from protocol import check_seeds, derive, fmt_pm, mean_std, retrain, run_main, search  # noqa: E402
 
 log = logging.getLogger("search_quality")
+RANDOM_SEED_BASE = 1000  # random genotype i is Genotype.random(RANDOM_SEED_BASE + i, min_conv=4)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Budget:
-    """Everything that sets the cost of the study; ``results.json`` records it."""
+    """Everything that sets the cost and the outcome of the study; ``results.json`` records it."""
 
     search: SearchConfig
     network: NetworkConfig
     views: str
     randoms: int
-    search_preset: str
-    train_preset: str
+    retrain_seeds: tuple[int, ...]
+    stop_at: float  # stop-at-epoch ablation: derive at this share of the search epochs (0: none)
+    select: str  # alpha (the paper's rule) or perturbation (DARTS-PT)
+    variant: str  # the name of these search settings in OUT/runs
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``--set key=value``: search config fields (their names in :class:`~pvnas.config.SearchConfig`)."""
+    fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields or key in ("clip", "seed"):
+            raise ConfigError(f"--set {item}: {key!r} is not a search setting; one of {', '.join(sorted(fields))}")
+        current = getattr(SEARCH_PRESETS["demo"], key)
+        try:
+            out[key] = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else (
+                None if value == "none" else type(current if current is not None else 0.0)(value))
+        except ValueError:
+            raise ConfigError(f"--set {item}: {value!r} is not a value of {key}") from None
+    return out
 
 
 def resolve_budget(args: argparse.Namespace) -> Budget:
-    """The presets (``tiny`` with --quick, else ``demo``) with the command-line overrides applied and checked."""
-    search_preset = args.search_preset or ("tiny" if args.quick else "demo")
-    train_preset = args.train_preset or ("tiny" if args.quick else "demo")
-    search_cfg = override(get_preset(SEARCH_PRESETS, search_preset), epochs=args.search_epochs,
-                          channels=args.search_channels)
-    network = get_preset(NETWORK_PRESETS, train_preset)
+    search_cfg = override(get_preset(SEARCH_PRESETS, args.search_preset), epochs=args.search_epochs)
+    network = get_preset(NETWORK_PRESETS, args.train_preset)
     if args.quick:
         search_cfg = override(search_cfg, channels=4, epochs=args.search_epochs or 2, workers=0)
-        network = override(network, channels=4, epochs=1, warmup_epochs=0, val_videos=0, workers=0)
-    if args.epochs is not None:  # keep the warm-up inside the (possibly shorter) schedule
-        network = override(network, epochs=args.epochs, warmup_epochs=min(network.warmup_epochs or 0, args.epochs - 1))
-    network = override(network, val_videos=0)  # the multi-view test at the end is the measurement
-    randoms = 1 if args.quick and args.randoms is None else (args.randoms if args.randoms is not None else 5)
-    if randoms < 1:
-        raise ConfigError(f"--randoms must be >= 1, got {randoms}")
+        network = override(network, channels=4, workers=0)
+    epochs = args.epochs or (2 if args.quick else 30)
+    network = override(network, epochs=epochs, warmup_epochs=min(network.warmup_epochs or 0, epochs - 1),
+                       val_videos=10**6, workers=args.workers if args.workers is not None else network.workers)
+    search_cfg = dataclasses.replace(search_cfg, **parse_sets(args.set), workers=network.workers)
+    if args.randoms < 1 or not args.retrain_seeds or not 0 <= args.stop_at < 1:
+        raise ConfigError("--randoms must be >= 1, --retrain-seeds non-empty, --stop-at in [0, 1)")
     views = args.views or f"{network.clip.test_clips}x{network.clip.test_crops}"
-    return Budget(search_cfg, network, views, randoms, search_preset, train_preset)
+    return Budget(search_cfg, network, views, args.randoms, tuple(args.retrain_seeds), args.stop_at, args.select,
+                  args.variant)
 
 
-def final_record(run: Path) -> dict[str, Any]:
-    """The search's last metrics record: entropy drop and parameter-free share per cell kind, lr, decays."""
-    return MetricsLog(run / "metrics.jsonl").read()[-1]
+def key_of(obj: Any) -> str:
+    """A short stable hash of a JSON-able object: genotypes and settings name their cache folders."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def summarise(per_seed: list[dict[str, Any]], schedules: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per schedule: wins, top-1 of searched and random (mean ± std over seeds), collapse, entropy drop."""
+# ---------------------------------------------------------------- units of work (run in worker processes)
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def search_unit(data: str, seed: int, budget: Budget, run: Path) -> dict[str, Any]:
+    """One search (cached in ``run/result.json``, whatever the selection: both derive from the same run): the
+    genotype of ``budget.select`` and the stop-at genotype, statistics, wall seconds."""
+    done = run / "result.json"
+    result = json.loads(done.read_text()) if done.exists() else None
+    if result is None:
+        if run.exists():  # an interrupted search: start it again (resuming would time it wrongly)
+            import shutil
+
+            shutil.rmtree(run)
+        seconds = search(override(budget.search, seed=seed), data, run, "study")
+        final = MetricsLog(run / "metrics.jsonl").read()[-1]
+        result = {"seconds": seconds, "alpha": derive(run).to_dict(), "entropy_drop": final["entropy_drop"],
+                  "supernet_acc": final["acc"], "decays": final.get("decays")}
+    if budget.select not in result:  # perturbation: scored on the trained supernet, once
+        from pvnas.search.perturbation import derive_by_perturbation
+
+        result[budget.select] = derive_by_perturbation(run).to_dict()
+    stop_epoch = max(1, round(budget.stop_at * budget.search.epochs)) if budget.stop_at else None
+    if stop_epoch and f"stop_{stop_epoch}" not in result:
+        result[f"stop_{stop_epoch}"] = derive(run, stop_epoch).to_dict()
+    done.write_text(json.dumps(result, indent=2))
+    genotype = result[budget.select]
+    return {**result, "genotype": genotype, "param_free": Genotype.from_dict(genotype).parameter_free_edges(),
+            "stop_at": stop_epoch and {"epoch": stop_epoch, "genotype": result[f"stop_{stop_epoch}"]}}
+
+
+def retrain_unit(data: str, genotype: dict[str, Any], seed: int, budget: Budget, run: Path) -> dict[str, Any]:
+    """One retrain and its multi-view test (cached in ``run/result.json``), with its validation curve."""
+    done = run / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    result = retrain(Genotype.from_dict(genotype), override(budget.network, seed=seed), data, run, budget.views, "study")
+    curve = [r["val_top1"] for r in MetricsLog(run / "metrics.jsonl").read()]
+    result.update(curve=curve, auc=statistics.fmean(curve), seed=seed)
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+# ---------------------------------------------------------------- the study
+def run_units(jobs: int, threads: int, units: list[tuple]) -> list[Any]:
+    """Run ``(function, *args)`` units, ``jobs`` at a time in fresh processes (in this one if ``jobs`` is 1)."""
+    if jobs <= 1:
+        return [fn(*a) for fn, *a in units]
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        return list(pool.map(_call, units))
+
+
+def _call(unit: tuple) -> Any:
+    fn, *args = unit
+    return fn(*args)
+
+
+def retrain_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
+    top1, auc = [r["top1"] for r in results], [r["auc"] for r in results]
+    return {"top1": statistics.fmean(top1), "auc": statistics.fmean(auc), "top1_each": top1, "auc_each": auc,
+            "learned": all(r["learned"] for r in results)}
+
+
+def pooled_noise(groups: list[list[float]]) -> float | None:
+    """The std of one retrain's accuracy over retrain seeds, pooled over genotypes (None with one seed)."""
+    pairs = [(g, statistics.fmean(g)) for g in groups if len(g) > 1]
+    if not pairs:
+        return None
+    ss = sum(sum((x - m) ** 2 for x in g) for g, m in pairs)
+    return math.sqrt(ss / sum(len(g) - 1 for g, _ in pairs))
+
+
+def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
+    """Searches and retrains of one task; returns its per-seed rows and summary."""
+    slug = task_data.replace(":", "_").replace("/", "_")
+    settings = key_of(to_dict(budget.search))
+    search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
+    randoms = [Genotype.random(RANDOM_SEED_BASE + i, min_conv=4).to_dict() for i in range(budget.randoms)]
+    train_key = key_of({"network": to_dict(budget.network), "views": budget.views})
+
+    def retrain_dir(genotype: dict[str, Any], seed: int) -> Path:
+        return out / "runs" / slug / f"train_{train_key}" / f"{key_of(genotype['cells'])}_r{seed}"
+
+    searches = run_units(jobs, threads, [(search_unit, task_data, s, budget, search_dirs[s]) for s in seeds] +
+                         [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for g in randoms
+                          for r in budget.retrain_seeds])[: len(seeds)]
+    genotypes = [(s, "searched", res["genotype"]) for s, res in zip(seeds, searches)]
+    genotypes += [(s, "stop_at", res["stop_at"]["genotype"]) for s, res in zip(seeds, searches) if res["stop_at"]]
+    units = [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for _, _, g in genotypes for r in budget.retrain_seeds]
+    units += [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for g in randoms for r in budget.retrain_seeds]
+    trained = run_units(jobs, threads, units)
+    per_genotype: dict[str, list[dict[str, Any]]] = {}
+    for (fn, _, g, r, *_), res in zip(units, trained):
+        per_genotype.setdefault(key_of(g["cells"]), []).append(res)
+    noise = pooled_noise([[r["top1"] for r in rs] for rs in per_genotype.values()])
+    random_stats = [retrain_stats(per_genotype[key_of(g["cells"])]) for g in randoms]
+    random_mean = statistics.fmean(r["top1"] for r in random_stats)
+    r = len(budget.retrain_seeds)
+    margin_noise = None if noise is None else noise * math.sqrt(1 / r + 1 / (r * budget.randoms))
     rows = []
-    for schedule in schedules:
-        mine = [s for s in per_seed if s["schedule"] == schedule]
-        searched, random = [s["searched"]["top1"] for s in mine], [s["random_mean_top1"] for s in mine]
-        drops = {k: [s["entropy_drop"][k] for s in mine] for k in CELL_KINDS}
-        rows.append({
-            "schedule": schedule, "seeds": len(mine), "wins": sum(s["win"] for s in mine),
-            "searched_top1": mean_std(searched), "random_top1": mean_std(random),
-            "max_param_free": {k: max(s["param_free"][k] for s in mine) for k in CELL_KINDS},
-            "entropy_drop": {k: mean_std(v) for k, v in drops.items()},
-            "min_entropy_drop": {k: min(v) for k, v in drops.items()},
-            "search_minutes": mean_std([s["search_seconds"] / 60 for s in mine]),
-            "not_learned": sum(not s["searched"]["learned"] for s in mine),
-        })
-    return rows
-
-
-def per_kind(values: dict[str, Any], spec: str = "") -> str:
-    """``"4/6/0/6"``: one value per cell kind, in S-NC/S-RC/T-NC/T-RC order."""
-    return "/".join(format(values[k], spec) for k in CELL_KINDS)
+    for seed, res in zip(seeds, searches):
+        searched = retrain_stats(per_genotype[key_of(res["genotype"]["cells"])])
+        stop = res["stop_at"] and retrain_stats(per_genotype[key_of(res["stop_at"]["genotype"]["cells"])])
+        margin = searched["top1"] - random_mean
+        rows.append({"seed": seed, "searched": searched, "genotype": res["genotype"], "margin": margin,
+                     "win": margin > 0, "clear_win": margin_noise is not None and margin > margin_noise,
+                     "stop_at": stop and {"epoch": res["stop_at"]["epoch"], **stop}, "param_free": res["param_free"],
+                     "entropy_drop": res["entropy_drop"], "search_seconds": res["seconds"],
+                     "supernet_acc": res["supernet_acc"]})
+    return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
+            "rows": rows, "randoms": random_stats, "random_mean_top1": random_mean, "retrain_noise": noise,
+            "margin_noise": margin_noise, "wins": sum(x["win"] for x in rows), "clear_wins": sum(x["clear_win"] for x in rows),
+            "seeds": len(rows)}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """``results.md``: the summary per schedule, then per seed, then the derived cells."""
     b = result["budget"]
     s, n = b["search"], b["network"]
-    clip = s["clip"]
-    alpha_lr = (f"alpha lr {s['a_lr_budget']} / alpha updates (Adam)" if s.get("a_lr_budget")
-                else f"alpha lr {s['a_lr']} (Adam)")
     lines = [
-        "# Search quality: searched vs random genotypes at the same retrain budget",
-        "",
+        "# Search quality on the task suite: searched vs random genotypes at the same retrain budget", "",
         f"Command: `{result['command']}`  ",
-        f"Data `{result['data']}`; seeds {', '.join(map(str, result['seeds']))}; wall time "
-        f"{result['wall_seconds'] / 60:.1f} min on {result['machine']['cpus']} CPU cores, {result['threads']} torch "
-        f"thread(s), load average at start {result['machine']['load_start']}.",
-        "",
-        f"- Search (preset `{b['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch {s['batch_size']}, "
-        f"{clip['frames']}x{clip['crop']}x{clip['crop']} clips, {alpha_lr}, weights-only warm-up "
-        f"{100 * s['a_warmup']:.0f}% of the steps, operation dropout {s['op_dropout']}, weight lr {s['w_lr']}.",
-        f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} "
-        f"warm-up), batch {n['batch_size']}, lr {n['lr']}, dropout {n['dropout']}, drop-path {n['drop_path']}; "
-        f"test {b['views']} views. Random genotypes: {b['randoms']} per seed, >= 4 convolutions per cell.",
-        "",
-        "## Summary",
-        "",
-        "| schedule | wins | searched top-1 (%) | random top-1 (%) | max param-free edges S-NC/S-RC/T-NC/T-RC "
-        "| entropy drop S-NC/S-RC/T-NC/T-RC (nats, mean) | search (min) |",
-        "|---|---|---|---|---|---|---|",
+        f"Wall time {result['wall_seconds'] / 60:.1f} min on {result['machine']['cpus']} CPU cores ({result['jobs']} "
+        f"jobs x {result['threads']} torch thread(s)), load average at start {result['machine']['load_start']}.", "",
+        f"- Search `{b['variant']}` (preset `{b['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, alpha lr budget {s['a_lr_budget']}, warm-up {s['a_warmup']}, op dropout {s['op_dropout']}, "
+        f"skip noise {s['skip_noise']}, beta decay {s['beta_decay']}, schedule {s['schedule']}; selection {b['select']}.",
+        f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} warm-up, "
+        f"cosine to 0), batch {n['batch_size']}, lr {n['lr']}; seeds {b['retrain_seeds']}; test {b['views']} views; "
+        f"{b['randoms']} random genotypes (>= 4 convs per cell), the same for every task and seed.", "",
+        "## Summary", "",
+        "| task | role | wins | clear wins | searched top-1 | random top-1 | margin | retrain noise (margin noise) "
+        "| max param-free S-NC/S-RC/T-NC/T-RC | needs | search (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["summary"]:
+    for t in result["tasks"]:
+        searched = [x["searched"]["top1"] for x in t["rows"]]
+        margins = [x["margin"] for x in t["rows"]]
+        pf = {k: max(x["param_free"][k] for x in t["rows"]) for k in CELL_KINDS}
+        noise = "-" if t["retrain_noise"] is None else f"{100 * t['retrain_noise']:.1f} ({100 * t['margin_noise']:.1f})"
+        needs = ", ".join(TASKS[t["task"]].needs) if t["task"] in TASKS else "-"
         lines.append(
-            f"| {r['schedule']} | {r['wins']}/{r['seeds']} | {fmt_pm(*r['searched_top1'], 100)} | "
-            f"{fmt_pm(*r['random_top1'], 100)} | {per_kind(r['max_param_free'])} | "
-            f"{per_kind({k: v[0] for k, v in r['entropy_drop'].items()}, '.3f')} | {fmt_pm(*r['search_minutes'], 1, 1)} |"
-        )
-    lines += [
-        "",
-        "A win: the searched genotype's top-1 is above the mean top-1 of the seed's random genotypes. Param-free "
-        "edges: identity or pooling, of 8 per cell (5 or more is the collapse of paper Fig. 4). Entropy drop: "
-        "ln(#ops) minus the mean softmax entropy of a cell's alphas at the end of the search.",
-        "",
-        "## Per seed",
-        "",
-        "| schedule | seed | searched top-1 | randoms top-1 (mean: each) | win | param-free edges | entropy drop | "
-        "search (min) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for p in result["per_seed"]:
-        each = " ".join(f"{100 * t:.1f}" for t in p["random_top1"])
-        learned = "" if p["searched"]["learned"] else " (did not learn)"
-        lines.append(
-            f"| {p['schedule']} | {p['seed']} | {100 * p['searched']['top1']:.1f}{learned} | "
-            f"{100 * p['random_mean_top1']:.1f}: {each} | {'yes' if p['win'] else 'no'} | "
-            f"{per_kind(p['param_free'])} | {per_kind(p['entropy_drop'], '.3f')} | {p['search_seconds'] / 60:.1f} |"
-        )
+            f"| {t['data']} | {t['role']} | {t['wins']}/{t['seeds']} | {t['clear_wins']}/{t['seeds']} | "
+            f"{fmt_pm(*mean_std(searched), 100)} | {100 * t['random_mean_top1']:.1f} | {fmt_pm(*mean_std(margins), 100)} | "
+            f"{noise} | {'/'.join(str(pf[k]) for k in CELL_KINDS)} | {needs} | "
+            f"{fmt_pm(*mean_std([x['search_seconds'] / 60 for x in t['rows']]), 1, 1)} |")
+    lines += ["", "Top-1 in %, multi-view, mean over retrain seeds. A win: the searched genotype beats the mean of the "
+              "randoms; a clear win: by more than the margin noise. Param-free: identity or pooling edges of 8 per cell.",
+              "", "## Per seed", "",
+              "| task | seed | searched top-1 (each) | curve mean | stop-at top-1 | margin | param-free | entropy drop |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in result["tasks"]:
+        for x in t["rows"]:
+            each = " ".join(f"{100 * v:.1f}" for v in x["searched"]["top1_each"])
+            stop = "-" if not x["stop_at"] else f"{100 * x['stop_at']['top1']:.1f} (epoch {x['stop_at']['epoch']})"
+            lines.append(f"| {t['data']} | {x['seed']} | {100 * x['searched']['top1']:.1f} ({each}) | "
+                         f"{100 * x['searched']['auc']:.1f} | {stop} | {100 * x['margin']:+.1f} | "
+                         f"{'/'.join(str(x['param_free'][k]) for k in CELL_KINDS)} | "
+                         f"{'/'.join(format(x['entropy_drop'][k], '.2f') for k in CELL_KINDS)} |")
+    lines += ["", "## Random genotypes", "", "| task | " + " | ".join(f"random {i}" for i in range(result["budget"]["randoms"])) + " |",
+              "|---|" + "---|" * result["budget"]["randoms"]]
+    for t in result["tasks"]:
+        lines.append(f"| {t['data']} | " + " | ".join(f"{100 * r['top1']:.1f}" for r in t["randoms"]) + " |")
     lines += ["", "## Derived cells", ""]
-    for p in result["per_seed"]:
-        lines += [f"{p['schedule']}, seed {p['seed']}:", "```",
-                  Genotype.from_dict(p["searched"]["genotype"]).describe(), "```"]
+    for t in result["tasks"]:
+        for x in t["rows"]:
+            lines += [f"{t['data']}, seed {x['seed']}:", "```", Genotype.from_dict(x["genotype"]).describe(), "```"]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Per schedule: searched vs random top-1 per seed (dots: each random); right: entropy drop per cell kind."""
-    schedules = [r["schedule"] for r in result["summary"]]
-    fig, axes = plt.subplots(1, len(schedules) + 1, figsize=(4.5 * (len(schedules) + 1), 4), squeeze=False)
-    for ax, schedule in zip(axes[0], schedules):
-        mine = [p for p in result["per_seed"] if p["schedule"] == schedule]
-        xs = range(len(mine))
-        ax.bar([x - 0.2 for x in xs], [100 * p["searched"]["top1"] for p in mine], 0.38, label="searched", color="#1f77b4")
-        ax.bar([x + 0.2 for x in xs], [100 * p["random_mean_top1"] for p in mine], 0.38, label="random (mean)",
-               color="#bbbbbb")
-        for x, p in zip(xs, mine):
-            ax.plot([x + 0.2] * len(p["random_top1"]), [100 * t for t in p["random_top1"]], "k.", ms=4)
-        ax.set_xticks(list(xs), [f"seed {p['seed']}" for p in mine], fontsize=8)
-        ax.set_ylim(0, 105)
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title(f"{schedule}: {sum(p['win'] for p in mine)}/{len(mine)} wins")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    ax = axes[0][-1]
-    width = 0.8 / len(schedules)
-    for i, r in enumerate(result["summary"]):
-        ax.bar([k + i * width for k in range(len(CELL_KINDS))], [r["entropy_drop"][k][0] for k in CELL_KINDS], width,
-               yerr=[r["entropy_drop"][k][1] or 0 for k in CELL_KINDS], capsize=3, label=r["schedule"])
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(CELL_KINDS))], list(CELL_KINDS))
-    ax.set_ylabel("alpha entropy drop (nats)")
-    ax.set_title("how far the alphas moved")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.suptitle(f"Search quality on {result['data']} ({result['budget']['views']} views)")
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.6), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        xs = range(len(t["rows"]))
+        ax.bar(list(xs), [100 * x["searched"]["top1"] for x in t["rows"]], 0.6, color="#1f77b4", label="searched")
+        ax.axhline(100 * t["random_mean_top1"], color="k", lw=1, label="random mean")
+        for r in t["randoms"]:
+            ax.axhline(100 * r["top1"], color="#999999", lw=0.5, ls=":")
+        ax.set_xticks(list(xs), [f"s{x['seed']}" for x in t["rows"]], fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{t['data']} ({t['role']})\n{t['wins']}/{t['seeds']} wins", fontsize=9)
+    axes[0][0].set_ylabel("top-1 (%)")
+    axes[0][0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -215,83 +312,76 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset spec (default: demo; with --quick: synthetic:16)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2 3 4; with --quick: 0)")
-    p.add_argument("--schedules", nargs="+", choices=list(SEARCH_SCHEDULES), help="weight schedules side by side (default: the preset's)")
-    p.add_argument("--out", type=Path, default=Path("runs/search_quality"), help="output directory (must be new or empty)")
-    p.add_argument("--quick", action="store_true", help="tiny presets and data: the whole protocol in about a minute")
-    p.add_argument("--search-preset", help="search preset (default: demo)")
-    p.add_argument("--train-preset", help="retrain preset (default: demo)")
+    p.add_argument("--tasks", nargs="+", help=f"tasks of the suite (default: all: {', '.join(TASKS)})")
+    p.add_argument("--tuning", nargs="*", default=["motion", "appearance"],
+                   help="tasks the settings were chosen on (reported as 'tuning', the others as 'held out')")
+    p.add_argument("--data", help="a dataset spec instead of the suite")
+    p.add_argument("--seeds", type=int, nargs="+", help="search seeds (default: 0 1 2; --quick: 0)")
+    p.add_argument("--randoms", type=int, default=5, help="random genotypes (default 5)")
+    p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1], help="retrains per genotype (default 0 1)")
+    p.add_argument("--epochs", type=int, help="retrain epochs (default 30: the plateau of the suite)")
+    p.add_argument("--stop-at", type=float, default=0.5, help="stop-at-epoch ablation: share of the search epochs (0: off)")
+    p.add_argument("--select", choices=["alpha", "perturbation"], default="alpha", help="how genotypes are derived")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="search settings, e.g. skip_noise=0.3")
+    p.add_argument("--variant", default="default", help="a name for these search settings (in OUT/runs)")
+    p.add_argument("--search-preset", default="demo")
+    p.add_argument("--train-preset", default="demo")
     p.add_argument("--search-epochs", type=int, help="search epochs (preset default)")
-    p.add_argument("--search-channels", type=int, help="initial channels C of the supernet (preset default)")
-    p.add_argument("--epochs", type=int, help="retrain epochs (preset default)")
     p.add_argument("--views", help="test views CLIPSxCROPS (default: the retrain preset's)")
-    p.add_argument("--randoms", type=int, help="random genotypes per seed (default 5)")
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch threads (the thread count changes float sums: keep it to reproduce numbers)")
+    p.add_argument("--out", type=Path, default=Path("runs/search_quality"), help="output and cache directory")
+    p.add_argument("--jobs", type=int, default=1, help="units of work in parallel processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per unit of work")
+    p.add_argument("--workers", type=int, help="loader workers per unit (preset default)")
+    p.add_argument("--quick", action="store_true", help="tiny data and budget: the whole protocol in minutes")
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """The whole protocol; returns what ``results.json`` holds."""
     t_start = time.perf_counter()
     budget = resolve_budget(args)
-    data = args.data or ("synthetic:16" if args.quick else "demo")
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2, 3, 4])
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     check_seeds(seeds)
-    schedules = args.schedules or [budget.search.schedule]
-    out: Path = args.out
-    fresh_dir(out)
+    if args.data:
+        specs = [args.data]
+    else:
+        names = args.tasks or list(TASKS)
+        unknown = [n for n in names if n not in TASKS]
+        if unknown:
+            raise ConfigError(f"--tasks: unknown task {unknown[0]!r}; expected some of {', '.join(TASKS)}")
+        specs = [f"task:{n}" for n in names]
+    if args.quick:
+        specs = ["synthetic:16"] if not args.data else specs
+    args.out.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-    per_seed: list[dict[str, Any]] = []
-    for seed in seeds:
-        seed_dir = out / f"seed_{seed}"
-        network = override(budget.network, seed=seed)
-        randoms = []
-        for i in range(budget.randoms):
-            genotype = Genotype.random(1000 * seed + i, min_conv=4)
-            log.info("seed %d: retrain random genotype %d", seed, i)
-            randoms.append({"genotype": genotype.to_dict(),
-                            **retrain(genotype, network, data, seed_dir / "train" / f"random_{i}", budget.views, "study")})
-        random_top1 = [r["top1"] for r in randoms]
-        for schedule in schedules:
-            run_dir = seed_dir / f"search_{schedule}"
-            log.info("seed %d: %s search", seed, schedule)
-            search_seconds = search(override(budget.search, seed=seed, schedule=schedule), data, run_dir, "study")
-            genotype = derive(run_dir)
-            searched = {"genotype": genotype.to_dict(),
-                        **retrain(genotype, network, data, seed_dir / "train" / f"searched_{schedule}", budget.views,
-                                  "study")}
-            record = final_record(run_dir)
-            per_seed.append({
-                "seed": seed, "schedule": schedule, "searched": searched, "random_top1": random_top1,
-                "random_mean_top1": statistics.fmean(random_top1), "randoms": randoms,
-                "win": searched["top1"] > statistics.fmean(random_top1),
-                "param_free": genotype.parameter_free_edges(), "entropy_drop": record["entropy_drop"],
-                "decays": record.get("decays"), "search_seconds": search_seconds,
-            })
-            log.info("seed %d %s: searched top-1 %.3f vs random mean %.3f", seed, schedule, searched["top1"],
-                     statistics.fmean(random_top1))
-
+    tasks = []
+    for spec in specs:
+        log.info("task %s", spec)
+        t = study_task(spec, budget, seeds, args.out, args.jobs, args.threads)
+        t["role"] = "tuning" if t["task"] in args.tuning else ("held out" if t["task"] else "data")
+        tasks.append(t)
     result: dict[str, Any] = {
-        "command": command, "data": data, "seeds": seeds, "schedules": schedules, "threads": torch.get_num_threads(),
+        "command": command, "seeds": seeds, "jobs": args.jobs, "threads": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "load_start": load_start},
         "budget": {"search": to_dict(budget.search), "network": to_dict(budget.network), "views": budget.views,
-                   "randoms": budget.randoms, "search_preset": budget.search_preset, "train_preset": budget.train_preset},
-        "per_seed": per_seed, "summary": summarise(per_seed, schedules),
+                   "randoms": budget.randoms, "retrain_seeds": list(budget.retrain_seeds), "stop_at": budget.stop_at,
+                   "select": budget.select, "variant": budget.variant, "search_preset": args.search_preset,
+                   "train_preset": args.train_preset},
+        "tasks": tasks,
     }
     result["wall_seconds"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(result))
-    plot(result, out / "search_quality.png")
+    name = "results" if budget.variant == "default" else f"results_{budget.variant}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(result))
+    plot(result, args.out / ("search_quality.png" if budget.variant == "default" else f"search_quality_{budget.variant}.png"))
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; prints the results. Exit code 2 on a user error (as the pvnas CLI)."""
-    return run_main(run, parse_args(argv), "experiments/search_quality.py", argv)
+    args = parse_args(argv)
+    return run_main(run, args, "experiments/search_quality.py", argv,
+                    results=("results" if args.variant == "default" else f"results_{args.variant}") + ".md")
 
 
 if __name__ == "__main__":

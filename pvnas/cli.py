@@ -52,6 +52,8 @@ FRAMES_OPT = typer.Option(None, "--frames", help="Frames per clip (preset defaul
 CROP_OPT = typer.Option(None, "--crop", help="Crop size in pixels (preset default).")
 SCALE_OPT = typer.Option(None, "--scale", help="Random short-side range MIN,MAX before cropping (preset default).")
 WORKERS_OPT = typer.Option(None, "--workers", help="Loader worker processes.")
+THREADS_OPT = typer.Option(
+    None, "--threads", help="Torch threads on CPU (default: the preset's, 1 for tiny/demo, else every core; 0: every core).")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt.")
 OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the run already in --out (without it, it is kept).")
 CHECKPOINT_EVERY_OPT = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch).")
@@ -93,6 +95,7 @@ def search(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C."),
     workers: Optional[int] = WORKERS_OPT,
+    threads: Optional[int] = THREADS_OPT,
     impl: Optional[str] = typer.Option(None, "--impl", help="Supernet cells: fast (default) or reference."),
     resume: bool = RESUME_OPT,
     overwrite: bool = OVERWRITE_OPT,
@@ -114,7 +117,8 @@ def search(
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
         base, epochs=epochs, seed=seed, schedule=schedule, a_warmup=alpha_warmup,
-        op_dropout=op_dropout, skip_noise=skip_noise, beta_decay=beta_decay, batch_size=batch_size, channels=channels, workers=workers, impl=impl,
+        op_dropout=op_dropout, skip_noise=skip_noise, beta_decay=beta_decay, batch_size=batch_size, channels=channels, workers=workers, threads=threads,
+        impl=impl,
         clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )
     if alpha_lr is not None and alpha_lr_budget is not None:
@@ -186,6 +190,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process and step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Base lr per process (paper 0.01), times the world size."),
     workers: Optional[int] = WORKERS_OPT,
+    threads: Optional[int] = THREADS_OPT,
     resume: bool = RESUME_OPT,
     overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
@@ -205,7 +210,7 @@ def train(
     base = get_preset(NETWORK_PRESETS, preset)
     cfg = override(
         base, channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
-        lr=lr, workers=workers, clip=override_clip(base.clip, frames, crop, scale), impl=impl,
+        lr=lr, workers=workers, threads=threads, clip=override_clip(base.clip, frames, crop, scale), impl=impl,
     )
     cfg = resolve_schedule(cfg, data, epochs)
     options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
@@ -221,12 +226,14 @@ def evaluate(
     views: Optional[str] = typer.Option(None, "--views", help="CLIPSxCROPS per video (default: the model's, 10x3)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per forward pass (bounds memory)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Loader worker processes."),
+    threads: Optional[int] = THREADS_OPT,
     compile: bool = COMPILE_OPT,
 ) -> None:
     """Multi-view test: one JSON object (top1, top5, videos, skipped, by_views); also RUN/eval_<data>.json."""
     from pvnas.engine.evaluate import run_eval
 
-    _print_json(run_eval(checkpoint, data, views=views, batch_size=batch_size, workers=workers, compile=compile))
+    _print_json(run_eval(checkpoint, data, views=views, batch_size=batch_size, workers=workers, compile=compile,
+                         threads=threads))
 
 
 @app.command()
@@ -235,6 +242,7 @@ def predict(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="RUN/model.pt written by `pvnas train`."),
     views: str = typer.Option("1x1", "--views", help="CLIPSxCROPS averaged per video."),
     top: int = typer.Option(5, "--top", help="How many classes to list per video."),
+    threads: Optional[int] = THREADS_OPT,
     compile: bool = COMPILE_OPT,
 ) -> None:
     """Top-5 labels with probabilities per video, as a JSON list; a broken video gets an "error" entry.
@@ -244,7 +252,7 @@ def predict(
     from pvnas.engine.predict import predict_videos
     from pvnas.errors import DataError
 
-    results = predict_videos(checkpoint, videos, views=views, top=top, compile=compile)
+    results = predict_videos(checkpoint, videos, views=views, top=top, compile=compile, threads=threads)
     _print_json(results)
     if all("error" in r for r in results):
         raise DataError(f"none of the {len(results)} videos could be read")

@@ -33,6 +33,7 @@ def _check_common(cfg: Any) -> None:
     _check(cfg.channels >= 1, "channels", "--channels", ">= 1", cfg.channels)
     _check(cfg.batch_size >= 1, "batch_size", "--batch-size", ">= 1", cfg.batch_size)
     _check(cfg.workers >= 0, "workers", "--workers", ">= 0 (0 loads in the main process)", cfg.workers)
+    _check(cfg.threads >= 0, "threads", "--threads", ">= 0 (0: every core of this machine)", cfg.threads)
     _check(0 <= cfg.seed < 2**63, "seed", "--seed", "a non-negative integer", cfg.seed)
 
 
@@ -107,6 +108,7 @@ class SearchConfig:
     edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
     impl: str = "fast"  # supernet cells: "fast", or "reference" (the literal DARTS MixedOp, the oracle)
     workers: int = 2
+    threads: int = 0  # torch threads on CPU; 0: every core (see pvnas.engine.device.torch_threads)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -171,6 +173,7 @@ class NetworkConfig:
     weight_decay: float = 1e-4
     val_videos: int = 1000  # validation subset (single centre view) scored after each epoch
     workers: int = 4
+    threads: int = 0  # torch threads on CPU; 0: every core (see pvnas.engine.device.torch_threads)
     seed: int = 0
     impl: str = "fast"  # forward over the same modules: "fast" (2D channels-last frames) or "reference" (Conv3d)
 
@@ -203,12 +206,14 @@ class EvalConfig:
     crops: int = 3
     batch_size: int = 8
     workers: int = 0
+    threads: int = 0  # torch threads on CPU; 0: every core
 
     def __post_init__(self) -> None:
         _check(self.clips >= 1 and self.crops >= 1, "views", "--views", "CLIPSxCROPS with both >= 1",
                f"{self.clips}x{self.crops}")
         _check(self.batch_size >= 1, "batch_size", "--batch-size", ">= 1", self.batch_size)
         _check(self.workers >= 0, "workers", "--workers", ">= 0 (0 loads in the main process)", self.workers)
+        _check(self.threads >= 0, "threads", "--threads", ">= 0 (0: every core of this machine)", self.threads)
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         batch_size=8,
         epochs=2,
         workers=0,
+        threads=1,
     ),
     # a search that decides within minutes on 2 cores (docs/RESULTS.md, "search quality"): small batches give the
     # alphas more updates before the supernet fits the data; half the steps train the weights only, then the alphas
@@ -251,6 +257,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         a_warmup=0.5,
         op_dropout=0.5,
         workers=2,
+        threads=1,
     ),
 }
 
@@ -268,6 +275,7 @@ NETWORK_PRESETS: dict[str, NetworkConfig] = {
         warmup_epochs=0,
         val_videos=16,
         workers=0,
+        threads=1,
     ),
     "demo": NetworkConfig(
         channels=8,
@@ -281,6 +289,7 @@ NETWORK_PRESETS: dict[str, NetworkConfig] = {
         lr=0.05,
         val_videos=128,
         workers=2,
+        threads=1,
     ),
 }
 

@@ -43,22 +43,9 @@ def demo_budget(quick: bool = False, seed: int = 0) -> DemoBudget:
 def run_demo(out: str | Path, *, data: str = "demo", quick: bool = False, seed: int = 0) -> dict[str, Any]:
     """Run every stage into ``out`` and return the summary (also written to ``out/summary.json``).
 
-    On one torch thread: the demo's networks (C=8, 32 px) are too small to gain from more, and a second
-    thread's OpenMP barriers cost time. 2-epoch demo search on 2 cores: 1 thread 37 s alone and 37 s beside a
-    busy process; 2 threads 38 s alone with OpenMP's default wait, 75 s with the CLI's passive wait, 86-95 s
-    beside a busy process (docs/performance.md).
+    On the demo presets' one torch thread (their ``threads``): the demo's networks are too small to gain from
+    more (docs/performance.md, "Threads").
     """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run_stages(out, data, quick, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run_stages(out: str | Path, data: str, quick: bool, seed: int) -> dict[str, Any]:
     from pvnas.engine.evaluate import run_eval
     from pvnas.engine.train import run_train
     from pvnas.engine.modelfile import load_model

@@ -8,14 +8,17 @@ that a measured choice is made once:
   float32's range, no loss scaling), channels-last-3d model and clips (cuDNN's NHWC kernels; the fast
   forwards' frames are then views of the input), ``cudnn.benchmark`` (static shapes: the fastest algorithm
   per shape, picked once);
-* **CPU**: float32, torch threads per workload (:func:`choose_threads`);
+* **CPU**: float32, on the torch threads of the config (``threads``, :func:`torch_threads`): one for the tiny
+  ``demo``/``tiny`` networks, whose steps lose more to OpenMP barriers than a second thread gains, every core
+  for the others (docs/performance.md, "Threads");
 * ``--compile``: ``torch.compile`` of the network, off by default (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -60,3 +63,16 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Run the block on ``threads`` torch threads (0: every core this process may use, :func:`cpu_cores`) and
+    restore the previous number afterwards; yields the number used."""
+    before = torch.get_num_threads()
+    used = threads or cpu_cores()
+    torch.set_num_threads(used)
+    try:
+        yield used
+    finally:
+        torch.set_num_threads(before)

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvnas.config import EvalConfig, NetworkConfig
-from pvnas.engine.device import autocast, compiled, cuda_layout, default_device, to_device
+from pvnas.engine.device import autocast, compiled, cuda_layout, default_device, to_device, torch_threads
 from pvnas.engine.distributed import DistEnv
 from pvnas.errors import ConfigError, DataError
 
@@ -40,11 +40,13 @@ def parse_views(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def eval_config(trained: NetworkConfig, views: str | None, batch_size: int | None, workers: int | None) -> EvalConfig:
-    """The model's test grid and batch, with the command line's overrides."""
+def eval_config(trained: NetworkConfig, views: str | None, batch_size: int | None, workers: int | None,
+                threads: int | None = None) -> EvalConfig:
+    """The model's test grid, batch, loader workers and torch threads, with the command line's overrides."""
     clips, crops = parse_views(views) if views else (trained.clip.test_clips, trained.clip.test_crops)
     return EvalConfig(clips=clips, crops=crops, batch_size=trained.batch_size if batch_size is None else batch_size,
-                      workers=trained.workers if workers is None else workers)
+                      workers=trained.workers if workers is None else workers,
+                      threads=trained.threads if threads is None else threads)
 
 
 @torch.no_grad()
@@ -168,12 +170,13 @@ def run_eval(
     batch_size: int | None = None,
     workers: int | None = None,
     compile: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Multi-view test of ``model.pt`` on the val split of ``data``; also writes ``eval_<spec>.json``.
 
     ``views`` defaults to the model's test grid (10x3 for L/M). ``batch_size`` is the number of
     clips per forward pass (default: the training batch size); videos per loader batch follow.
-    ``compile``: run the network through ``torch.compile``.
+    ``compile``: run the network through ``torch.compile``; ``threads``: torch threads (default: the model's).
     """
     from pvnas.data import build_dataset
     from pvnas.data.loader import build_loader
@@ -183,7 +186,7 @@ def run_eval(
     device = default_device()
     trained = load_model(checkpoint, device)
     cfg = trained.config
-    test = eval_config(cfg, views, batch_size, workers)
+    test = eval_config(cfg, views, batch_size, workers, threads)
     clips, crops, chunk = test.clips, test.crops, test.batch_size
     clip = dataclasses.replace(cfg.clip, test_clips=clips, test_crops=crops)
     dataset = build_dataset(data, "val", clip, seed=cfg.seed, views="multi")
@@ -196,7 +199,8 @@ def run_eval(
     cuda_layout(trained.model, device)
     loader = build_loader(dataset, max(1, chunk // (clips * crops)), shuffle=False, seed=cfg.seed, workers=test.workers)
     model = compiled(trained.model, compile)
-    result = evaluate(model, loader, clips, crops, device, chunk=chunk, desc=f"eval {clips}x{crops}")
+    with torch_threads(test.threads):
+        result = evaluate(model, loader, clips, crops, device, chunk=chunk, desc=f"eval {clips}x{crops}")
     if result["videos"] == 0:
         raise DataError(f"--data {data}: no readable video in the val split ({result['skipped']} skipped)")
     out = {"checkpoint": str(checkpoint), "data": data, "views": f"{clips}x{crops}", **result}

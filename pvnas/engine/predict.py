@@ -16,7 +16,7 @@ import torch
 from pvnas.data.decode import Decoder, DecodeError, get_decoder
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.loader import Skipped
-from pvnas.engine.device import compiled, cuda_layout, default_device
+from pvnas.engine.device import compiled, cuda_layout, default_device, torch_threads
 from pvnas.engine.evaluate import eval_config, view_logits
 from pvnas.engine.modelfile import load_model
 from pvnas.errors import ConfigError
@@ -43,39 +43,41 @@ def predict_videos(
     top: int = 5,
     batch_size: int | None = None,
     compile: bool = False,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per video, in order: ``{"video", "views", "predictions": [{"label", "prob"}, ...]}``
     (probabilities averaged over the views, best first) or ``{"video", "error"}``. ``compile``: run the
-    network through ``torch.compile``."""
+    network through ``torch.compile``; ``threads``: torch threads (default: the model's)."""
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     device = default_device()
     trained = load_model(checkpoint, device)
-    test = eval_config(trained.config, views, batch_size, 0)
+    test = eval_config(trained.config, views, batch_size, 0, threads)
     clips, crops, chunk = test.clips, test.crops, test.batch_size
     clip = dataclasses.replace(trained.config.clip, test_clips=clips, test_crops=crops)
     cuda_layout(trained.model, device)
     model = compiled(trained.model, compile)
     decoder = get_decoder("pyav")
     results: list[dict[str, Any]] = []
-    for video in videos:
-        path = os.fspath(video)
-        reason = _unreadable(path, decoder)
-        if reason is None:
-            item = VideoDataset([(path, 0)], trained.classes, clip, views="multi", decoder=decoder, source=path)[0]
-        else:
-            item = Skipped(path, reason)
-        if isinstance(item, Skipped):
-            log.warning("%s: %s", path, item.reason)
-            results.append({"video": path, "error": item.reason})
-            continue
-        probs = torch.softmax(view_logits(model, item[0].unsqueeze(0), chunk, device), dim=-1).mean(1)[0]
-        best = probs.topk(min(top, probs.numel()))
-        results.append({
-            "video": path,
-            "views": f"{clips}x{crops}",
-            "predictions": [
-                {"label": trained.classes[i], "prob": round(float(p), 6)} for p, i in zip(best.values, best.indices)
-            ],
-        })
+    with torch_threads(test.threads):
+        for video in videos:
+            path = os.fspath(video)
+            reason = _unreadable(path, decoder)
+            if reason is None:
+                item = VideoDataset([(path, 0)], trained.classes, clip, views="multi", decoder=decoder, source=path)[0]
+            else:
+                item = Skipped(path, reason)
+            if isinstance(item, Skipped):
+                log.warning("%s: %s", path, item.reason)
+                results.append({"video": path, "error": item.reason})
+                continue
+            probs = torch.softmax(view_logits(model, item[0].unsqueeze(0), chunk, device), dim=-1).mean(1)[0]
+            best = probs.topk(min(top, probs.numel()))
+            results.append({
+                "video": path,
+                "views": f"{clips}x{crops}",
+                "predictions": [
+                    {"label": trained.classes[i], "prob": round(float(p), 6)} for p, i in zip(best.values, best.indices)
+                ],
+            })
     return results

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from pvnas.config import ClipConfig, RunOptions
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, VideoLoader, build_loader
+from pvnas.engine.device import torch_threads
 from pvnas.engine.distributed import DistEnv, any_rank, init_distributed
 from pvnas.engine.rundir import MetricsLog, load_torch, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
 from pvnas.engine.tensorboard import TensorBoard
@@ -192,6 +193,7 @@ class Run:
                  data: str = "", preset: str = "custom") -> None:
         self.out, self.command, self.options, self.env = Path(out), command, options, env
         self.data, self.preset = data, preset
+        self.threads = 0  # torch threads of the epoch loop (0: every core)
         self.board = TensorBoard(self.out, False)  # (a real one once start() knows the run may write)
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
@@ -219,11 +221,13 @@ class Run:
 
     @classmethod
     def open(cls, command: str, out: str | Path, options: RunOptions, data: str, preset: str, *, clip: ClipConfig,
-             batch_size: int, workers: int, seed: int) -> tuple["Run", TrainingSet]:
+             batch_size: int, workers: int, seed: int, threads: int = 0) -> tuple["Run", TrainingSet]:
         """The skeleton of ``pvnas search`` and ``train``: join the process group (torchrun), claim the run
-        directory, seed everything, build the training set; :meth:`start` and :meth:`loop` follow."""
+        directory, seed everything, build the training set; :meth:`start` and :meth:`loop` (on ``threads``
+        torch threads, 0: every core) follow."""
         env = init_distributed()
         run = cls(out, command, options, env, data=data, preset=preset)
+        run.threads = threads
         seed_everything(seed)
         return run, training_set(data, clip, batch_size, workers, seed, env)
 
@@ -304,7 +308,7 @@ class Run:
         then ``end_epoch(epoch)`` returns the epoch's metrics record (rank 0 appends it), then a checkpoint."""
         guard = NonFiniteGuard(self.options.max_bad_steps)
         timer = CheckpointTimer(self.options.checkpoint_every)
-        with StopSignal() as stop, contextlib.closing(self.board):
+        with StopSignal() as stop, contextlib.closing(self.board), torch_threads(self.threads):
             while self.progress.epoch < epochs:
                 epoch = self.progress.epoch
                 loader.sampler.set_epoch(epoch, start=self.progress.step * loader.batch_size)

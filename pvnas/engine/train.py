@@ -193,7 +193,7 @@ def run_train(
     cfg = resolve_schedule(cfg, data) if cfg.epochs is None or cfg.warmup_epochs is None else cfg
     assert cfg.epochs is not None
     run, train = Run.open("train", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
-                          workers=cfg.workers, seed=cfg.seed)
+                          workers=cfg.workers, seed=cfg.seed, threads=cfg.threads)
     env = run.env
     val_loader = validation_loader(data, cfg, train.classes, env)
     model = network_from_config(genotype, cfg, len(train.classes)).to(env.device)
@@ -203,7 +203,8 @@ def run_train(
     # (both impls have the same weights and state dict: a run may be resumed with the other)
     run.start({"network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile},
               {"model": model, "optimizer": optimizer}, train.classes,
-              mutable={"network.epochs", "network.warmup_epochs", "network.workers", "network.impl", "compile"})
+              mutable={"network.epochs", "network.warmup_epochs", "network.workers", "network.threads", "network.impl",
+                       "compile"})
     if env.is_main:
         genotype.save(run.out / "genotype.json")
         if warning := blind_to_motion(genotype):

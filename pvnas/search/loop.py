@@ -198,7 +198,7 @@ def run_search(
     :class:`~pvnas.engine.run.Preempted`. ``compile`` runs the supernet through ``torch.compile``.
     """
     run, train = Run.open("search", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
-                          workers=cfg.workers, seed=cfg.seed)
+                          workers=cfg.workers, seed=cfg.seed, threads=cfg.threads)
     env = run.env
     model = supernet_from_config(cfg, len(train.classes)).to(env.device)
     cuda_layout(model, env.device)
@@ -210,7 +210,7 @@ def run_search(
     monitor = ConvergenceMonitor(round(cfg.converge_window * total_steps), cfg.converge_tol)
     run.start({"search": to_dict(cfg), "compile": compile},
               {"model": model, "alpha_opt": state.alpha_opt, "weight_opt": state.weight_opt, "converge": monitor},
-              train.classes, mutable={"search.epochs", "search.workers", "compile"})
+              train.classes, mutable={"search.epochs", "search.workers", "search.threads", "compile"})
     for group in state.alpha_opt.param_groups:  # after start(): a resume's --epochs may differ from the checkpoint's
         group["lr"] = alpha_lr(cfg, total_steps)
     epochs = SearchEpochs(cfg, scaled, run, state, monitor, train.steps_per_epoch)
