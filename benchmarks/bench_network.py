@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import pvnas  # noqa: E402
 from pvnas.config import NETWORK_PRESETS  # noqa: E402
-from pvnas.engine.estimate import peak_rss, reset_peak_rss  # noqa: E402
+from pvnas.engine.estimate.memory import peak_rss, reset_peak_rss  # noqa: E402
 from pvnas.engine.device import cuda_layout, to_device  # noqa: E402
 from pvnas.engine.evaluate import view_logits  # noqa: E402
 from pvnas.engine.train import make_optimizer, train_step  # noqa: E402

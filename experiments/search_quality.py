@@ -115,6 +115,11 @@ def key_of(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def settings_of(cfg: Any) -> dict[str, Any]:
+    """A config's fields that decide results (torch threads do not: every unit pins its own)."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "threads"}
+
+
 # ---------------------------------------------------------------- units of work (run in worker processes)
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
@@ -197,10 +202,10 @@ def pooled_noise(groups: list[list[float]]) -> float | None:
 def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
     """Searches and retrains of one task; returns its per-seed rows and summary."""
     slug = task_data.replace(":", "_").replace("/", "_")
-    settings = key_of(to_dict(budget.search))
+    settings = key_of(settings_of(budget.search))
     search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
     randoms = [Genotype.random(RANDOM_SEED_BASE + i, min_conv=4).to_dict() for i in range(budget.randoms)]
-    train_key = key_of({"network": to_dict(budget.network), "views": budget.views})
+    train_key = key_of({"network": settings_of(budget.network), "views": budget.views})
 
     def retrain_dir(genotype: dict[str, Any], seed: int) -> Path:
         return out / "runs" / slug / f"train_{train_key}" / f"{key_of(genotype['cells'])}_r{seed}"
