@@ -19,20 +19,20 @@ CPU = torch.device("cpu")
 
 class FakeDevice:
     """A step of b clips that really holds b x 40 MiB (pages touched, so resident) for a moment, and takes
-    ``cold`` seconds on the first call at each batch (algorithm selection, compilation) and ``per_clip * b``
-    (+ ``fixed``) afterwards, on a fake clock: timing rules are tested exactly, whatever the machine's load."""
+    ``fixed + per_clip * b`` seconds, ``cold`` times that on the first call at each batch (algorithm selection,
+    compilation), on a fake clock: timing rules are tested exactly, whatever the machine's load."""
 
-    def __init__(self, per_clip: float = 1.0, fixed: float = 0.0, cold: float = 10.0) -> None:
-        self.per_clip, self.fixed, self.cold = per_clip, fixed, cold
+    def __init__(self, per_clip: float = 1.0, fixed: float = 0.0, cold: float = 3.0, mb: int = CLIP_MB) -> None:
+        self.per_clip, self.fixed, self.cold, self.mb = per_clip, fixed, cold, mb
         self.now, self.ran = 0.0, []
 
     def clock(self) -> float:
         return self.now
 
     def step(self, b: int) -> None:
-        self.now += self.cold if b not in self.ran else self.fixed + self.per_clip * b
+        self.now += (self.fixed + self.per_clip * b) * (1.0 if b in self.ran else self.cold)
         self.ran.append(b)
-        torch.ones(b * CLIP_MB * 2**18).sum()  # float32: 2**18 per MiB
+        torch.ones(b * self.mb * 2**18).sum()  # float32: 2**18 per MiB
 
 
 def cost(dev: FakeDevice, batch: int, linear: bool, **kw):
@@ -42,16 +42,18 @@ def cost(dev: FakeDevice, batch: int, linear: bool, **kw):
 
 @pytest.mark.parametrize("linear", [True, False], ids=["cpu", "gpu"])
 def test_warm_up_is_not_timed_and_the_requested_batch_is_measured(linear):
-    dev = FakeDevice(per_clip=1.0, fixed=0.5, cold=5.0)
+    dev = FakeDevice(per_clip=1.0, fixed=0.5, cold=1.5)
     c = cost(dev, 3, linear)
-    assert c.step_seconds == pytest.approx(3.5) and c.step_seconds_source == "measured"  # the cold 5 s left out
-    assert c.measured_batch == 3 and c.warmup_steps == (1 if linear else 2) and c.timed_steps >= 3
-    assert dev.ran[:2] == ([1, 2] if linear else [3, 3])  # a CPU probes memory and time; a GPU, sure of memory, not
+    assert c.step_seconds == pytest.approx(3.5) and c.step_seconds_source == "measured"  # no cold step timed
+    assert c.measured_batch == 3 and c.timed_steps >= 3
+    # a CPU probes memory and time at 1 and 2, then grows to the batch (its first step there is the warm-up);
+    # a GPU, sure of memory, runs the batch at once, two warm-ups
+    assert dev.ran[:3] == ([1, 2, 3] if linear else [3, 3, 3]) and c.warmup_steps == (0 if linear else 2)
     assert c.fits_in_memory and c.peak_step_memory_source == "measured" and c.peak_step_memory_mb >= 2.5 * CLIP_MB
 
 
 def test_timed_steps_fill_the_budget_up_to_the_cap():
-    dev = FakeDevice(per_clip=0.1, fixed=0.0, cold=1.0)
+    dev = FakeDevice(per_clip=0.1, fixed=0.0, cold=1.0, mb=1)
     c = cost(dev, 2, linear=False, time_budget=5)
     assert 3 < c.timed_steps <= est.MAX_TIMED_STEPS and dev.now <= 5 + 0.2 + 2 * 1.0  # (ends within one step)
 
@@ -67,17 +69,20 @@ def test_a_gpu_never_scales_a_small_batch_linearly(monkeypatch):
 
 def test_a_cpu_scales_a_batch_that_does_not_fit_and_never_runs_it(monkeypatch):
     monkeypatch.setattr(est, "available_mb", lambda device: 400.0)
-    dev = FakeDevice(per_clip=1.0, cold=1.0)
-    c = cost(dev, 64, linear=True, time_budget=1000)
+    dev = FakeDevice(per_clip=1.0, cold=1.5)
+    c = cost(dev, 64, linear=True, time_budget=100)
     assert dev.ran[:2] == [1, 2] and max(dev.ran) <= c.max_batch and not c.fits_in_memory
     assert c.step_seconds == pytest.approx(64.0) and c.step_seconds_source.startswith("extrapolated from batch")
     assert c.peak_step_memory_mb > 0.9 * 400 and c.peak_step_memory_source.startswith("extrapolated")
 
 
 def test_a_cpu_times_a_smaller_batch_when_the_budget_cannot_time_the_requested_one():
-    dev = FakeDevice(per_clip=2.0, cold=2.0)  # batch 16: 32 s a step, 4 steps do not fit in 30 s
+    dev = FakeDevice(per_clip=2.0, cold=1.5, mb=1)  # batch 16: 32 s a step, 4 steps do not fit in 30 s
     c = cost(dev, 16, linear=True, time_budget=30)
     assert c.fits_in_memory and c.measured_batch < 16 and c.step_seconds == pytest.approx(32.0)
+    dev = FakeDevice(per_clip=0.1, cold=1.5, mb=1)  # batch 16: 1.6 s a step: grown to it by doubling, measured
+    c = cost(dev, 16, linear=True, time_budget=30)
+    assert c.measured_batch == 16 and dev.ran[:5] == [1, 2, 4, 8, 16] and c.step_seconds == pytest.approx(1.6)
 
 
 def test_nothing_runs_when_one_clip_does_not_fit(monkeypatch):

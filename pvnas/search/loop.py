@@ -43,11 +43,12 @@ class SearchState:
     weight_opt: torch.optim.Optimizer
     grad_clip: float | None
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the model, or its torch.compile (--compile)
+    amp: bool = True  # bf16 autocast on CUDA (benchmarks turn it off to compare with float32)
 
     def logits(self, clips: torch.Tensor) -> torch.Tensor:
         """The supernet's logits, float32; under bf16 autocast on CUDA (alphas, softmax and both gradients
         stay float32: parameters are float32 and autocast keeps softmax and losses in float32)."""
-        with autocast(clips.device):
+        with autocast(clips.device, self.amp):
             return (self.forward or self.model)(clips).float()
 
 

@@ -12,7 +12,9 @@ The rules, and why:
 * **The requested batch is timed when it fits.** A GPU is far from saturated at a small batch, so a step
   time scaled linearly from one is wrong (8x on an H200): on CUDA nothing is extrapolated, and a batch that
   does not fit is timed at ``max_batch`` and said so. A CPU is saturated at any batch, so there a smaller
-  batch may stand in for a requested one that would take longer than the time budget, scaled by batch.
+  batch may stand in for a requested one that would take longer than the time budget, scaled by batch: the
+  batch grows by doubling from the probes while its measured step time says the next one fits the budget
+  (first steps are cold: predicting from them alone chose batches 2-4x too small).
 * **As many timed steps as the budget allows** (at least ``steps``, at most :data:`MAX_TIMED_STEPS`): their
   mean is what a run's mean step time is compared with.
 """
@@ -92,6 +94,20 @@ def probe_memory(timed: Callable[[int], tuple[float, float]], predicted: Callabl
     return MemoryLine(peak_one - per_clip, per_clip, seconds)
 
 
+def grow_batch(timed: Callable[[int], tuple[float, float]], b: int, seconds: float, target: int, deadline: float,
+               steps: int, clock: Callable[[], float]) -> int:
+    """The largest batch up to ``target``, doubling from ``b`` (whose last step took ``seconds``), whose step
+    time (scaled by batch from the last one measured) lets one more step and ``steps`` timed ones end before
+    ``deadline``; every batch tried has run once, so the one returned is warm."""
+    while b < target:
+        nxt = min(2 * b, target)
+        if clock() + seconds * nxt / b * (2 + steps) > deadline:
+            break
+        seconds, _ = timed(nxt)
+        b = nxt
+    return b
+
+
 def time_steps(timed: Callable[[int], tuple[float, float]], batch: int, *, warmup: int, steps: int,
                deadline: float, clock: Callable[[], float]) -> tuple[list[float], float]:
     """``warmup`` untimed steps at ``batch``, then timed ones: at least ``steps``, more while ``deadline`` (on
@@ -149,10 +165,10 @@ def cost_step(
     max_batch = None if line is None else line.max_batch(room)
     fits = max_batch is None or batch <= max_batch
     b = batch if fits else max(1, max_batch or 1)
+    warmup = 2
     if linear and line is not None:  # a CPU: a smaller batch may stand in for one the budget cannot time
-        per_clip_seconds = line.probe_seconds[max(line.probe_seconds)] / max(line.probe_seconds)
-        b = max(1, min(b, math.floor((deadline - clock()) / ((1 + steps) * per_clip_seconds))))
-    warmup = 2 if not linear else 0 if line is not None and b in line.probe_seconds else 1
+        b, warmup = grow_batch(timed, max(line.probe_seconds), line.probe_seconds[max(line.probe_seconds)], b,
+                               deadline, steps, clock), 0
     times, peak = time_steps(timed, b, warmup=warmup, steps=steps, deadline=deadline, clock=clock)
     seconds = statistics.fmean(times)
     if b == batch:
