@@ -38,7 +38,7 @@ def build_supernet(
     partial_channels: int = 1,
     impl: str | None = None,
 ) -> "nn.Module":
-    """The search network of DESIGN §2; ``channels`` overrides the preset's C.
+    """The search network of docs/design.md §2; ``channels`` overrides the preset's C.
 
     ``partial_channels=K`` mixes ops on 1/K of the channels (PC-DARTS); ``impl`` picks the cell
     implementation ("reference" is the literal DARTS MixedOp, the oracle); None is the preset's (fast).
@@ -58,7 +58,7 @@ def build_network(
     repeats: int | None = None,
     impl: str | None = None,
 ) -> "nn.Module":
-    """The retrain network of DESIGN §4 for ``genotype``; ``channels``/``repeats`` override C and K.
+    """The retrain network of docs/design.md §4 for ``genotype``; ``channels``/``repeats`` override C and K.
 
     ``impl="reference"`` runs the literal ``Conv3d`` ops (the oracle); None is the preset's (fast, the same
     network on 2D channels-last frames). Both have the same modules and state dict.

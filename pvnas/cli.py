@@ -1,4 +1,4 @@
-"""The ``pvnas`` command line (DESIGN §6): thin typed wrappers over the Python API.
+"""The ``pvnas`` command line (docs/design.md §6): thin typed wrappers over the Python API.
 
 User mistakes (bad paths, specs, presets, genotypes, configs) end in one line on stderr and exit
 code 2; ``--debug`` shows the traceback instead. Commands that print JSON print nothing else.

@@ -42,7 +42,7 @@ class ClipConfig:
     """How clips are cut from videos (paper §4.2): ``frames`` uniformly inside a window of ``window_seconds``.
 
     The window is a duration, not a frame count: the paper's 64 frames of 30 fps video (~2.13 s) span the
-    same time in 12 fps SSv2 and 25 fps UCF-101 (DESIGN §5).
+    same time in 12 fps SSv2 and 25 fps UCF-101 (docs/design.md §5).
     """
 
     frames: int = 8

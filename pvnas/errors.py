@@ -10,7 +10,7 @@ class ConfigError(PvnasError, ValueError):
 
 
 class GenotypeError(PvnasError, ValueError):
-    """A genotype file or object that breaks a rule of DESIGN §3."""
+    """A genotype file or object that breaks a rule of docs/design.md §3."""
 
 
 class DataError(PvnasError):

@@ -1,4 +1,4 @@
-"""Genotype JSON (DESIGN §3): round trip, every validation rule, derivation, random sampling."""
+"""Genotype JSON (docs/design.md §3): round trip, every validation rule, derivation, random sampling."""
 
 import copy
 import json

@@ -1,4 +1,4 @@
-"""Every op of DESIGN §1: exact names, output shapes for stride 1/2 and any T, temporal structure."""
+"""Every op of docs/design.md §1: exact names, output shapes for stride 1/2 and any T, temporal structure."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Dataset specs (DESIGN §5) -> map-style datasets, and the loader that batches them."""
+"""Dataset specs (docs/design.md §5) -> map-style datasets, and the loader that batches them."""
 
 from __future__ import annotations
 

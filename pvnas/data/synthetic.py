@@ -1,4 +1,4 @@
-"""The "moving patterns" generator (DESIGN §5): classes defined by motion, not appearance.
+"""The "moving patterns" generator (docs/design.md §5): classes defined by motion, not appearance.
 
 Each clip is a random texture moved by one of 8 motions. Any single frame is a plain texture,
 so only a model that compares frames over time can tell the classes apart: temporal cells have

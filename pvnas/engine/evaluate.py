@@ -1,4 +1,4 @@
-"""Multi-view testing (DESIGN §5, paper Table 1 "x 30"): T clips x S crops per video, scores averaged.
+"""Multi-view testing (docs/design.md §5, paper Table 1 "x 30"): T clips x S crops per video, scores averaged.
 
 A video's V = T*S views are run through the network in chunks of at most ``batch_size`` clips,
 so memory is bounded whatever the number of views. The softmax scores of one pass give the

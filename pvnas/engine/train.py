@@ -1,4 +1,4 @@
-"""Retraining a derived genotype from scratch (paper §4.2, DESIGN §4).
+"""Retraining a derived genotype from scratch (paper §4.2, docs/design.md §4).
 
 SGD (momentum 0.9, weight decay 1e-4), base lr 0.01 per process times the world size, linear
 warm-up then cosine decay, set every iteration from a pure function of (epoch progress), so a

@@ -1,4 +1,4 @@
-"""The retrain network of DESIGN §4 / paper Fig. 5b, built from a derived genotype.
+"""The retrain network of docs/design.md §4 / paper Fig. 5b, built from a derived genotype.
 
 Stem, then the derived cells in the order of ``NetworkConfig.stages`` with every normal cell
 repeated K times, global average pool, dropout, linear. Channels double at every reduction

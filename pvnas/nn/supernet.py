@@ -1,4 +1,4 @@
-"""The search network of DESIGN §2 / paper Fig. 5a: stem, S-NC, S-RC, T-NC, T-RC, pool, linear.
+"""The search network of docs/design.md §2 / paper Fig. 5a: stem, S-NC, S-RC, T-NC, T-RC, pool, linear.
 
 Each cell kind owns one alpha matrix (14 edges x its op count). The network is agnostic of how a
 cell mixes its edges: ``cell_impl`` picks the literal reference cell or a faster equivalent.

@@ -1,4 +1,4 @@
-"""The per-epoch alpha snapshots of a search run (``RUN/alphas/epoch_NNN.pt``, DESIGN §2), read as data.
+"""The per-epoch alpha snapshots of a search run (``RUN/alphas/epoch_NNN.pt``, docs/design.md §2), read as data.
 
 ``derive``, ``plot`` and the report read them; files are loaded with ``weights_only`` and checked against
 the alpha contract, so a corrupt, foreign or hostile file is one error naming it, never code run.

@@ -1,4 +1,4 @@
-"""Genotypes as data (DESIGN §3): load, save, validate, derive from alphas, sample at random.
+"""Genotypes as data (docs/design.md §3): load, save, validate, derive from alphas, sample at random.
 
 A genotype is never ``eval``-ed: it is JSON, validated field by field, and every error says
 which cell, which edge and which value broke which rule.
@@ -30,7 +30,7 @@ def edge_inputs() -> list[tuple[int, int]]:
 
 
 def check_alphas(alphas: Any, source: str = "alphas", per_edge: bool = False) -> dict[str, torch.Tensor]:
-    """The ``alphas/epoch_NNN.pt`` contract (DESIGN §2): a dict of one finite tensor per cell kind, shape
+    """The ``alphas/epoch_NNN.pt`` contract (docs/design.md §2): a dict of one finite tensor per cell kind, shape
     ``(14, n_ops)`` (``per_edge``: ``(14,)``, the edge weights of edge normalisation). Errors name source,
     kind and shape."""
     if not isinstance(alphas, Mapping):
@@ -141,7 +141,7 @@ class Genotype:
 
     # ----------------------------------------------------------------- validation
     def validate(self, source: str = "genotype") -> None:
-        """Check every rule of DESIGN §3; raise :class:`GenotypeError` naming cell, edge and value."""
+        """Check every rule of docs/design.md §3; raise :class:`GenotypeError` naming cell, edge and value."""
         unknown = [k for k in self.cells if k not in CELL_KINDS]
         if unknown:
             raise GenotypeError(f"{source}: unknown cell kind {unknown[0]!r}; expected {', '.join(CELL_KINDS)}")
@@ -179,7 +179,7 @@ class Genotype:
         meta: Mapping[str, Any] | None = None,
         edge_weights: Mapping[str, torch.Tensor] | None = None,
     ) -> "Genotype":
-        """DESIGN §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
+        """docs/design.md §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
 
         Kept edges are listed by input node (ties keep the earlier edge), so the file is canonical.
         ``edge_weights`` (PC-DARTS edge normalisation, 14 per kind) multiply the scores that rank edges.

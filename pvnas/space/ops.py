@@ -1,4 +1,4 @@
-"""The op registry (DESIGN §1): the only place where op names map to modules.
+"""The op registry (docs/design.md §1): the only place where op names map to modules.
 
 Every op works on ``(N, C, T, H, W)`` tensors, keeps C, and takes a spatial stride of 1 or 2
 (a reduction edge strides 1x2x2); ``stride`` may also be a full ``(t, h, w)`` tuple for the

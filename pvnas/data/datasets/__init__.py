@@ -1,4 +1,4 @@
-"""The dataset kinds of ``--data KIND[:ARG][?key=value&...]`` (DESIGN §5): one :class:`DatasetKind` each.
+"""The dataset kinds of ``--data KIND[:ARG][?key=value&...]`` (docs/design.md §5): one :class:`DatasetKind` each.
 
 Each layout's module turns its manifests into ``(path, label)`` pairs and class names; :data:`KINDS`
 says what else parsing a spec, building its datasets and costing a run (``pvnas estimate``) need to
