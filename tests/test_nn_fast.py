@@ -231,3 +231,35 @@ def test_edge_norm_betas_are_arch_parameters_and_rank_edges():
                 start += node
     for cell in net.genotype().cells.values():
         assert [j for _, j in cell.edges] == [0, 1, 1, 2, 2, 3, 3, 4]
+
+
+@pytest.mark.parametrize("stride,dilation,multiplier,size", [(1, 1, 1, 7), (2, 1, 2, 8), (1, 2, 1, 8), (1, 2, 2, 7),
+                                                             (2, 1, 1, 7)])
+def test_depthwise_by_shifts_equals_conv2d(stride, dilation, multiplier, size):
+    """The compiled GPU path's depthwise conv (shifted, scaled views): output and gradients of F.conv2d's."""
+    from pvnas.nn.fast.conv import depthwise_by_shifts
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size + 1, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(3 * multiplier, 1, 3, 3, generator=g, requires_grad=True)
+    pad = (dilation, dilation)
+    outs = [f(x, w, (stride, stride), pad, dilation, 3) for f in
+            (lambda *a: F.conv2d(a[0], a[1], None, a[2], a[3], a[4], a[5]), depthwise_by_shifts)]
+    grads = [torch.autograd.grad(o, (x, w), torch.cos(torch.arange(o.numel()).view_as(o).to(o))) for o in outs]
+    assert_close(outs[0], outs[1], "output")
+    for a, b in zip(*grads):
+        assert_close(a, b, "gradient")
+
+
+def test_fast_supernet_with_shifted_depthwise_equals_reference():
+    from pvnas.nn.fast.policy import generic_kernels, shifted_depthwise
+
+    ref, fast = twins()
+    x = clip()
+    with generic_kernels(), shifted_depthwise():
+        logits = [net(x) for net in (ref, fast)]
+        for out in logits:
+            F.cross_entropy(out, torch.tensor([1, 3])).backward()
+    assert_close(logits[0], logits[1], "logits")
+    for (name, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters()):
+        assert_close(p_ref.grad, p_fast.grad, f"grad of {name}")

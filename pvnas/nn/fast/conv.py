@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvnas.nn.fast.layout import SharedInput, interleave, nchw, nhwc, phases
-from pvnas.nn.fast.policy import generic
+from pvnas.nn.fast.policy import depthwise_as_shifts, generic
 
 
 def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -81,7 +81,7 @@ def conv_frames(
         else:
             x = x.r
     if kt == 1:
-        return F.conv2d(x, weight.squeeze(2), bias, stride, conv.padding[1:], 1, groups)
+        return conv2d(x, weight.squeeze(2), bias, stride, conv.padding[1:], 1, groups)
     if kh != 1 or kw != 1 or stride != (1, 1):
         raise ValueError(f"fast cell: unsupported conv {conv.kernel_size} stride {conv.stride} (only 1xkxk, or "
                          f"kx1x1 without spatial stride but on a shared input)")
@@ -89,6 +89,38 @@ def conv_frames(
     video = nchw(nhwc(x).view(n, nt // n, h * w, c))
     y = F.conv2d(video, weight.squeeze(-1), bias, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1), groups)
     return nchw(nhwc(y).view(-1, h, w, y.shape[1]))
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, ...],
+           padding: tuple[int, ...], dilation: int, groups: int) -> torch.Tensor:
+    """``F.conv2d``, except depthwise convs under :func:`~pvnas.nn.fast.policy.depthwise_as_shifts`."""
+    if weight.shape[1] == 1 and groups > 1 and bias is None and depthwise_as_shifts(x):
+        return depthwise_by_shifts(x, weight, stride, padding, dilation, groups)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def depthwise_by_shifts(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+                        dilation: int, groups: int) -> torch.Tensor:
+    """A depthwise conv (``groups`` input channels, ``weight`` (groups * m, 1, kh, kw): m filters per channel) as
+    the sum over the kernel's taps of shifted views of the zero-padded input, each scaled per channel: pure
+    element-wise work that a compiler fuses into one kernel, forward and backward."""
+    kh, kw = weight.shape[-2:]
+    m = weight.shape[0] // groups
+    n, c, h, w = x.shape
+    sh, sw = stride
+    ho = (h + 2 * padding[0] - dilation * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * padding[1] - dilation * (kw - 1) - 1) // sw + 1
+    xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    if m > 1:  # output channel c * m + j reads input channel c
+        xp = xp.repeat_interleave(m, dim=1)
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, dilation * i: dilation * i + sh * (ho - 1) + 1: sh, dilation * j: dilation * j + sw * (wo - 1) + 1: sw]
+            term = tap * weight[:, 0, i, j].view(1, -1, 1, 1)
+            out = term if out is None else out + term
+    assert out is not None
+    return out
 
 
 def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d | ConvGeometry, groups: int) -> torch.Tensor:
@@ -102,9 +134,9 @@ def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d | Con
             or weight.shape[1] != 1):
         return F.conv2d(src.r, weight, None, conv.stride[1:], conv.padding[1:], conv.dilation[1:], groups)
     if s == d:
-        return F.conv2d(src.phase(d, 0), weight, None, 1, k // 2, 1, groups)
+        return conv2d(src.phase(d, 0), weight, None, (1, 1), (k // 2,) * 2, 1, groups)
     if generic(src.r):
-        return F.conv2d(src.r, weight, None, 1, d * (k // 2), d, groups)
+        return conv2d(src.r, weight, None, (1, 1), (d * (k // 2),) * 2, d, groups)
     return DilatedDepthwise.apply(src.r, weight, d, groups)
 
 
