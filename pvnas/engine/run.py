@@ -10,6 +10,8 @@
 * ``checkpoint.pt`` holds the state of every registered object, the progress inside the epoch and the
   RNG states; it is written atomically after every epoch, every ``--checkpoint-every`` minutes and on
   SIGTERM/SIGINT, and loaded as data (``weights_only``);
+* SIGTERM/SIGINT to the process or its whole group (loader workers outlive it, see
+  :mod:`pvnas.data.loader`) stop every rank at the same step: checkpoint, then :class:`Preempted`;
 * the epoch loop: progress bar, skipped videos, the non-finite guard, preemption.
 """
 
@@ -71,8 +73,10 @@ class StopSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        if self.signum is None:  # `timeout` signals the process, then its group: the same stop twice
+            log.warning("received %s: finishing the current step, then writing a checkpoint",
+                        signal.Signals(signum).name)
         self.signum = signum
-        log.warning("received %s: finishing the current step, then writing a checkpoint", signal.Signals(signum).name)
 
     def __enter__(self) -> "StopSignal":
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -268,6 +272,9 @@ class Run:
                         board.scalars(record, epoch + 1)
                 self.progress = Progress(epoch=epoch + 1, skipped=self.progress.skipped)
                 self.checkpoint()
+                if self.progress.epoch < epochs and any_rank(stop.requested, self.env):  # came during end_epoch
+                    raise Preempted(f"stopped after {self.command} epoch {epoch + 1}/{epochs}; {self.resume_hint}",
+                                    stop.signum or signal.SIGTERM)
 
     def _epoch(
         self, loader: Iterable, step: Callable[[Any], tuple[float, float, bool]], desc: str, lr: Callable[[], float],
