@@ -1,5 +1,5 @@
-"""Never lose work: exact resume (epoch boundary, SIGTERM mid-epoch to the process or its whole group), atomic
-files, guards."""
+"""Never lose work: exact resume (epoch boundary, SIGTERM mid-epoch to the process or its whole group, SIGKILL
+during a checkpoint write), atomic files, guards."""
 
 import json
 import math
@@ -15,6 +15,7 @@ import torch
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, RunOptions, override
 from pvnas.engine.run import NonFiniteGuard, NonFiniteLossError, Preempted
+from pvnas.engine.rundir import remove_stale_temps
 from pvnas.engine.train import run_train
 from pvnas.errors import ConfigError
 from pvnas.search.loop import run_search
@@ -25,6 +26,7 @@ CFG = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2, seed=
 DATA = "synthetic:24"
 SEARCH = [sys.executable, "-m", "pvnas", "search", "--data", DATA, "--preset", "tiny", "--epochs", "2",
           "--channels", "4", "--batch-size", "4", "--seed", "5", "--impl", "reference"]  # CFG on the command line
+SCRIPTS = Path(__file__).parent / "scripts"
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +161,36 @@ def test_sigterm_during_end_of_epoch_stops_before_the_next_epoch(straight, tmp_p
     assert (progress["epoch"], progress["step"]) == (1, 0)
     run_search(CFG, DATA, run, RunOptions(resume=True))
     assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(straight, tmp_path):
+    """Killed (OOM, node failure) halfway through writing the epoch-2 checkpoint: the epoch-1 one resumes, and
+    the half-written temp file is removed, not read."""
+    run = tmp_path / "run"
+    cmd = SEARCH[3:] + ["--out", str(run)]  # the arguments of `pvnas`
+    killed = subprocess.run([sys.executable, str(SCRIPTS / "kill_mid_checkpoint.py"), *cmd], capture_output=True,
+                            text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [torn] = run.glob(".checkpoint.pt.tmp*")  # the half-written second checkpoint
+    assert torn.stat().st_size < (run / "checkpoint.pt").stat().st_size
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["epoch"] == 1  # the first one
+    done = subprocess.run(SEARCH[:3] + cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+    assert not torn.exists() and not list(run.rglob(".*.tmp*"))
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_stale_temps_are_those_of_gone_processes_and_our_own(tmp_path):
+    """A temp file of a live process is another write in progress: kept."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pids = {"gone": int(gone.stdout), "own": os.getpid(), "live": os.getppid()}
+    temps = {who: tmp_path / "alphas" / f".epoch_001.pt.tmp{pid}" for who, pid in pids.items()}
+    temps["live"].parent.mkdir()
+    for path in temps.values():
+        path.write_bytes(b"torn")
+    assert remove_stale_temps(tmp_path) == sorted([temps["gone"], temps["own"]])
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [temps["live"]]
 
 
 # alphas barely move (lr 1e-6), any relative change passes: with 12 steps and a look every 3, `converge`

@@ -9,7 +9,8 @@
   command's;
 * ``checkpoint.pt`` holds the state of every registered object, the progress inside the epoch and the
   RNG states; it is written atomically after every epoch, every ``--checkpoint-every`` minutes and on
-  SIGTERM/SIGINT, and loaded as data (``weights_only``);
+  SIGTERM/SIGINT, and loaded as data (``weights_only``); a write killed midway leaves the previous one
+  (its temp file is removed when the directory is next claimed);
 * SIGTERM/SIGINT to the process or its whole group (loader workers outlive it, see
   :mod:`pvnas.data.loader`) stop every rank at the same step: checkpoint, then :class:`Preempted`;
 * the epoch loop: progress bar, skipped videos, the non-finite guard, preemption.
@@ -31,7 +32,9 @@ from tqdm.auto import tqdm
 
 from pvnas.config import RunOptions
 from pvnas.engine.distributed import DistEnv, any_rank
-from pvnas.engine.rundir import MetricsLog, load_torch, rng_state, save_torch, save_yaml, set_rng_state
+from pvnas.engine.rundir import (
+    MetricsLog, load_torch, remove_stale_temps, rng_state, save_torch, save_yaml, set_rng_state,
+)
 from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError, PvnasError
 
@@ -184,6 +187,9 @@ class Run:
                     shutil.rmtree(path)
                 else:
                     path.unlink(missing_ok=True)
+        if env.is_main and self.out.is_dir():
+            for path in remove_stale_temps(self.out):
+                log.info("removed %s, left by a write that was killed (the file it was replacing is intact)", path)
 
     @property
     def resume_hint(self) -> str:
