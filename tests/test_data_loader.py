@@ -1,16 +1,22 @@
-"""Loader: same seed -> same clips whatever the worker count; bad videos dropped, counted, warned once."""
+"""Loader: same seed -> same clips whatever the worker count; bad videos dropped, counted, warned once; workers
+outlive a stop signal to their process group."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
+import signal
+import subprocess
 
+import pytest
 import torch
 
 from pvnas.config import ClipConfig
 from pvnas.data import build_dataset
 from pvnas.data.datasets.video import VideoDataset
-from pvnas.data.loader import build_loader
+from pvnas.data.loader import TAKES_STOP_SIGNALS, build_loader
 
 CLIP = ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
 
@@ -75,3 +81,23 @@ def test_all_bad_batch_is_empty_not_an_error(generated_videos, bad_videos):
     loader = build_loader(ds, 1, shuffle=False, seed=0)
     batches = list(loader)
     assert batches[1].clips.numel() == 0 and len(batches[1].skipped) == 1
+
+
+@pytest.mark.skipif(not TAKES_STOP_SIGNALS, reason="Linux only: elsewhere workers keep torch's signal handling")
+def test_workers_outlive_a_stop_signal_to_the_group_but_not_the_loaders_own():
+    """SLURM, Kubernetes, `timeout`, torchrun and Ctrl-C signal the whole process group: the workers must keep
+    loading until the main process has checkpointed and shuts them down. torch's fallback, a SIGTERM from the
+    main process to a worker that does not stop, must still end it."""
+    loader = build_loader(build_dataset("synthetic:12", "train", CLIP), 1, shuffle=False, seed=0, workers=2)
+    before = set(multiprocessing.active_children())
+    batches = iter(loader)
+    labels = [next(batches).labels]
+    workers = sorted(set(multiprocessing.active_children()) - before, key=lambda w: w.pid)
+    assert len(workers) == 2
+    for sig in ("TERM", "INT"):  # from another process, as a group signal is
+        subprocess.run(["kill", f"-{sig}", *(str(w.pid) for w in workers)], check=True)
+    labels += [b.labels for b in batches]
+    assert len(labels) == 12 and all(w.is_alive() for w in workers)
+    os.kill(workers[0].pid, signal.SIGTERM)
+    workers[0].join(timeout=60)
+    assert workers[0].exitcode == 0

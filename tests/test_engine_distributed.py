@@ -1,7 +1,8 @@
-"""torchrun on CPU (gloo): 2 processes search in lockstep, alphas identical on both ranks."""
+"""torchrun on CPU (gloo): 2 processes search in lockstep, alphas identical on both ranks; a SIGTERM stops both."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,16 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import children, environment, sigterm_group_when
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
+TORCHRUN = [shutil.which("torchrun", path=os.path.dirname(sys.executable)), "--standalone", "--nproc_per_node", "2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # and the same thread count in every run a test compares
+
+
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    torchrun_bin = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun_bin, "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=900, env=ENV)
 
 
 def test_ddp_search_keeps_alphas_and_convergence_decisions_identical_on_every_rank(tmp_path):
@@ -40,13 +43,51 @@ def test_ddp_search_keeps_alphas_and_convergence_decisions_identical_on_every_ra
     assert (run / "genotype.json").exists()
 
 
-def test_ddp_search_cli(tmp_path):
-    run = tmp_path / "R"
-    proc = torchrun("-m", "pvnas", "search", "--data", "synthetic:16", "--preset", "tiny", "--epochs", "1",
-                    "--channels", "4", "--batch-size", "4", "--out", str(run))
+SEARCH = ["-m", "pvnas", "search", "--data", "synthetic:48", "--preset", "tiny", "--epochs", "1", "--channels", "4",
+          "--batch-size", "4", "--workers", "1"]  # 6 steps per rank
+
+
+@pytest.fixture(scope="module")
+def ddp_search_cli(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    run = tmp_path_factory.mktemp("ddp") / "R"
+    return torchrun(*SEARCH, "--out", str(run)), run
+
+
+def test_ddp_search_cli(ddp_search_cli):
+    proc, run = ddp_search_cli
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("genotype:") == 1  # only rank 0 prints
     assert (run / "genotype.json").exists() and (run / "alphas/epoch_001.pt").exists()
+
+
+def ranks_loading(pid: int) -> bool:
+    """Both ranks have started their loader worker: they are in their first epoch, before any checkpoint."""
+    ranks = children(pid)
+    return len(ranks) == 2 and all(children(rank) for rank in ranks)
+
+
+def rank_1(pid: int) -> int:
+    """The process group of torchrun ``pid``'s rank 1 (with its loader worker)."""
+    return next(rank for rank in children(pid) if environment(rank).get("RANK") == "1")
+
+
+@pytest.mark.parametrize("target", [lambda pid: pid, rank_1], ids=["torchrun", "rank 1 alone"])
+def test_ddp_search_sigterm_stops_every_rank_at_one_step_then_resumes_exactly(ddp_search_cli, tmp_path, target):
+    """torchrun forwards a SIGTERM (`timeout torchrun ...`, SLURM) to each rank's process group, loader workers
+    included; a preempted node signals its own ranks only. Either way the ranks agree on the step to stop after,
+    rank 0 checkpoints, and each exits with the resume hint."""
+    run = tmp_path / "R"
+    code, err = sigterm_group_when([*TORCHRUN, *SEARCH, "--out", str(run)], tmp_path / "stderr.txt", ranks_loading,
+                                   ENV, target)
+    stops = re.findall(r"preempted: stopped at search epoch 1/1, step (\d+); .* --resume", err)  # one per rank
+    assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
+    progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+    assert (progress["epoch"], progress["step"]) == (0, int(stops[0])) and not (run / "genotype.json").exists()
+    proc = torchrun(*SEARCH, "--out", str(run), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    straight = torch.load(ddp_search_cli[1] / "alphas/epoch_001.pt")
+    resumed = torch.load(run / "alphas/epoch_001.pt")
+    assert all(torch.equal(resumed[kind], straight[kind]) for kind in straight)
 
 
 def test_ddp_train_keeps_weights_identical_on_every_rank(tmp_path):

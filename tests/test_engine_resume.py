@@ -1,22 +1,32 @@
-"""Never lose work: exact resume (epoch boundary and SIGTERM mid-epoch), atomic files, guards."""
+"""Never lose work: exact resume (epoch boundary, SIGTERM mid-epoch to the process or its whole group, SIGKILL
+during a checkpoint write), atomic files, guards."""
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from pvnas.config import SEARCH_PRESETS, RunOptions, override
-from pvnas.engine.run import NonFiniteGuard, NonFiniteLossError
+from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, RunOptions, override
+from pvnas.engine.run import NonFiniteGuard, NonFiniteLossError, Preempted
+from pvnas.engine.rundir import remove_stale_temps
+from pvnas.engine.train import run_train
 from pvnas.errors import ConfigError
 from pvnas.search.loop import run_search
+from pvnas.space.genotype import Genotype
+from processes import children, sigterm_group_when
 
 CFG = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2, seed=5, impl="reference")
 DATA = "synthetic:24"
+SEARCH = [sys.executable, "-m", "pvnas", "search", "--data", DATA, "--preset", "tiny", "--epochs", "2",
+          "--channels", "4", "--batch-size", "4", "--seed", "5", "--impl", "reference"]  # CFG on the command line
+SCRIPTS = Path(__file__).parent / "scripts"
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +86,7 @@ def test_resume_may_extend_the_epochs(tmp_path):
 
 def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pvnas", "search", "--data", DATA, "--preset", "tiny", "--epochs", "2",
-           "--channels", "4", "--batch-size", "4", "--seed", "5", "--impl", "reference", "--out", str(run)]
+    cmd = SEARCH + ["--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 900
     while not (run / "alphas/epoch_001.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -92,6 +101,96 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+
+
+def workers_started(pid: int) -> bool:
+    """SIGTERM then: in the first epoch, before any checkpoint, the main process waiting for its first batch."""
+    return len(children(pid)) >= 2
+
+
+def assert_preempted(code: int, err: str) -> None:
+    assert code == 128 + signal.SIGTERM, err
+    assert "Resume with the same command plus --resume" in err, err
+    assert "Traceback" not in err and "killed by signal" not in err, err
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_then_resume_is_bit_exact(straight, tmp_path):
+    """As SLURM, Kubernetes and `timeout` stop a job: SIGTERM to the main process and its 2 loader workers."""
+    run = tmp_path / "run"
+    cmd = SEARCH + ["--workers", "2", "--out", str(run)]
+    assert_preempted(*sigterm_group_when(cmd, tmp_path / "stderr.txt", workers_started))
+    assert (run / "checkpoint.pt").is_file() and not (run / "genotype.json").exists()
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+
+
+TRAIN = override(NETWORK_PRESETS["tiny"], channels=4, batch_size=4, seed=3)  # 2 epochs, validation each
+
+
+def test_sigterm_to_the_process_group_of_a_retrain_then_resume_is_bit_exact(tmp_path):
+    """The same for `pvnas train`, whose validation loader has workers too."""
+    genotype, straight, run = tmp_path / "g.json", tmp_path / "straight", tmp_path / "run"
+    Genotype.random(2, min_conv=4).save(genotype)
+    run_train(Genotype.load(genotype), TRAIN, "synthetic:32", straight)
+    cmd = [sys.executable, "-m", "pvnas", "train", "--genotype", str(genotype), "--data", "synthetic:32", "--preset",
+           "tiny", "--channels", "4", "--batch-size", "4", "--seed", "3", "--workers", "2", "--out", str(run)]
+    assert_preempted(*sigterm_group_when(cmd, tmp_path / "stderr.txt", workers_started))
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    weights = [torch.load(r / "checkpoint.pt", weights_only=True)["state"]["model"] for r in (run, straight)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_sigterm_during_end_of_epoch_stops_before_the_next_epoch(straight, tmp_path, monkeypatch):
+    """A stop that comes while an epoch ends (its alphas, its validation) stops at that epoch's checkpoint."""
+    import pvnas.search.loop as loop
+
+    real, run = loop.collapse_stats, tmp_path / "run"
+
+    def signalled(alphas):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(alphas)
+
+    monkeypatch.setattr(loop, "collapse_stats", signalled)
+    with pytest.raises(Preempted, match="stopped after search epoch 1/2; .* --resume"):
+        run_search(CFG, DATA, run)
+    monkeypatch.setattr(loop, "collapse_stats", real)
+    progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+    assert (progress["epoch"], progress["step"]) == (1, 0)
+    run_search(CFG, DATA, run, RunOptions(resume=True))
+    assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(straight, tmp_path):
+    """Killed (OOM, node failure) halfway through writing the epoch-2 checkpoint: the epoch-1 one resumes, and
+    the half-written temp file is removed, not read."""
+    run = tmp_path / "run"
+    cmd = SEARCH[3:] + ["--out", str(run)]  # the arguments of `pvnas`
+    killed = subprocess.run([sys.executable, str(SCRIPTS / "kill_mid_checkpoint.py"), *cmd], capture_output=True,
+                            text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [torn] = run.glob(".checkpoint.pt.tmp*")  # the half-written second checkpoint
+    assert torn.stat().st_size < (run / "checkpoint.pt").stat().st_size
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["epoch"] == 1  # the first one
+    done = subprocess.run(SEARCH[:3] + cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+    assert not torn.exists() and not list(run.rglob(".*.tmp*"))
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_stale_temps_are_those_of_gone_processes_and_our_own(tmp_path):
+    """A temp file of a live process is another write in progress: kept."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pids = {"gone": int(gone.stdout), "own": os.getpid(), "live": os.getppid()}
+    temps = {who: tmp_path / "alphas" / f".epoch_001.pt.tmp{pid}" for who, pid in pids.items()}
+    temps["live"].parent.mkdir()
+    for path in temps.values():
+        path.write_bytes(b"torn")
+    assert remove_stale_temps(tmp_path) == sorted([temps["gone"], temps["own"]])
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [temps["live"]]
 
 
 # alphas barely move (lr 1e-6), any relative change passes: with 12 steps and a look every 3, `converge`

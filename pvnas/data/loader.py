@@ -2,13 +2,20 @@
 
 Dropping (not replacing) a bad sample keeps every other label where it was; the skipped paths
 travel with the batch so the training loop can count them into ``metrics.jsonl``.
+
+Loader workers outlive a SIGTERM/SIGINT sent to the whole process group (SLURM, Kubernetes, ``timeout``,
+torchrun, Ctrl-C): the main process finishes its step and writes a checkpoint first, then shuts them down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol, Union
 
 import numpy as np
@@ -16,6 +23,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+# Linux: a worker can tell who sent a signal. Elsewhere (macOS, Windows) workers keep torch's handling.
+TAKES_STOP_SIGNALS = hasattr(signal, "sigwaitinfo")
 
 
 class Skipped(NamedTuple):
@@ -101,10 +112,49 @@ class SeededSampler(Sampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed python/numpy in a loader worker from torch's per-worker seed (itself from the loader seed)."""
+    """A loader worker's start: seed python/numpy from torch's per-worker seed (itself from the loader seed),
+    and leave stopping to the main process."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    _leave_stop_signals_to_the_loader()
+
+
+def _leave_stop_signals_to_the_loader() -> None:
+    """Keep this worker alive through a SIGTERM/SIGINT sent to its process group.
+
+    torch's worker handler dies on any SIGTERM not sent by the main process, which then fails mid-step
+    ("worker is killed by signal") before it can checkpoint. The signals stay blocked (every thread started
+    from here on inherits that) and one thread takes them: a SIGTERM from the main process (torch's fallback
+    for a worker that does not stop, and multiprocessing's at exit) still ends the worker, as in torch.
+    """
+    if not TAKES_STOP_SIGNALS:
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def take() -> None:
+        while True:
+            info = signal.sigwaitinfo(STOP_SIGNALS)
+            if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=take, name="pvnas-stop-signals", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGTERM/SIGINT in this thread: workers forked inside start with them blocked, so a signal sent
+    to the group before :func:`seed_worker` runs waits there instead of killing them. Here it is delivered
+    on leaving."""
+    if not TAKES_STOP_SIGNALS:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class VideoLoader(DataLoader):
@@ -121,7 +171,9 @@ class VideoLoader(DataLoader):
         self.skip_count = 0
 
     def __iter__(self):
-        for batch in super().__iter__():
+        with _stop_signals_blocked():  # the first iteration starts the (persistent) workers
+            batches = super().__iter__()
+        for batch in batches:
             for item in batch.skipped:
                 self.skip_count += 1
                 if item.path not in self.skipped:

@@ -9,7 +9,10 @@
   command's;
 * ``checkpoint.pt`` holds the state of every registered object, the progress inside the epoch and the
   RNG states; it is written atomically after every epoch, every ``--checkpoint-every`` minutes and on
-  SIGTERM/SIGINT, and loaded as data (``weights_only``);
+  SIGTERM/SIGINT, and loaded as data (``weights_only``); a write killed midway leaves the previous one
+  (its temp file is removed when the directory is next claimed);
+* SIGTERM/SIGINT to the process or its whole group (loader workers outlive it, see
+  :mod:`pvnas.data.loader`) stop every rank at the same step: checkpoint, then :class:`Preempted`;
 * what both commands do before and around their epochs (:meth:`Run.open`): join the process group, seed,
   build the training split and check its size against the batch, the loader over this rank's shard, the
   steps per epoch, the TensorBoard writer;
@@ -36,7 +39,9 @@ from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, VideoLoader, build_loader
 from pvnas.engine.device import torch_threads
 from pvnas.engine.distributed import DistEnv, any_rank, init_distributed
-from pvnas.engine.rundir import MetricsLog, load_torch, rng_state, save_torch, save_yaml, seed_everything, set_rng_state
+from pvnas.engine.rundir import (
+    MetricsLog, load_torch, remove_stale_temps, rng_state, save_torch, save_yaml, seed_everything, set_rng_state,
+)
 from pvnas.engine.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError, PvnasError
 from pvnas.version import __version__
@@ -79,8 +84,10 @@ class StopSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        if self.signum is None:  # `timeout` signals the process, then its group: the same stop twice
+            log.warning("received %s: finishing the current step, then writing a checkpoint",
+                        signal.Signals(signum).name)
         self.signum = signum
-        log.warning("received %s: finishing the current step, then writing a checkpoint", signal.Signals(signum).name)
 
     def __enter__(self) -> "StopSignal":
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,6 +225,9 @@ class Run:
                     shutil.rmtree(path)
                 else:
                     path.unlink(missing_ok=True)
+        if env.is_main and self.out.is_dir():
+            for path in remove_stale_temps(self.out):
+                log.info("removed %s, left by a write that was killed (the file it was replacing is intact)", path)
 
     @classmethod
     def open(cls, command: str, out: str | Path, options: RunOptions, data: str, preset: str, *, clip: ClipConfig,
@@ -320,6 +330,9 @@ class Run:
                     self.board.scalars(record, epoch + 1)
                 self.progress = Progress(epoch=epoch + 1, skipped=self.progress.skipped)
                 self.checkpoint()
+                if self.progress.epoch < epochs and any_rank(stop.requested, self.env):  # came during end_epoch
+                    raise Preempted(f"stopped after {self.command} epoch {epoch + 1}/{epochs}; {self.resume_hint}",
+                                    stop.signum or signal.SIGTERM)
 
     def _epoch(
         self, loader: Iterable, step: Callable[[Any], tuple[float, float, bool]], desc: str, lr: Callable[[], float],

@@ -1,6 +1,8 @@
 """Files of a run directory: atomic writes, and reads that treat every file as data, never as code.
 
-Writes are atomic (temp file, fsync, rename) so a crash or preemption never leaves a torn file.
+Writes are atomic (temp file, fsync, rename) so a crash or preemption never leaves a torn file: a process
+killed mid-write (SIGKILL, out of memory) leaves the previous file whole and a ``.NAME.tmpPID`` file, which
+:func:`remove_stale_temps` clears.
 Every torch file pvnas reads (checkpoints, ``model.pt``, alphas) is loaded with ``weights_only=True``:
 tensors and plain containers only, so a hostile file cannot run code; the RNG states are stored as
 tensors and numbers for that reason. A file that cannot be read is one :class:`ConfigError` naming it.
@@ -12,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -20,6 +23,9 @@ import torch
 import yaml
 
 from pvnas.errors import ConfigError
+
+
+TEMP = re.compile(r"\..+\.tmp(\d+)")  # the temp file of an atomic write: .NAME.tmpPID
 
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -37,6 +43,30 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temp files under ``directory`` left by atomic writes killed midway: those of processes that
+    are gone, and this process's own (a restarted container reuses pids), so call it before this process writes
+    there. Another live process's are kept. Returns the deleted paths."""
+    removed = []
+    for path in sorted(Path(directory).rglob(".*.tmp*")):
+        match = TEMP.fullmatch(path.name)
+        if match and path.is_file() and (int(match[1]) == os.getpid() or not _alive(int(match[1]))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def save_torch(obj: Any, path: Path) -> None:
