@@ -1,14 +1,43 @@
-"""Damaged copies of the real test clips, deterministic by seed: the input of the fuzz campaign.
+"""Fuzz campaign: do `pvnas data --deep`, a search epoch and `pvnas predict` agree on damaged videos?
 
-Byte flips, container-header damage, mp4 atom fields (moov/stsz/stco/stsc/stts/tkhd/stsd/mdhd),
+Usage: python benchmarks/fuzz_videos.py [--files 200] [--seed 0] [--out DIR] [--timeout 1800] [--memory-mb 4096]
+
+Builds ``--files`` corrupted copies of the real clips of ``tests/data`` (deterministic by seed:
+byte flips, container-header damage, mp4 atom fields (moov/stsz/stco/stsc/stts/tkhd/stsd/mdhd),
 AVI and Matroska header fields, truncation, zeroed blocks, absurd dimensions written into the
 headers and into the coded bitstream (H.264 SPS, MPEG-4 VOL), absurd frame counts, wrong
-extensions, and a few clean copies as controls, laid out as a ``folder:`` dataset.
+extensions, and a few clean copies as controls), lays them out as a ``folder:`` dataset
+(``ROOT/{train,val}/<clip>/<file>``), then runs, each as a subprocess in its own session with a
+wall-clock limit and an address-space limit per process:
+
+1. ``pvnas data folder:ROOT --deep --json --workers 2``;
+2. one search epoch, ``pvnas search --data folder:ROOT --preset tiny --epochs 1 --workers 2``;
+3. ``pvnas predict`` on every file (in batches), with a tiny random network as the model file.
+
+Prints one JSON object: the files and their mutations, ``crashes`` (exit codes other than the
+documented ones, tracebacks), ``hangs`` (stages killed at their time limit), the peak RSS of
+each stage (largest process, and the sampled sum over its session), how many files the search
+epoch skipped, predict could not read and ``--deep`` named (would be skipped, or could not be
+checked), and the key check ``skipped_not_named``: files that the search or predict skipped
+although ``--deep`` passed them (must be empty). ``clean_named`` lists control copies that
+``--deep`` named or called damaged (false alarms; must be empty too). ``OUT/files.json`` has
+the per-file verdicts.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -402,3 +431,176 @@ def build_dataset(root: Path, files: int, seed: int) -> list[dict]:
         records.append({"path": str(path), "source": clip.name, "mutation": kind, "detail": what})
     return records
 
+
+# -- the campaign ---------------------------------------------------------------------------------
+
+
+def _session_rss_mb(sid: int) -> float:
+    """Resident memory of every process in session ``sid`` (the stage and its workers), summed."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:  # field 6 of stat: session id
+                total += int(fields[21])  # field 24: rss in pages
+        except (OSError, IndexError, ValueError):
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_stage(cmd: list[str], out: Path, *, timeout: float, memory_mb: int, ok_codes: tuple[int, ...]) -> dict:
+    """Run ``cmd`` in a new session, every process of it under an address-space limit; kill the
+    session at ``timeout``. Returns exit code, seconds, peak RSS (largest process, from wait4;
+    and the sampled sum over the session), and whether it crashed (exit code not in ``ok_codes``
+    or a traceback on stderr) or hung (killed at the limit). stdout/stderr go to ``out``.stdout/.stderr.
+    """
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    start = time.monotonic()
+    peak_tree, timed_out = 0.0, False
+    with open(f"{out}.stdout", "wb") as so, open(f"{out}.stderr", "wb") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, cwd=ROOT, start_new_session=True, preexec_fn=limit)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_tree = max(peak_tree, _session_rss_mb(proc.pid))
+            if time.monotonic() - start > timeout and not timed_out:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    try:  # workers left behind by a killed stage
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    stderr = Path(f"{out}.stderr").read_text(errors="replace")
+    return {
+        "cmd": " ".join(cmd[2:]) if cmd[:2] == [sys.executable, "-m"] else " ".join(cmd),
+        "exit_code": proc.returncode,
+        "seconds": round(time.monotonic() - start, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_session_rss_mb": round(peak_tree, 1),
+        "hung": timed_out,
+        "crashed": not timed_out and (proc.returncode not in ok_codes or "Traceback (most recent call last)" in stderr),
+    }
+
+
+def write_model(path: Path, classes: list[str]) -> None:
+    """A tiny random network as ``model.pt``: predict needs one, and what it predicts does not matter here."""
+    from pvnas.config import NETWORK_PRESETS
+    from pvnas.engine.modelfile import model_record, save_model
+    from pvnas.nn.network import network_from_config
+    from pvnas.space.genotype import Genotype
+
+    cfg = NETWORK_PRESETS["tiny"]
+    model = network_from_config(Genotype.random(0), cfg, len(classes))
+    save_model(path, model_record(model, classes, cfg, "tiny"))
+
+
+def campaign(files: int, seed: int, out: Path, *, timeout: float, memory_mb: int, predict_batch: int = 250) -> dict:
+    """Build the dataset, run the three stages, compare what each one could not read."""
+    shutil.rmtree(out, ignore_errors=True)
+    root = out / "data"
+    records = build_dataset(root, files, seed)
+    py = [sys.executable, "-m", "pvnas"]
+    stages = {}
+
+    stages["doctor"] = run_stage(py + ["data", f"folder:{root}", "--deep", "--json", "--workers", "2"], out / "doctor",
+                                 timeout=timeout, memory_mb=memory_mb, ok_codes=(0, 1, 3))
+    named: dict[str, str] = {}
+    unchecked: set[str] = set()
+    damaged: set[str] = set()
+    try:
+        report = json.loads((out / "doctor.stdout").read_text())
+        for split in report["splits"].values():
+            named.update({u["path"]: u["reason"] for u in split.get("unreadable", []) + split.get("unchecked", [])})
+            unchecked.update(u["path"] for u in split.get("unchecked", []))
+            damaged.update(d["path"] for d in split.get("damaged", []))
+    except (ValueError, KeyError):
+        stages["doctor"]["crashed"] = True  # stdout must be one JSON report
+
+    search = py + ["search", "--data", f"folder:{root}", "--preset", "tiny", "--epochs", "1", "--workers", "2",
+                   "--out", str(out / "search")]  # fmt: skip
+    stages["search"] = run_stage(search, out / "search", timeout=timeout, memory_mb=memory_mb, ok_codes=(0,))
+    log = (out / "search.stderr").read_text(errors="replace").replace("\r", "\n")
+    skipped = set(re.findall(r"skipping video (\S+): ", log))
+    metrics = out / "search" / "metrics.jsonl"
+    skip_count = json.loads(metrics.read_text().splitlines()[-1])["skipped"] if metrics.exists() else None
+
+    write_model(out / "model.pt", sorted({r["source"].rsplit(".", 1)[0] for r in records}))
+    paths = [r["path"] for r in records]
+    failed: dict[str, str] = {}
+    predict_stages = []
+    for i in range(0, len(paths), predict_batch):
+        batch = paths[i : i + predict_batch]
+        stage = run_stage(py + ["predict", *batch, "--checkpoint", str(out / "model.pt")], out / f"predict{i}",
+                          timeout=timeout, memory_mb=memory_mb, ok_codes=(0, 2))
+        predict_stages.append(stage)
+        try:
+            failed.update({r["video"]: r["error"] for r in json.loads((out / f"predict{i}.stdout").read_text()) if "error" in r})
+        except ValueError:
+            stage["crashed"] = True
+    stages["predict"] = {
+        "cmd": f"predict <{len(paths)} files in batches of {predict_batch}> --checkpoint model.pt",
+        "exit_code": sorted({s["exit_code"] for s in predict_stages}),
+        "seconds": round(sum(s["seconds"] for s in predict_stages), 1),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in predict_stages),
+        "peak_session_rss_mb": max(s["peak_session_rss_mb"] for s in predict_stages),
+        "hung": any(s["hung"] for s in predict_stages),
+        "crashed": any(s["crashed"] for s in predict_stages),
+    }
+
+    rel = lambda paths: sorted(os.path.relpath(p, root) for p in paths)  # noqa: E731
+    clean = {r["path"] for r in records if r["mutation"] == "clean"}
+    result = {
+        "files": len(records),
+        "seed": seed,
+        "mutations": {k: sum(r["mutation"].split("+")[0] == k for r in records) for k in WEIGHTS},
+        "crashes": [name for name, s in stages.items() if s["crashed"]],
+        "hangs": [name for name, s in stages.items() if s["hung"]],
+        "stages": stages,
+        "named_by_deep": len(named),
+        "unchecked_by_deep": len(unchecked),
+        "damaged_but_readable": len(damaged),
+        "skipped_by_search": len(skipped),
+        "search_skip_count": skip_count,
+        "failed_predict": len(failed),
+        "skipped_not_named": rel((skipped | set(failed)) - set(named)),
+        "clean_named": rel(clean & (set(named) | damaged)),
+        "named_not_skipped": len(set(named) - skipped - set(failed)),
+    }
+    (out / "files.json").write_text(json.dumps(
+        [{**r, "deep": named.get(r["path"], "damaged" if r["path"] in damaged else "ok"),
+          "search": "skipped" if r["path"] in skipped else "-", "predict": failed.get(r["path"], "ok")} for r in records],
+        indent=1))  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=200, help="corrupted copies to build")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one, removed)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds each stage may run")
+    parser.add_argument("--memory-mb", type=int, default=4096, help="address space of each process of a stage")
+    args = parser.parse_args()
+    if args.files < 2 * len(CLIPS):
+        parser.error(f"--files must be >= {2 * len(CLIPS)} (a clean copy of each clip per split)")
+    if args.out is not None:
+        result = campaign(args.files, args.seed, args.out, timeout=args.timeout, memory_mb=args.memory_mb)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = campaign(args.files, args.seed, Path(tmp), timeout=args.timeout, memory_mb=args.memory_mb)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
