@@ -2,11 +2,12 @@
 
 Usage: python benchmarks/fuzz_videos.py [--files 200] [--seed 0] [--out DIR] [--timeout 1800] [--memory-mb 4096]
 
-Builds ``--files`` corrupted copies of the real clips of ``tests/data`` (deterministic by seed:
-byte flips, container-header damage, mp4 atom fields (moov/stsz/stco/stsc/stts/tkhd/stsd/mdhd),
-AVI and Matroska header fields, truncation, zeroed blocks, absurd dimensions written into the
-headers and into the coded bitstream (H.264 SPS, MPEG-4 VOL), absurd frame counts, wrong
-extensions, and a few clean copies as controls), lays them out as a ``folder:`` dataset
+Builds ``--files`` corrupted copies of the real clips of ``tests/data`` and of two generated clips
+with many keyframes (:data:`SEEKABLE`, for the read paths that seek), deterministic by seed: byte
+flips, container-header damage, mp4 atom fields (moov/stsz/stco/stsc/stts/tkhd/stsd/mdhd), AVI and
+Matroska header fields, truncation, zeroed blocks, absurd dimensions written into the headers and
+into the coded bitstream (H.264 SPS, MPEG-4 VOL), absurd frame counts, wrong extensions, and a
+few clean copies as controls. They are laid out as a ``folder:`` dataset
 (``ROOT/{train,val}/<clip>/<file>``), then runs, each as a subprocess in its own session with a
 wall-clock limit and an address-space limit per process:
 
@@ -46,6 +47,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = sorted(p for p in (ROOT / "tests" / "data").iterdir() if p.suffix in {".mp4", ".avi", ".mkv", ".mov"})
 EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+# the real clips have few keyframes (the mkv 3, the others 1); these add the read paths that seek:
+# pts mode with B-frames and a keyframe every 12 frames, and count mode (AVI) seeking by dts
+SEEKABLE = {"seek_h264.mp4": {"bframes": 2, "keyint": 12}, "seek_mpeg4.avi": {"codec": "mpeg4", "keyint": 10}}
+
+
+def write_sources(folder: Path) -> list[Path]:
+    """The real clips, plus :data:`SEEKABLE` clips written into ``folder`` (moving patterns, 64 frames)."""
+    from pvnas.data.encode import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:72, 0:96].astype(np.float32)
+    frames = np.stack([np.stack([127 + 100 * np.sin((xx + 3 * i) / (9 + 4 * c) + yy / 13) for c in range(3)], -1)
+                       for i in range(64)]).astype(np.uint8)  # fmt: skip
+    for i in range(64):
+        frames[i, (3 * i) % 60 : (3 * i) % 60 + 12, (5 * i) % 84 : (5 * i) % 84 + 12] = 255 * (i % 2)
+    for name, options in SEEKABLE.items():
+        write_video(folder / name, frames, 25, **options)
+    return CLIPS + [folder / name for name in SEEKABLE]
 
 # -- container structure --------------------------------------------------------------------------
 
@@ -398,8 +417,8 @@ MUTATIONS: dict[str, Callable[[bytes, str, np.random.Generator], tuple[bytes, st
 WEIGHTS = {"flip": 4, "header": 3, "field": 4, "truncate": 3, "zero": 3, "size": 2, "count": 2, "clean": 1}
 
 
-def build_dataset(root: Path, files: int, seed: int) -> list[dict]:
-    """``files`` corrupted copies of the clips under ``root/{train,val}/<clip>/``; one record per file.
+def build_dataset(root: Path, files: int, seed: int, sources: list[Path] = CLIPS) -> list[dict]:
+    """``files`` corrupted copies of ``sources`` under ``root/{train,val}/<clip>/``; one record per file.
 
     Every fifth file goes to val. One clean copy of each clip in each split keeps the dataset
     usable whatever the damage; a tenth of the other files also get a wrong extension.
@@ -409,11 +428,11 @@ def build_dataset(root: Path, files: int, seed: int) -> list[dict]:
     p = np.asarray([WEIGHTS[k] for k in kinds], dtype=np.float64)
     records = []
     for i in range(files):
-        clip = CLIPS[i % len(CLIPS)]
+        clip = sources[i % len(sources)]
         split = "val" if i % 5 == 4 else "train"
-        kind = "clean" if i < 2 * len(CLIPS) else str(rng.choice(kinds, p=p / p.sum()))
-        if i < 2 * len(CLIPS):
-            split = "train" if i < len(CLIPS) else "val"
+        kind = "clean" if i < 2 * len(sources) else str(rng.choice(kinds, p=p / p.sum()))
+        if i < 2 * len(sources):
+            split = "train" if i < len(sources) else "val"
         data, ext = clip.read_bytes(), clip.suffix
         what = "clean copy"
         if kind != "clean":
@@ -422,7 +441,7 @@ def build_dataset(root: Path, files: int, seed: int) -> list[dict]:
                 second = str(rng.choice(list(MUTATIONS)))
                 data, more = MUTATIONS[second](data, ext, rng)
                 kind, what = f"{kind}+{second}", f"{what}; {more}"
-        if i >= 2 * len(CLIPS) and rng.random() < 0.1:
+        if i >= 2 * len(sources) and rng.random() < 0.1:
             ext = str(rng.choice([e for e in EXTENSIONS if e != clip.suffix]))
             what += f"; extension {ext}"
         path = root / split / clip.stem / f"f{i:05d}_{kind.replace('+', '_')}{ext}"
@@ -509,7 +528,8 @@ def campaign(files: int, seed: int, out: Path, *, timeout: float, memory_mb: int
     """Build the dataset, run the three stages, compare what each one could not read."""
     shutil.rmtree(out, ignore_errors=True)
     root = out / "data"
-    records = build_dataset(root, files, seed)
+    sources = write_sources(out / "sources")
+    records = build_dataset(root, files, seed, sources)
     py = [sys.executable, "-m", "pvnas"]
     stages = {}
 
@@ -592,8 +612,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds each stage may run")
     parser.add_argument("--memory-mb", type=int, default=4096, help="address space of each process of a stage")
     args = parser.parse_args()
-    if args.files < 2 * len(CLIPS):
-        parser.error(f"--files must be >= {2 * len(CLIPS)} (a clean copy of each clip per split)")
+    if args.files < 2 * (len(CLIPS) + len(SEEKABLE)):
+        parser.error(f"--files must be >= {2 * (len(CLIPS) + len(SEEKABLE))} (a clean copy of each clip per split)")
     if args.out is not None:
         result = campaign(args.files, args.seed, args.out, timeout=args.timeout, memory_mb=args.memory_mb)
     else:
