@@ -361,17 +361,29 @@ def demo(
 def data_doctor(
     spec: str = typer.Argument(..., help="Dataset spec, e.g. ucf101:/data/ucf101?split=1 or folder:ROOT."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Processes that probe videos."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Threads that probe videos (--deep: processes)."),
+    deep: bool = typer.Option(False, "--deep", help="Read every frame the way training and predict do."),
+    timeout: float = typer.Option(60.0, "--timeout", help="--deep: seconds one file may take."),
+    max_memory: float = typer.Option(2048.0, "--max-memory", help="--deep: MB one worker process may use."),
 ) -> None:
-    """Check a dataset: classes, videos per split, unreadable files with reasons; exit 0 if usable."""
+    """Check a dataset: classes, videos per split, unreadable files with reasons.
+
+    Exit code 0 if usable, 1 if not (2: bad spec or option). With --deep, 3 when usable but some
+    listed videos would be skipped, are missing or could not be checked within the limits.
+    """
     from tqdm.auto import tqdm
 
     from pvnas.data.doctor import check_dataset, format_report
 
-    report = check_dataset(spec, workers=workers, progress=lambda it: tqdm(it, desc="probing", leave=False))
+    report = check_dataset(
+        spec, workers=workers, deep=deep, timeout=timeout, max_memory_mb=max_memory,
+        progress=lambda it: tqdm(it, desc="reading" if deep else "probing", leave=False),
+    )
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if not report["usable"]:
         raise typer.Exit(1)
+    if deep and not report["all_readable"]:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -63,3 +63,21 @@ def test_data_doctor_on_unusable_and_bad_specs(tmp_path):
     assert pvnas("data", f"folder:{tmp_path}").returncode == 1
     bad = pvnas("data", "nowhere:/x")
     assert bad.returncode == 2 and "unknown dataset spec" in bad.stderr
+
+
+def test_data_doctor_deep_exit_codes_and_json(mixed_tree, tmp_path):
+    """--deep: 3 when usable but some videos would be skipped, 0 when every video reads; JSON only on stdout."""
+    proc = pvnas("data", f"folder:{mixed_tree}", "--deep", "--json", "--workers", "2")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["deep"] and report["usable"] and not report["all_readable"]
+    assert sorted(u["path"].rsplit("/", 1)[-1] for u in report["splits"]["train"]["unreadable"]) == [
+        "broken_empty.mp4", "broken_text.mp4", "broken_truncated.mp4"]
+    clean = tmp_path / "clean"
+    for rel in ("train/cleaning/a.mp4", "train/makeup/c.avi", "val/cleaning/f.mp4"):
+        (clean / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(mixed_tree / rel, clean / rel)
+    proc = pvnas("data", f"folder:{clean}", "--deep")
+    assert proc.returncode == 0 and "train: 2 videos, 2 readable, 0 unreadable, 0 damaged but readable" in proc.stdout
+    bad = pvnas("data", f"folder:{clean}", "--deep", "--timeout", "0")
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("--timeout and --max-memory must be > 0, got 0 s and 2048 MB")

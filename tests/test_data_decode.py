@@ -150,3 +150,75 @@ def test_decord_backend_agrees_with_pyav(real_clips, generated_videos):
         assert (a - b).abs().mean() < 3  # same frames; colour conversion may differ by a level or two
     with pytest.raises(DecodeError):
         decord.read(real_clips["cleaning_pool_32f.mp4"].parent / "README.md", [0])
+
+
+# -- damaged files: the hardening found by benchmarks/fuzz_videos.py -----------------------------------
+
+
+def _fuzz():
+    """The fuzz campaign's file surgery (mp4 atoms, H.264 SPS), loaded from its script."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_videos.py"
+    spec = importlib.util.spec_from_file_location("fuzz_videos_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _constant_size_samples(data: bytes, count: int) -> bytes:
+    """An mp4 whose stsz declares ``count`` samples of one byte each (no table needed)."""
+    fuzz = _fuzz()
+    stsz, stsc = fuzz.mp4_atom(data, b"stsz"), fuzz.mp4_atom(data, b"stsc")
+    data = fuzz.put_int(fuzz.put_int(data, stsz[0] + 12, ">I", 1), stsz[0] + 16, ">I", count)
+    return fuzz.put_int(data, stsc[0] + 20, ">I", count)
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda d: _fuzz().mp4_with_coded_size(d, 16000, 16000), "size 15988x16000 is over the limit of 35.4 megapixels"),
+        (lambda d: _fuzz().mp4_with_coded_size(d, 16000, 16), "frame size 15988x16: a side ratio over 16"),
+        (lambda d: _constant_size_samples(d, 16777216), "the mp4 header declares 16777216 frames"),
+        (lambda d: d[: d.rfind(b"avc1")] + b"zzzz" + d[d.rfind(b"avc1") + 4 :], "no decoder for its video codec"),
+    ],
+    ids=["16000x16000", "16000x16", "16M-samples", "unknown-codec"],
+)  # fmt: skip
+def test_absurd_headers_are_decode_errors(damage, reason, real_clips, tmp_path):
+    """Sizes and counts no dataset holds cost FFmpeg gigabytes (6 GB for 3 frames of the first, 1 GB
+    of index for the third): the decoder refuses them before it allocates, with a reason."""
+    path = tmp_path / "absurd.mp4"
+    path.write_bytes(damage(real_clips["cleaning_pool_32f.mp4"].read_bytes()))
+    decoder = PyAVDecoder()
+    for call in (decoder.info, lambda p: decoder.read(p, [0]), decoder.scan):
+        with pytest.raises(DecodeError, match=reason):
+            call(path)
+
+
+def test_metadata_that_is_not_utf8_is_read(real_clips, tmp_path):
+    """A damaged tag raised UnicodeDecodeError from av.open: a crash in a loader worker, not a skip."""
+    data = bytearray(real_clips["flipping_pancake.mkv"].read_bytes())
+    at = data.find(b"Lavf58", data.find(b"ENCODER"))
+    data[at : at + 2] = b"\xff\xfe"
+    path = tmp_path / "tag.mkv"
+    path.write_bytes(bytes(data))
+    decoder = PyAVDecoder()
+    assert decoder.info(path).num_frames == 310 and decoder.read(path, [309]).shape == (1, 240, 426, 3)
+
+
+def test_scan_counts_what_a_damaged_file_holds(real_clips, tmp_path):
+    import av
+
+    decoder = PyAVDecoder(threads=1)
+    for name, frames in (("apply_eye_makeup.avi", 164), ("cleaning_pool_32f.mp4", 32), ("flipping_pancake.mkv", 0)):
+        scan = decoder.scan(real_clips[name])
+        assert (scan.header_frames, scan.corrupt, scan.errors) == (frames, 0, 0)
+        assert scan.packets == scan.decoded == decoder.info(real_clips[name]).num_frames
+    avi = real_clips["apply_eye_makeup.avi"]
+    with av.open(str(avi)) as c:
+        starts = [p.pos for p in c.demux(video=0) if p.size]
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[: starts[100] - 8])  # the first 100 packets, whole
+    scan = decoder.scan(cut)
+    assert (scan.header_frames, scan.packets, scan.decoded, scan.errors) == (164, 100, 100, 0)

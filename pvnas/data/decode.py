@@ -19,12 +19,29 @@ the file decodes), cached per path:
   needed frame). ``pvnas prepare`` re-encodes such files into cheaply seekable ones.
 
 Rotation metadata (phones, ``.mov``) is applied: frames come out the way players show them.
+
+Damaged files must cost a training worker neither its memory nor its time, so the decoder refuses,
+with a :class:`DecodeError`, what no real dataset holds (a corrupt header or bitstream can claim
+anything, and FFmpeg would allocate it):
+
+* frames over :data:`MAX_PIXELS` (8192 x 4320, DCI 8K; one RGB frame is then <= 106 MB): checked on
+  the size the codec reports before the first decode, and enforced by FFmpeg's ``max_pixels`` on
+  every later frame, so a size change mid-stream cannot allocate more either;
+* a long/short side ratio over :data:`MAX_ASPECT` (16; the widest real formats are ~4:1): a
+  short-side resize would blow the long side up to 16x the crop scale or more;
+* more than :data:`MAX_PACKETS` packets (2^21, over 19 hours at 30 fps): the index pass keeps a
+  few numbers per packet and stops counting there. An mp4/mov sample table is checked against
+  the same bound before FFmpeg opens the file: its demuxer allocates an index entry for every
+  sample a header declares, and a constant-size ``stsz`` can declare 10^8 samples in 20 bytes
+  (gigabytes of index for a file of kilobytes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -45,6 +62,10 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp", ".ts"}
 )
 _COUNT_MODE_FORMATS = frozenset({"avi"})  # containers whose packet pts do not give display order
+MAX_PIXELS = 8192 * 4320
+MAX_ASPECT = 16
+MAX_PACKETS = 2**21
+_CODEC_OPTIONS = {"max_pixels": str(MAX_PIXELS)}
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -62,6 +83,19 @@ class VideoInfo:
     height: int
     rotation: int  # degrees counter-clockwise applied to the stored frames (display matrix)
     duration: float  # seconds
+
+
+@dataclass(frozen=True)
+class VideoScan:
+    """What a sequential decode of a whole file finds (:meth:`PyAVDecoder.scan`): how damaged it is."""
+
+    header_frames: int  # the frame count the container header claims (0: it does not say)
+    header_seconds: float  # the duration the header claims for the video (or the file); 0: unknown
+    packets: int  # video packets in the file: the frames the index (and ``info``) counts
+    decoded: int  # frames a decode from the start outputs, going on past errors
+    corrupt: int  # decoded frames FFmpeg flags as corrupt (errors it concealed)
+    errors: int  # packets or demux steps that raised an error
+    first_error: str | None
 
 
 class DecodeError(DataError):
@@ -148,6 +182,44 @@ class PyAVDecoder:
         stacked = np.stack([frames[int(i)] for i in want])
         return torch.from_numpy(rotate_frames(stacked, index.info.rotation))
 
+    def scan(self, path: str | os.PathLike) -> VideoScan:
+        """Decode every frame from the start, going on past errors, counting what comes out.
+
+        Not a read path (a read gives up at the first error): it tells how far a damaged file falls
+        short of its header and index, for ``pvnas data --deep``. Raises :class:`DecodeError` as
+        ``info`` does.
+        """
+        path = os.fspath(path)
+        index = self._index(path)
+        decoded = corrupt = errors = 0
+        first_error: str | None = None
+        try:
+            container, stream = self._open(path)
+        except av.FFmpegError as e:
+            raise DecodeError(path, f"not a readable video: {e}") from None
+        with container:
+            header = int(stream.frames or 0)
+            if stream.duration and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                seconds = container.duration / av.time_base if container.duration else 0.0
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError as e:  # the demuxer gives up: the rest of the file is lost
+                    errors, first_error = errors + 1, first_error or str(e)
+                    break
+                try:
+                    for frame in packet.decode():
+                        decoded += 1
+                        corrupt += bool(frame.is_corrupt)
+                except av.FFmpegError as e:  # one bad packet: decoding goes on with the next
+                    errors, first_error = errors + 1, first_error or str(e)
+        return VideoScan(header, seconds, index.info.num_frames, decoded, corrupt, errors, first_error)
+
     # -- index ---------------------------------------------------------------------------------
 
     def _index(self, path: str) -> _Index:
@@ -169,6 +241,8 @@ class PyAVDecoder:
             index = _build_index(path)
         except av.FFmpegError as e:
             raise DecodeError(path, f"not a readable video: {e}") from None
+        except OSError as e:  # reading the mp4 header ourselves
+            raise DecodeError(path, f"cannot read file: {e.strerror or e}") from None
         with self._lock:
             self._cache[key] = index
             if len(self._cache) > self.cache_size:
@@ -178,8 +252,9 @@ class PyAVDecoder:
     # -- decoding ------------------------------------------------------------------------------
 
     def _open(self, path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-        container = av.open(path)
+        container = _open_input(path)
         stream = container.streams.video[0]
+        stream.codec_context.options = _CODEC_OPTIONS
         stream.thread_type = "AUTO"
         stream.thread_count = self.threads or (1 if get_worker_info() is not None else 0)
         return container, stream
@@ -286,16 +361,101 @@ def _plan(needed: np.ndarray, keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(k, np.asarray(seg)) for k, seg in segments]
 
 
+def _open_input(path: str) -> av.container.InputContainer:
+    """``av.open`` for reading untrusted files.
+
+    Metadata that is not UTF-8 (a damaged header) gets replacement characters instead of raising,
+    and the codecs FFmpeg opens to probe the streams refuse frames over :data:`MAX_PIXELS` too; a
+    format that lists its streams only by probing them (MPEG-TS/PS) cannot take per-stream
+    options and is probed under FFmpeg's own size check (about 268 megapixels).
+    """
+    try:
+        return av.open(path, metadata_errors="replace", stream_options=[_CODEC_OPTIONS] * 64)
+    except av.FFmpegError:
+        raise
+    except ValueError:  # PyAV: this format exposes no streams before probing
+        return av.open(path, metadata_errors="replace")
+
+
+def _check_size(path: str, width: int, height: int) -> None:
+    """Refuse frame sizes no dataset holds (see the module docstring): they cost memory, not clips."""
+    if width * height > MAX_PIXELS:
+        raise DecodeError(path, f"frame size {width}x{height} is over the limit of {MAX_PIXELS / 1e6:.1f} megapixels")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise DecodeError(path, f"frame size {width}x{height}: a side ratio over {MAX_ASPECT} is not a real video")
+
+
+_MP4_BOXES = {b"moov", b"mdia", b"minf", b"stbl", b"traf"}  # boxes walked into (and trak)
+_MP4_MAX_MOOV = 64 * 2**20  # a 2^21-sample video's moov is ~20 MB: larger ones are not walked
+
+
+def _mp4_declared_samples(path: str) -> int:
+    """The largest sample count an mp4/mov header declares for one video track (``stsz``) or one
+    fragment (``trun``); 0 for other files. Reads top-level box headers, and the moov/moof boxes."""
+
+    def walk(data: bytes, video: bool) -> int:
+        found, off = 0, 0
+        while off + 8 <= len(data):
+            size, kind = struct.unpack(">I4s", data[off : off + 8])
+            if size < 8 or off + size > len(data):
+                break
+            if kind == b"trak":
+                box = data[off + 8 : off + size]
+                handler = box.find(b"hdlr")  # mdia's handler type: vide, soun, ...
+                found = max(found, walk(box, handler >= 0 and box[handler + 12 : handler + 16] == b"vide"))
+            elif kind in _MP4_BOXES:
+                found = max(found, walk(data[off + 8 : off + size], video))
+            elif kind == b"stsz" and video and size >= 20:
+                found = max(found, struct.unpack(">I", data[off + 16 : off + 20])[0])
+            elif kind == b"trun" and size >= 16:
+                found = max(found, struct.unpack(">I", data[off + 12 : off + 16])[0])
+            off += size
+        return found
+
+    found, pos = 0, 0
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        while pos + 8 <= end:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind = struct.unpack(">I4s", head[:8])
+            if not re.fullmatch(rb"[a-zA-Z0-9 \xa9]{4}", kind):
+                break  # not (or no longer) an mp4 box: FFmpeg makes of the file what it can
+            body = 8
+            if size == 1 and len(head) == 16:
+                size, body = struct.unpack(">Q", head[8:16])[0], 16
+            elif size == 0:
+                size = end - pos
+            if size < body:
+                break
+            if kind in (b"moov", b"moof") and size <= _MP4_MAX_MOOV:
+                f.seek(pos + body)
+                found = max(found, walk(f.read(size - body), kind == b"moof"))  # fragments: any track
+            pos += size
+    return found
+
+
 def _build_index(path: str) -> _Index:
     """Demux every packet of the first video stream (decoding only the first frame)."""
-    with av.open(path) as container:
+    declared = _mp4_declared_samples(path)
+    if declared > MAX_PACKETS:
+        raise DecodeError(path, f"the mp4 header declares {declared} frames (more than {MAX_PACKETS}): a damaged table")
+    with _open_input(path) as container:
         if not container.streams.video:
             raise DecodeError(path, "no video stream (audio-only or not a video)")
         stream = container.streams.video[0]
+        codec = stream.codec_context
+        if codec is None:
+            raise DecodeError(path, "no decoder for its video codec (unknown or damaged codec tag)")
+        if codec.width and codec.height:  # the size the codec will allocate
+            _check_size(path, codec.width, codec.height)
+        codec.options = _CODEC_OPTIONS
         first: av.VideoFrame | None = None
         pts, dts, key_pts, key_dts = [], [], [], []
         pts_ok = container.format.name not in _COUNT_MODE_FORMATS
-        for packet in container.demux(stream):
+        for count, packet in enumerate(container.demux(stream)):
+            if count >= MAX_PACKETS:
+                raise DecodeError(path, f"more than {MAX_PACKETS} packets: a damaged index, or too long to train on")
             if first is None:
                 first = next(iter(packet.decode()), None)
             if packet.size == 0 or packet.is_discard:
@@ -309,13 +469,14 @@ def _build_index(path: str) -> _Index:
                 key_dts.append((len(dts) - 1, packet.dts))
         if first is None or not pts:
             raise DecodeError(path, "no decodable video frames")
-        reorders = bool(stream.codec_context.has_b_frames)
+        reorders = bool(codec.has_b_frames)
         tb = stream.time_base
         rate = stream.average_rate or stream.guessed_rate
         container_duration = container.duration / av.time_base if container.duration else None
 
     n = len(pts)
     coded = (first.width, first.height)
+    _check_size(path, *coded)
     rotation = int(first.rotation or 0)
     if rotation % 90:
         logger.warning("%s: rotation %d is not a multiple of 90 degrees; ignored", path, rotation)
