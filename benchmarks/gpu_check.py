@@ -268,6 +268,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     p.add_argument("--smoke", action="store_true", help="toy sizes, any device: checks that every section runs")
     p.add_argument("--max-steps", type=int, default=30, help="timed steps per measurement at most")
+    for name in ("channels", "size", "batch", "train_size", "train_batch"):  # e.g. a CPU-sized estimate check
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=f"set_{name}", help=f"override the {name}")
     args = p.parse_args(argv)
     sizes = dict(channels=64, frames=8, size=112, batch=32, agree_channels=16, agree_size=56, agree_batch=8,
                  agree_steps=20, train_channels=64, train_size=224, train_batch=8, sweep=[8, 16, 32, 64, 96],
@@ -277,7 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      agree_steps=2, train_channels=8, train_size=64, train_batch=2, sweep=[2, 4], estimate_budget=2.0)
         args.max_steps = min(args.max_steps, 2)
     for key, value in sizes.items():
-        setattr(args, key, value)
+        setattr(args, key, value if getattr(args, f"set_{key}", None) is None else getattr(args, f"set_{key}"))
     if args.smoke and "compile" in args.sections:  # (compiling on a CPU takes minutes)
         args.sections.remove("compile")
     return args

@@ -15,8 +15,9 @@ The rules, and why:
   batch may stand in for a requested one that would take longer than the time budget, scaled by batch: the
   batch grows by doubling from the probes while its measured step time says the next one fits the budget
   (first steps are cold: predicting from them alone chose batches 2-4x too small).
-* **As many timed steps as the budget allows** (at least ``steps``, at most :data:`MAX_TIMED_STEPS`): their
-  mean is what a run's mean step time is compared with.
+* **As many timed steps as the budget allows** (at least ``steps``, at most :data:`MAX_TIMED_STEPS`), and
+  their median: one stray slow step (page reclaim, another process; seen: 11 s among 0.93 s steps on CPU)
+  must not decide a projection over thousands.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class StepCost:
     step_seconds: float | None  # None: not measured (nothing fits, or a GPU batch that does not fit)
     step_seconds_source: str
     measured_batch: int
-    measured_step_seconds: float | None  # mean of the timed steps at measured_batch
+    measured_step_seconds: float | None  # median of the timed steps at measured_batch
     warmup_steps: int
     timed_steps: int
     peak_step_memory_mb: float
@@ -170,7 +171,7 @@ def cost_step(
         b, warmup = grow_batch(timed, max(line.probe_seconds), line.probe_seconds[max(line.probe_seconds)], b,
                                deadline, steps, clock), 0
     times, peak = time_steps(timed, b, warmup=warmup, steps=steps, deadline=deadline, clock=clock)
-    seconds = statistics.fmean(times)
+    seconds = statistics.median(times)
     if b == batch:
         step, source = seconds, "measured"
     elif linear:
