@@ -1,4 +1,4 @@
-"""experiments/search_quality.py --quick: searched vs random, two schedules side by side, on tiny data."""
+"""experiments/search_quality.py --quick: searched vs random on tiny data, cached units, variants, noise."""
 
 import json
 
@@ -11,28 +11,34 @@ SCRIPT = EXPERIMENTS / "search_quality.py"
 
 
 @pytest.mark.slow
-def test_quick_study_compares_searched_with_randoms_per_seed_and_schedule(tmp_path):
+def test_quick_study_caches_its_units_and_compares_searched_with_randoms(tmp_path):
     study = load_script(SCRIPT)
     threads = torch.get_num_threads()
     out = tmp_path / "q"
-    assert study.main(["--quick", "--out", str(out), "--schedules", "step", "converge", "--randoms", "2"]) == 0
+    assert study.main(["--quick", "--out", str(out), "--randoms", "2"]) == 0
     assert torch.get_num_threads() == threads
     for name in ("results.md", "results.json", "search_quality.png"):
         assert (out / name).stat().st_size > 0, name
     result = json.loads((out / "results.json").read_text())
-    assert [(p["seed"], p["schedule"]) for p in result["per_seed"]] == [(0, "step"), (0, "converge")]
-    for p in result["per_seed"]:
-        assert len(p["random_top1"]) == 2 and p["win"] == (p["searched"]["top1"] > sum(p["random_top1"]) / 2)
-        assert set(p["param_free"]) == set(p["entropy_drop"]) == {"S-NC", "S-RC", "T-NC", "T-RC"}
-        assert p["searched"]["genotype"]["meta"]["source"] == "search" and p["search_seconds"] > 0
-    # the randoms are retrained once per seed and shared by the schedules
-    assert result["per_seed"][0]["random_top1"] == result["per_seed"][1]["random_top1"]
-    assert [r["schedule"] for r in result["summary"]] == ["step", "converge"]
-    md = (out / "results.md").read_text()
-    assert "| step | 0 |" in md and "| converge | 0 |" in md and "wins" in md
+    (task,) = result["tasks"]
+    (row,) = task["rows"]
+    assert len(task["randoms"]) == 2 and all(len(r["top1_each"]) == 2 for r in task["randoms"])  # 2 retrain seeds
+    assert row["win"] == (row["searched"]["top1"] > task["random_mean_top1"])
+    assert row["clear_win"] == (row["margin"] > task["margin_noise"]) and task["retrain_noise"] >= 0
+    assert row["stop_at"]["epoch"] == 1 and set(row["param_free"]) == {"S-NC", "S-RC", "T-NC", "T-RC"}
+    # a second study with another selection reuses the search and every retrain it can (cached units)
+    searches = sorted((out / "runs").rglob("search_*/seed_0/result.json"))
+    stamp = searches[0].stat().st_mtime_ns
+    assert study.main(["--quick", "--out", str(out), "--randoms", "2", "--select", "perturbation", "--variant", "pt",
+                       "--stop-at", "0"]) == 0
+    pt = json.loads((out / "results_pt.json").read_text())
+    assert pt["tasks"][0]["randoms"] == task["randoms"] and len(list((out / "runs").rglob("search_*"))) == 1
+    assert pt["tasks"][0]["rows"][0]["genotype"]["meta"]["selection"] == "perturbation"
+    assert "perturbation" in json.loads(searches[0].read_text()) and searches[0].stat().st_mtime_ns != stamp
 
 
-@pytest.mark.parametrize("args", [["--randoms", "0"], ["--seeds", "1", "1"], ["--search-preset", "XL"]])
+@pytest.mark.parametrize("args", [["--randoms", "0"], ["--seeds", "1", "1"], ["--search-preset", "XL"],
+                                  ["--set", "nope=1"], ["--tasks", "nope"]])
 def test_bad_study_arguments_are_user_errors(tmp_path, capsys, args):
     study = load_script(SCRIPT)
     assert study.main(["--quick", "--out", str(tmp_path / "x"), *args]) == 2
