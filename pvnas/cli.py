@@ -139,8 +139,8 @@ def derive(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Genotype JSON to write (default: stdout)."),
     select: str = typer.Option(
         "alpha", "--select", help="alpha: the paper's rule (largest alphas); perturbation: DARTS-PT (what the supernet "
-        "needs most on validation clips; last epoch only)."),
-    videos: int = typer.Option(64, "--videos", help="--select perturbation: validation clips to score on."),
+        "needs most on training clips; last epoch only)."),
+    videos: int = typer.Option(64, "--videos", help="--select perturbation: training clips to score on."),
 ) -> None:
     """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
     from pvnas.search.perturbation import derive_by_perturbation

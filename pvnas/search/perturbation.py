@@ -7,7 +7,9 @@ parameter-free cells. It keeps, per edge, the op whose removal costs the superne
 and per node the two incoming edges whose removal costs most. Here, as there: ops first (each removed alone
 from the full supernet), then edges (each removed from the supernet whose edges hold their chosen op only).
 Unlike DARTS-PT, the supernet is not fine-tuned between decisions (a minutes-long search has nothing to spare
-for it); ties in accuracy, common on small validation sets, are broken by the validation loss.
+for it); the clips scored are centre views of the training split, the data the search had (the validation
+split stays unseen for testing the retrained network); ties in accuracy, common on a few dozen clips, are
+broken by the loss.
 """
 
 from __future__ import annotations
@@ -50,13 +52,13 @@ def load_supernet(run: Path) -> tuple[nn.Module, dict, SearchConfig]:
     return model.eval(), record, cfg
 
 
-def validation_batch(data: str, cfg: SearchConfig, videos: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``videos`` validation clips (centre view), spread evenly over the split, decoded once."""
-    dataset = build_dataset(data, "val", cfg.clip, seed=cfg.seed, views="single")
+def scoring_batch(data: str, cfg: SearchConfig, videos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``videos`` training clips (centre view), spread evenly over the split, decoded once."""
+    dataset = build_dataset(data, "train", cfg.clip, seed=cfg.seed, views="single")
     items = [dataset[int(i)] for i in np.unique(np.linspace(0, len(dataset) - 1, videos).round())]
     good = [it for it in items if not isinstance(it, Skipped)]
     if not good:
-        raise ConfigError(f"--data {data}: none of the validation videos read for --select perturbation is readable")
+        raise ConfigError(f"--data {data}: none of the training videos read for --select perturbation is readable")
     return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good])
 
 
@@ -103,7 +105,7 @@ def select(model: nn.Module, clips: torch.Tensor, labels: torch.Tensor) -> dict[
 
 def derive_by_perturbation(run: Path, epoch: int | None = None, videos: int = 64) -> Genotype:
     """The genotype DARTS-PT's selection gives for the trained supernet of ``run`` (its last epoch: only its
-    weights are saved), scored on ``videos`` validation clips of the run's data."""
+    weights are saved), scored on ``videos`` training clips of the run's data."""
     run = Path(run)
     last = saved_epochs(run)[-1] if (run / "alphas").is_dir() and saved_epochs(run) else None
     if last is None or not (run / "checkpoint.pt").is_file():
@@ -112,10 +114,11 @@ def derive_by_perturbation(run: Path, epoch: int | None = None, videos: int = 64
         raise ConfigError(f"--select perturbation --epoch {epoch}: only the last epoch's supernet ({last}) is saved; "
                           "derive earlier epochs with --select alpha")
     model, record, cfg = load_supernet(run)
-    clips, labels = validation_batch(record["data"], cfg, videos)
-    log.info("perturbation-based selection on %d validation clips of %s", len(labels), record["data"])
+    clips, labels = scoring_batch(record["data"], cfg, videos)
+    log.info("perturbation-based selection on %d training clips of %s", len(labels), record["data"])
     cells = select(model, clips, labels)
-    meta = {"source": "search", "selection": "perturbation", "epoch": last, "run": str(run), "dataset": record["data"]}
+    meta = {"source": "search", "selection": "perturbation", "scored_on": f"{len(labels)} training clips",
+            "epoch": last, "run": str(run), "dataset": record["data"]}
     genotype = Genotype(cells, meta)
     genotype.validate()
     return genotype
