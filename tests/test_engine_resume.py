@@ -2,6 +2,7 @@
 during a checkpoint write), atomic files, guards."""
 
 import json
+import shutil
 import math
 import os
 import signal
@@ -237,6 +238,17 @@ def test_resume_with_other_config_is_refused(straight, tmp_path):
         run_search(CFG, DATA, tmp_path / "empty", RunOptions(resume=True))
     with pytest.raises(ConfigError, match="already holds a run .*use --resume to continue it, --overwrite to replace it"):
         run_search(CFG, DATA, straight)
+
+
+def test_a_checkpoint_of_an_earlier_release_resumes_without_the_settings_added_since(straight, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(straight, old)
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["search"]["beta_decay"], ckpt["config"]["compile"]  # not yet settings when it was written
+    torch.save(ckpt, old / "checkpoint.pt")
+    run_search(CFG, DATA, old, RunOptions(resume=True))  # (its epochs are done: it resumes and finishes at once)
+    with pytest.raises(ConfigError, match="search.channels"):
+        run_search(override(CFG, channels=8), DATA, old, RunOptions(resume=True))
 
 
 def test_non_finite_guard_skips_then_stops():

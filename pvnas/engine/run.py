@@ -291,6 +291,8 @@ class Run:
                               f"`pvnas {self.command}` one; resume it with `pvnas {ckpt.get('command')} ... --resume`")
         then, now = _flatten(ckpt["config"]), _flatten(self.record)
         for key in sorted(set(then) | set(now)):
+            if key not in then:  # a setting added by a later release: the checkpoint ran without it
+                continue
             if key not in mutable and then.get(key) != now.get(key):
                 raise ConfigError(
                     f"--resume: {path} was written with {key} = {then.get(key)!r}, this run has {now.get(key)!r}; "
