@@ -34,9 +34,10 @@ def search(cfg: SearchConfig, data: str, run: Path, preset: str) -> float:
     return time.perf_counter() - t0
 
 
-def derive(run: Path, epoch: int | None = None) -> Genotype:
-    """The genotype of a saved epoch (as ``pvnas derive RUN --epoch N``, edge weights included)."""
-    genotype = derive_from_run(run, epoch)
+def derive(run: Path, epoch: int | None = None, max_param_free: int | None = None) -> Genotype:
+    """The genotype of a saved epoch (as ``pvnas derive RUN --epoch N [--max-param-free K]``, edge weights
+    included)."""
+    genotype = derive_from_run(run, epoch, max_param_free)
     return Genotype(genotype.cells, {**genotype.meta, "run": f"{run.parent.name}/{run.name}"})
 
 

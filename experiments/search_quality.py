@@ -74,6 +74,12 @@ class Budget:
     stop_at: float  # stop-at-epoch ablation: derive at this share of the search epochs (0: none)
     select: str  # alpha (the paper's rule) or perturbation (DARTS-PT)
     variant: str  # the name of these search settings in OUT/runs
+    max_param_free: int | None = None  # --select alpha: the derivation's cap on identity/pool edges per cell
+
+    @property
+    def derivation(self) -> str:
+        """The name under which a search's genotype of this selection is cached in its ``result.json``."""
+        return self.select if self.max_param_free is None else f"{self.select}_pf{self.max_param_free}"
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
@@ -105,9 +111,12 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
     search_cfg = dataclasses.replace(search_cfg, **parse_sets(args.set), workers=network.workers)
     if args.randoms < 1 or not args.retrain_seeds or not 0 <= args.stop_at < 1:
         raise ConfigError("--randoms must be >= 1, --retrain-seeds non-empty, --stop-at in [0, 1)")
+    if args.max_param_free is not None and (args.select != "alpha" or not 0 <= args.max_param_free <= 8):
+        raise ConfigError(f"--max-param-free must be in 0..8 and goes with --select alpha, got {args.max_param_free} "
+                          f"with --select {args.select}")
     views = args.views or f"{network.clip.test_clips}x{network.clip.test_crops}"
     return Budget(search_cfg, network, views, args.randoms, tuple(args.retrain_seeds), args.stop_at, args.select,
-                  args.variant)
+                  args.variant, args.max_param_free)
 
 
 def key_of(obj: Any) -> str:
@@ -140,17 +149,19 @@ def search_unit(data: str, seed: int, budget: Budget, run: Path) -> dict[str, An
         final = MetricsLog(run / "metrics.jsonl").read()[-1]
         result = {"seconds": seconds, "alpha": derive(run).to_dict(), "entropy_drop": final["entropy_drop"],
                   "supernet_acc": final["acc"], "decays": final.get("decays")}
-    if budget.select not in result:  # perturbation: scored on the trained supernet, once
+    if budget.derivation not in result:  # perturbation: scored on the trained supernet, once
         from pvnas.search.perturbation import derive_by_perturbation
 
-        result[budget.select] = derive_by_perturbation(run).to_dict()
+        result[budget.derivation] = (derive_by_perturbation(run) if budget.select == "perturbation"
+                                     else derive(run, max_param_free=budget.max_param_free)).to_dict()
     stop_epoch = max(1, round(budget.stop_at * budget.search.epochs)) if budget.stop_at else None
-    if stop_epoch and f"stop_{stop_epoch}" not in result:
-        result[f"stop_{stop_epoch}"] = derive(run, stop_epoch).to_dict()
+    stop_key = f"stop_{stop_epoch}" + ("" if budget.max_param_free is None else f"_pf{budget.max_param_free}")
+    if stop_epoch and stop_key not in result:
+        result[stop_key] = derive(run, stop_epoch, budget.max_param_free).to_dict()
     done.write_text(json.dumps(result, indent=2))
-    genotype = result[budget.select]
+    genotype = result[budget.derivation]
     return {**result, "genotype": genotype, "param_free": Genotype.from_dict(genotype).parameter_free_edges(),
-            "stop_at": stop_epoch and {"epoch": stop_epoch, "genotype": result[f"stop_{stop_epoch}"]}}
+            "stop_at": stop_epoch and {"epoch": stop_epoch, "genotype": result[stop_key]}}
 
 
 def retrain_unit(data: str, genotype: dict[str, Any], seed: int, budget: Budget, run: Path) -> dict[str, Any]:
@@ -245,6 +256,7 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
 def markdown(result: dict[str, Any]) -> str:
     b = result["budget"]
     s, n = b["search"], b["network"]
+    cap = "" if b.get("max_param_free") is None else f", at most {b['max_param_free']} parameter-free edges per cell"
     lines = [
         "# Search quality on the task suite: searched vs random genotypes at the same retrain budget", "",
         f"Command: `{result['command']}`  ",
@@ -252,7 +264,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"jobs x {result['threads']} torch thread(s)), load average at start {result['machine']['load_start']}.", "",
         f"- Search `{b['variant']}` (preset `{b['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
         f"{s['batch_size']}, alpha lr budget {s['a_lr_budget']}, warm-up {s['a_warmup']}, op dropout {s['op_dropout']}, "
-        f"skip noise {s['skip_noise']}, beta decay {s['beta_decay']}, schedule {s['schedule']}; selection {b['select']}.",
+        f"skip noise {s['skip_noise']}, beta decay {s['beta_decay']}, schedule {s['schedule']}; selection {b['select']}{cap}.",
         f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} warm-up, "
         f"cosine to 0), batch {n['batch_size']}, lr {n['lr']}; seeds {b['retrain_seeds']}; test {b['views']} views; "
         f"{b['randoms']} random genotypes (>= 4 convs per cell), the same for every task and seed.", "",
@@ -328,6 +340,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stop-at", type=float, default=0.5, help="stop-at-epoch ablation: share of the search epochs (0: off)")
     p.add_argument("--select", choices=["alpha", "perturbation"], default="alpha", help="how genotypes are derived")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="search settings, e.g. skip_noise=0.3")
+    p.add_argument("--max-param-free", type=int, default=None,
+                   help="--select alpha: derive with at most this many identity/pool edges per cell (default: no cap)")
     p.add_argument("--variant", default="default", help="a name for these search settings (in OUT/runs)")
     p.add_argument("--search-preset", default="demo")
     p.add_argument("--train-preset", default="demo")
@@ -370,7 +384,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                     "load_start": load_start},
         "budget": {"search": to_dict(budget.search), "network": to_dict(budget.network), "views": budget.views,
                    "randoms": budget.randoms, "retrain_seeds": list(budget.retrain_seeds), "stop_at": budget.stop_at,
-                   "select": budget.select, "variant": budget.variant, "search_preset": args.search_preset,
+                   "select": budget.select, "max_param_free": budget.max_param_free, "variant": budget.variant,
+                   "search_preset": args.search_preset,
                    "train_preset": args.train_preset},
         "tasks": tasks,
     }

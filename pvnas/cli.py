@@ -141,6 +141,9 @@ def derive(
         "alpha", "--select", help="alpha: the paper's rule (largest alphas); perturbation: DARTS-PT (what the supernet "
         "needs most on training clips; last epoch only)."),
     videos: int = typer.Option(64, "--videos", help="--select perturbation: training clips to score on."),
+    max_param_free: Optional[int] = typer.Option(
+        None, "--max-param-free", help="--select alpha: at most this many identity/pool edges per cell (P-DARTS' "
+        "cap on skip connections; default: no cap, the paper's rule)."),
 ) -> None:
     """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
     from pvnas.search.perturbation import derive_by_perturbation
@@ -150,7 +153,11 @@ def derive(
         raise ConfigError(f"--select must be alpha or perturbation, got {select!r}")
     if videos < 1:
         raise ConfigError(f"--videos must be >= 1, got {videos}")
-    genotype = derive_from_run(run, epoch) if select == "alpha" else derive_by_perturbation(run, epoch, videos)
+    if max_param_free is not None and (select != "alpha" or not 0 <= max_param_free <= 8):
+        raise ConfigError(f"--max-param-free must be in 0..8 and goes with --select alpha, got {max_param_free} "
+                          f"with --select {select}")
+    genotype = (derive_from_run(run, epoch, max_param_free) if select == "alpha"
+                else derive_by_perturbation(run, epoch, videos))
     if output is None:
         _print_json(genotype.to_dict())
     else:

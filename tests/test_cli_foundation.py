@@ -37,6 +37,16 @@ def test_derive_any_epoch(search_run, tmp_path):
     assert main(["derive", str(search_run), "--epoch", "7"]) == 2
 
 
+def test_derive_max_param_free(search_run, tmp_path, capsys):
+    out = tmp_path / "g0.json"
+    assert main(["derive", str(search_run), "--max-param-free", "0", "-o", str(out)]) == 0
+    g = Genotype.load(out)
+    assert g.meta["max_param_free"] == 0 and all(n == 0 for n in g.parameter_free_edges().values())
+    assert main(["derive", str(search_run), "--max-param-free", "9"]) == 2
+    assert main(["derive", str(search_run), "--max-param-free", "2", "--select", "perturbation"]) == 2
+    assert "goes with --select alpha" in capsys.readouterr().err
+
+
 def test_derive_to_stdout_is_pure_json(search_run, capsys):
     assert main(["derive", str(search_run)]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -35,10 +35,17 @@ def test_quick_study_caches_its_units_and_compares_searched_with_randoms(tmp_pat
     assert pt["tasks"][0]["randoms"] == task["randoms"] and len(list((out / "runs").rglob("search_*"))) == 1
     assert pt["tasks"][0]["rows"][0]["genotype"]["meta"]["selection"] == "perturbation"
     assert "perturbation" in json.loads(searches[0].read_text()) and searches[0].stat().st_mtime_ns != stamp
+    # a capped derivation of the same search: no cell beyond the cap, the search reused
+    assert study.main(["--quick", "--out", str(out), "--randoms", "2", "--max-param-free", "0", "--variant", "pf0",
+                       "--stop-at", "0"]) == 0
+    (pf_row,) = json.loads((out / "results_pf0.json").read_text())["tasks"][0]["rows"]
+    assert set(pf_row["param_free"].values()) == {0} and pf_row["genotype"]["meta"]["max_param_free"] == 0
+    assert len(list((out / "runs").rglob("search_*"))) == 1 and "alpha_pf0" in json.loads(searches[0].read_text())
 
 
 @pytest.mark.parametrize("args", [["--randoms", "0"], ["--seeds", "1", "1"], ["--search-preset", "XL"],
-                                  ["--set", "nope=1"], ["--tasks", "nope"]])
+                                  ["--set", "nope=1"], ["--tasks", "nope"], ["--max-param-free", "9"],
+                                  ["--select", "perturbation", "--max-param-free", "2"]])
 def test_bad_study_arguments_are_user_errors(tmp_path, capsys, args):
     study = load_script(SCRIPT)
     assert study.main(["--quick", "--out", str(tmp_path / "x"), *args]) == 2

@@ -8,7 +8,7 @@ import torch
 
 from pvnas.errors import GenotypeError
 from pvnas.space.genotype import EDGES_PER_CELL, FORMAT, Genotype, edge_inputs
-from pvnas.space.ops import CELL_KINDS, CONV_OPS, SPATIAL_OPS, TEMPORAL_OPS, ops_for
+from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, SPATIAL_OPS, TEMPORAL_OPS, ops_for
 
 
 def valid_dict():
@@ -129,6 +129,70 @@ def test_derive_rejects_wrong_shape():
     a["T-RC"] = torch.zeros(14, 6)
     with pytest.raises(GenotypeError, match="cell T-RC needs a float tensor of shape \\(14, 8\\), got \\(14, 6\\)"):
         Genotype.derive(a)
+
+
+def _cell_score(alphas, kind, cell):
+    weights = torch.softmax(alphas[kind], -1)
+    rows = {pair: r for r, pair in enumerate(edge_inputs())}
+    return sum(float(weights[rows[(2 + e // 2, j)], ops_for(kind).index(op)]) for e, (op, j) in enumerate(cell.edges))
+
+
+def _best_within_cap(alphas, kind, cap):
+    """Brute force over every cell (2 inputs per node, any non-zero op): the best total score within the cap."""
+    weights = torch.softmax(alphas[kind], -1)
+    ops = ops_for(kind)
+    best_per_node = []
+    for node in range(2, 6):
+        rows = [r for r, (n, _) in enumerate(edge_inputs()) if n == node]
+        options = {}  # parameter-free count -> best score of this node
+        for a in range(node):
+            for b in range(a + 1, node):
+                for oa in range(1, len(ops)):
+                    for ob in range(1, len(ops)):
+                        free = (ops[oa] in PARAMETER_FREE) + (ops[ob] in PARAMETER_FREE)
+                        score = float(weights[rows[a], oa] + weights[rows[b], ob])
+                        options[free] = max(options.get(free, -1.0), score)
+        best_per_node.append(options)
+    totals = {0: 0.0}
+    for options in best_per_node:
+        totals = {n + f: max(t + s for (n2, t) in totals.items() for (f2, s) in options.items() if n2 + f2 == n + f)
+                  for n in totals for f in options}
+    return max(t for n, t in totals.items() if n <= cap)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_derive_max_param_free_is_the_best_cell_within_the_cap(seed):
+    torch.manual_seed(seed)
+    alphas = {k: torch.randn(EDGES_PER_CELL, len(ops_for(k))) for k in CELL_KINDS}
+    for k in CELL_KINDS:  # parameter-free ops lead, so that the paper's rule exceeds the cap
+        for o, name in enumerate(ops_for(k)):
+            if name in PARAMETER_FREE:
+                alphas[k][:, o] += 2.0
+    free = Genotype.derive(alphas)
+    for cap in (0, 2, 4):
+        capped = Genotype.derive(alphas, max_param_free=cap)
+        capped.validate()
+        for kind in CELL_KINDS:
+            cell = capped.cells[kind]
+            assert cell.count(PARAMETER_FREE) <= cap
+            if free.cells[kind].count(PARAMETER_FREE) <= cap:  # within the cap: the paper's rule unchanged
+                assert cell == free.cells[kind]
+            else:
+                assert _cell_score(alphas, kind, cell) == pytest.approx(_best_within_cap(alphas, kind, cap), abs=1e-5)
+    assert Genotype.derive(alphas, max_param_free=8) == free
+
+
+def test_derive_max_param_free_known_answer():
+    # node 2: identity on both inputs leads; second best on edge 0 is dil_conv, on edge 1 sep_conv
+    a = alphas_with({("S-NC", 0): {"identity": 6.0, "dil_conv_1x3x3": 4.0},
+                     ("S-NC", 1): {"identity": 6.0, "sep_conv_1x3x3": 5.0}})
+    assert Genotype.derive(a).cells["S-NC"].edges[:2] == (("identity", 0), ("identity", 1))
+    one = Genotype.derive(a, max_param_free=1).cells["S-NC"]
+    # every other op ties, so node 2 decides: identity(0) + sep(1) scores 0.87 + 0.27, dil(0) + identity(1) 0.12 + 0.73
+    assert one.count(PARAMETER_FREE) <= 1
+    assert one.edges[:2] == (("identity", 0), ("sep_conv_1x3x3", 1))
+    with pytest.raises(GenotypeError, match="max_param_free must be in 0..8"):
+        Genotype.derive(a, max_param_free=9)
 
 
 @pytest.mark.parametrize("seed", range(20))

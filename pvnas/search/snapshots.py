@@ -38,8 +38,9 @@ def load_alphas(run: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[st
     return alphas, check_alphas(load_torch(edges, "edge weights (dict of cell kind -> tensor)"), str(edges), per_edge=True)
 
 
-def derive_from_run(run: Path, epoch: int | None = None) -> Genotype:
-    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch"."""
+def derive_from_run(run: Path, epoch: int | None = None, max_param_free: int | None = None) -> Genotype:
+    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch"; ``max_param_free``
+    caps each cell's identity/pool edges (see :meth:`Genotype.derive`)."""
     run = Path(run)
     saved = saved_epochs(run)
     if not saved:
@@ -49,10 +50,12 @@ def derive_from_run(run: Path, epoch: int | None = None) -> Genotype:
         raise ConfigError(f"--epoch {epoch}: {run / 'alphas' / f'epoch_{epoch:03d}.pt'} does not exist; "
                           f"saved epochs are {saved[0]}..{saved[-1]}")
     meta: dict[str, Any] = {"source": "search", "epoch": epoch, "run": str(run)}
+    if max_param_free is not None:
+        meta["max_param_free"] = max_param_free
     if (run / "config.yaml").exists():
         meta["dataset"] = load_yaml(run / "config.yaml").get("data")
     alphas, edge_weights = load_alphas(run, epoch)
-    return Genotype.derive(alphas, meta=meta, edge_weights=edge_weights)
+    return Genotype.derive(alphas, meta=meta, edge_weights=edge_weights, max_param_free=max_param_free)
 
 
 def alpha_history(run: Path) -> tuple[list[int], dict[str, torch.Tensor]]:

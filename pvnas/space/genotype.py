@@ -178,22 +178,28 @@ class Genotype:
         alphas: Mapping[str, torch.Tensor],
         meta: Mapping[str, Any] | None = None,
         edge_weights: Mapping[str, torch.Tensor] | None = None,
+        max_param_free: int | None = None,
     ) -> "Genotype":
         """docs/design.md §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
 
         Kept edges are listed by input node (ties keep the earlier edge), so the file is canonical.
         ``edge_weights`` (PC-DARTS edge normalisation, 14 per kind) multiply the scores that rank edges.
+        ``max_param_free`` (P-DARTS' cap on skip connections, extended to pools): a cell that keeps more
+        parameter-free edges is derived again as the highest-scoring choice within the cap; cells within it are
+        the paper's rule unchanged.
         """
+        if max_param_free is not None and not 0 <= max_param_free <= 2 * NODES:
+            raise GenotypeError(f"max_param_free must be in 0..{2 * NODES}, got {max_param_free}")
         alphas = check_alphas(alphas)
         edge_weights = None if edge_weights is None else check_alphas(edge_weights, "edge weights", per_edge=True)
         cells = {}
         for kind in CELL_KINDS:
             ops = ops_for(kind)
             weights = torch.softmax(alphas[kind].detach().float().cpu(), dim=-1)
+            if edge_weights is not None:
+                weights = weights * edge_weights[kind].detach().float().cpu()[:, None]
             weights[:, ops.index("zero")] = -1.0
             best_score, best_op = weights.max(dim=-1)
-            if edge_weights is not None:
-                best_score = best_score * edge_weights[kind].detach().float().cpu()
             edges: list[tuple[str, int]] = []
             row = 0
             for node in range(2, 2 + NODES):
@@ -201,7 +207,10 @@ class Genotype:
                 keep = sorted(sorted(range(node), key=lambda j: (-scores[j], j))[:2])
                 edges += [(ops[int(best_op[row + j])], j) for j in keep]
                 row += node
-            cells[kind] = CellGenotype(tuple(edges))
+            cell = CellGenotype(tuple(edges))
+            if max_param_free is not None and cell.count(PARAMETER_FREE) > max_param_free:
+                cell = _capped_cell(weights, ops, max_param_free)
+            cells[kind] = cell
         return cls(cells, dict(meta or {}))
 
     @classmethod
@@ -242,3 +251,28 @@ class Genotype:
             ]
             lines.append(f"{kind}: " + " | ".join(nodes))
         return "\n".join(lines)
+
+
+def _capped_cell(weights: torch.Tensor, ops: tuple[str, ...], cap: int) -> CellGenotype:
+    """The cell with the largest total op score among those with <= ``cap`` parameter-free edges (2 edges per
+    node, the best op of the chosen family per edge): exact, by dynamic programming over the nodes."""
+    families = [[o for o, name in enumerate(ops) if name in fam and name != "zero"] for fam in (CONV_OPS, PARAMETER_FREE)]
+    best: dict[int, tuple[float, list[tuple[str, int]]]] = {0: (0.0, [])}  # parameter-free count -> best prefix
+    row = 0
+    for node in range(2, 2 + NODES):
+        choices = []  # (score, parameter-free edges, edges) of every pair of inputs and op family per input
+        for j1 in range(node):
+            for j2 in range(j1 + 1, node):
+                for f1, f2 in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                    o1 = max(families[f1], key=lambda o: (float(weights[row + j1, o]), -o))
+                    o2 = max(families[f2], key=lambda o: (float(weights[row + j2, o]), -o))
+                    choices.append((float(weights[row + j1, o1] + weights[row + j2, o2]), f1 + f2,
+                                    [(ops[o1], j1), (ops[o2], j2)]))
+        grown: dict[int, tuple[float, list[tuple[str, int]]]] = {}
+        for count, (total, edges) in best.items():
+            for score, free, pair in choices:
+                n = count + free
+                if n <= cap and (n not in grown or total + score > grown[n][0]):
+                    grown[n] = (total + score, edges + pair)
+        best, row = grown, row + node
+    return CellGenotype(tuple(max(best.values(), key=lambda b: b[0])[1]))
