@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
@@ -34,9 +34,9 @@ def search(cfg: SearchConfig, data: str, run: Path, preset: str) -> float:
     return time.perf_counter() - t0
 
 
-def derive(run: Path, epoch: int | None = None, max_param_free: int | None = None) -> Genotype:
+def derive(run: Path, epoch: int | None = None, max_param_free: int | None | Literal["run"] = "run") -> Genotype:
     """The genotype of a saved epoch (as ``pvnas derive RUN --epoch N [--max-param-free K]``, edge weights
-    included)."""
+    included; ``max_param_free``: as :func:`derive_from_run`)."""
     genotype = derive_from_run(run, epoch, max_param_free)
     return Genotype(genotype.cells, {**genotype.meta, "run": f"{run.parent.name}/{run.name}"})
 

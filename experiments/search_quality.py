@@ -74,7 +74,7 @@ class Budget:
     stop_at: float  # stop-at-epoch ablation: derive at this share of the search epochs (0: none)
     select: str  # alpha (the paper's rule) or perturbation (DARTS-PT)
     variant: str  # the name of these search settings in OUT/runs
-    max_param_free: int | None = None  # --select alpha: the derivation's cap on identity/pool edges per cell
+    max_param_free: int | None = None  # --select alpha: the derivation's cap on identity/pool edges per cell (None: none)
 
     @property
     def derivation(self) -> str:
@@ -114,9 +114,11 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
     if args.max_param_free is not None and (args.select != "alpha" or not 0 <= args.max_param_free <= 8):
         raise ConfigError(f"--max-param-free must be in 0..8 and goes with --select alpha, got {args.max_param_free} "
                           f"with --select {args.select}")
+    cap = None if args.select != "alpha" else (
+        args.max_param_free if args.max_param_free is not None else search_cfg.max_param_free)
     views = args.views or f"{network.clip.test_clips}x{network.clip.test_crops}"
     return Budget(search_cfg, network, views, args.randoms, tuple(args.retrain_seeds), args.stop_at, args.select,
-                  args.variant, args.max_param_free)
+                  args.variant, cap)
 
 
 def key_of(obj: Any) -> str:
@@ -147,8 +149,8 @@ def search_unit(data: str, seed: int, budget: Budget, run: Path) -> dict[str, An
             shutil.rmtree(run)
         seconds = search(override(budget.search, seed=seed), data, run, "study")
         final = MetricsLog(run / "metrics.jsonl").read()[-1]
-        result = {"seconds": seconds, "alpha": derive(run).to_dict(), "entropy_drop": final["entropy_drop"],
-                  "supernet_acc": final["acc"], "decays": final.get("decays")}
+        result = {"seconds": seconds, "alpha": derive(run, max_param_free=None).to_dict(),  # the paper's rule
+                  "entropy_drop": final["entropy_drop"], "supernet_acc": final["acc"], "decays": final.get("decays")}
     if budget.derivation not in result:  # perturbation: scored on the trained supernet, once
         from pvnas.search.perturbation import derive_by_perturbation
 
@@ -213,7 +215,8 @@ def pooled_noise(groups: list[list[float]]) -> float | None:
 def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
     """Searches and retrains of one task; returns its per-seed rows and summary."""
     slug = task_data.replace(":", "_").replace("/", "_")
-    settings = key_of(settings_of(budget.search))
+    # the derivation's cap does not change the search: searches with and without it share their folder
+    settings = key_of({k: v for k, v in settings_of(budget.search).items() if k != "max_param_free"})
     search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
     randoms = [Genotype.random(RANDOM_SEED_BASE + i, min_conv=4).to_dict() for i in range(budget.randoms)]
     train_key = key_of({"network": settings_of(budget.network), "views": budget.views})
@@ -341,7 +344,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--select", choices=["alpha", "perturbation"], default="alpha", help="how genotypes are derived")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="search settings, e.g. skip_noise=0.3")
     p.add_argument("--max-param-free", type=int, default=None,
-                   help="--select alpha: derive with at most this many identity/pool edges per cell (default: no cap)")
+                   help="--select alpha: derive with at most this many identity/pool edges per cell (default: the "
+                   "search preset's; 8: no cap)")
     p.add_argument("--variant", default="default", help="a name for these search settings (in OUT/runs)")
     p.add_argument("--search-preset", default="demo")
     p.add_argument("--train-preset", default="demo")

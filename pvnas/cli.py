@@ -92,6 +92,9 @@ def search(
         None, "--beta-decay", help="beta-DARTS: weight of the alphas' mean logsumexp in the alpha loss (preset: 0)."),
     alpha_warmup: Optional[float] = typer.Option(
         None, "--alpha-warmup", help="Share of the steps that train the weights only, alphas frozen (preset default)."),
+    max_param_free: Optional[int] = typer.Option(
+        None, "--max-param-free", help="Derive with at most this many identity/pool edges per cell (demo preset: 4; "
+        "8 or the search preset: no cap, the paper's rule)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C."),
     workers: Optional[int] = WORKERS_OPT,
@@ -117,7 +120,8 @@ def search(
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
         base, epochs=epochs, seed=seed, schedule=schedule, a_warmup=alpha_warmup,
-        op_dropout=op_dropout, skip_noise=skip_noise, beta_decay=beta_decay, batch_size=batch_size, channels=channels, workers=workers, threads=threads,
+        op_dropout=op_dropout, skip_noise=skip_noise, beta_decay=beta_decay, max_param_free=max_param_free,
+        batch_size=batch_size, channels=channels, workers=workers, threads=threads,
         impl=impl,
         clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )
@@ -143,7 +147,7 @@ def derive(
     videos: int = typer.Option(64, "--videos", help="--select perturbation: training clips to score on."),
     max_param_free: Optional[int] = typer.Option(
         None, "--max-param-free", help="--select alpha: at most this many identity/pool edges per cell (P-DARTS' "
-        "cap on skip connections; default: no cap, the paper's rule)."),
+        "cap on skip connections; default: the search's setting, e.g. 4 for --preset demo; 8: no cap, the paper's rule)."),
 ) -> None:
     """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
     from pvnas.search.perturbation import derive_by_perturbation
@@ -156,7 +160,7 @@ def derive(
     if max_param_free is not None and (select != "alpha" or not 0 <= max_param_free <= 8):
         raise ConfigError(f"--max-param-free must be in 0..8 and goes with --select alpha, got {max_param_free} "
                           f"with --select {select}")
-    genotype = (derive_from_run(run, epoch, max_param_free) if select == "alpha"
+    genotype = (derive_from_run(run, epoch, "run" if max_param_free is None else max_param_free) if select == "alpha"
                 else derive_by_perturbation(run, epoch, videos))
     if output is None:
         _print_json(genotype.to_dict())

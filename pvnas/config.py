@@ -104,6 +104,9 @@ class SearchConfig:
     op_dropout: float = 0.0  # DropNAS grouped operation dropout: each op left out of a forward with this probability
     skip_noise: float = 0.0  # NoisyDARTS: Gaussian noise on skip connections, std = this x the node's std
     beta_decay: float = 0.0  # beta-DARTS: weight of mean logsumexp(alpha) in the alpha loss, ramped up from 0
+    # derivation (genotype.json, `pvnas derive`): at most this many identity/pool edges per cell (P-DARTS' cap on
+    # skip connections); None: the paper's rule
+    max_param_free: int | None = None
     partial_channels: int = 1  # PC-DARTS: ops mix 1/K of the channels (fast supernet only)
     edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
     impl: str = "fast"  # supernet cells: "fast", or "reference" (the literal DARTS MixedOp, the oracle)
@@ -136,6 +139,8 @@ class SearchConfig:
         _check(0 <= self.op_dropout < 1, "op_dropout", "--op-dropout", "in [0, 1)", self.op_dropout)
         _check(self.skip_noise >= 0, "skip_noise", "--skip-noise", ">= 0", self.skip_noise)
         _check(self.beta_decay >= 0, "beta_decay", "--beta-decay", ">= 0", self.beta_decay)
+        _check(self.max_param_free is None or 0 <= self.max_param_free <= 8, "max_param_free", "--max-param-free",
+               "in 0..8 (8: no cap) or None", self.max_param_free)
         _check(self.impl in IMPLS, "impl", "--impl", f"one of {', '.join(IMPLS)}", self.impl)
         k = self.partial_channels
         _check(k >= 1 and self.channels % k == 0, "partial_channels", "--partial-channels",
@@ -247,7 +252,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
     # a search that decides within minutes on 2 cores (docs/RESULTS.md, "search quality"): small batches give the
     # alphas more updates before the supernet fits the data; half the steps train the weights only, then the alphas
     # move as far as the paper's (lr x updates = 12); DropNAS operation dropout keeps early leaders from winning
-    # by co-adaptation alone
+    # by co-adaptation alone; the derivation keeps at most 4 parameter-free edges per cell (the task suite study)
     "demo": SearchConfig(
         channels=8,
         clip=ClipConfig(frames=4, window_seconds=16 / 15, crop=32, scale=(32, 40), test_clips=4),
@@ -256,6 +261,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         a_lr_budget=12.0,
         a_warmup=0.5,
         op_dropout=0.5,
+        max_param_free=4,
         workers=2,
         threads=1,
     ),

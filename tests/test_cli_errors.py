@@ -109,13 +109,16 @@ def runs(tmp_path_factory, files):
     badyaml = root / "badyaml"
     shutil.copytree(search, badyaml)
     (badyaml / "config.yaml").write_text("search: [unclosed\n")
+    badcap = root / "badcap"
+    shutil.copytree(search, badcap)
+    (badcap / "config.yaml").write_text("data: synthetic:8\nsearch:\n  max_param_free: lots\n")
     badmetrics = root / "badmetrics"
     shutil.copytree(search, badmetrics)
     with open(badmetrics / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "loss": \n')
     csv = root / "latin1.csv"
     csv.write_bytes("clip.mp4,caf\xe9\n".encode("latin-1"))
-    paths.update(listed=str(listed), stray=str(stray), badyaml=str(badyaml), badmetrics=str(badmetrics), csv=str(csv),
+    paths.update(listed=str(listed), stray=str(stray), badyaml=str(badyaml), badcap=str(badcap), badmetrics=str(badmetrics), csv=str(csv),
                  file=files["good"])
     return paths
 
@@ -135,6 +138,8 @@ RUN_CASES = [
      "give --alpha-lr or --alpha-lr-budget, not both"),
     (["search", "--data", "synthetic:8", "--out", "{tmp}/r", *TINY, "--alpha-lr-budget", "-1"], "a_lr_budget (--alpha-lr-budget) must be > 0"),
     (["search", "--data", "synthetic:8", "--out", "{tmp}/r", *TINY, "--op-dropout", "1"], "op_dropout (--op-dropout) must be in [0, 1)"),
+    (["search", "--data", "synthetic:8", "--out", "{tmp}/r", *TINY, "--max-param-free", "9"],
+     "max_param_free (--max-param-free) must be in 0..8 (8: no cap) or None"),
     (["eval", "--checkpoint", "{model}", "--data", "synthetic:8", "--batch-size", "0"], "batch_size (--batch-size) must be >= 1"),
     (["eval", "--checkpoint", "{model}", "--data", "synthetic:8", "--views", "0x3"], "views (--views) must be CLIPSxCROPS"),
     (["search", "--data", "synthetic:8", "--out", "{tmp}/r", *TINY, "--checkpoint-every", "-5"],
@@ -155,6 +160,7 @@ RUN_CASES = [
     (["derive", "{listed}"], "epoch_001.pt: expected a dict of cell kind -> tensor, got list"),
     (["derive", "{stray}"], "no epoch_NNN.pt files yet"),
     (["derive", "{badyaml}"], "config.yaml: cannot read it as YAML"),
+    (["derive", "{badcap}"], "config.yaml: search.max_param_free must be an integer in 0..8 or null, got 'lots'"),
     (["plot", "{corrupt}"], "epoch_001.pt: cannot read it as an alpha snapshot"),
     (["plot", "{badmetrics}"], "metrics.jsonl:2: not a JSON record"),
     (["search", "--data", "csv:{csv}", "--out", "{tmp}/r", *TINY], "latin1.csv: not UTF-8 text (byte 12"),

@@ -26,10 +26,10 @@ def test_search_with_partial_channels_edge_norm_converge_tensorboard_and_timed_c
     monkeypatch.setattr(run_module, "save_torch", lambda obj, path: (writes.append(path.name), real(obj, path)))
     assert main(["search", "--data", "synthetic:8", "--out", str(run), *TINY, "--epochs", "2", "--partial-channels", "2",
                  "--edge-norm", "--schedule", "converge", "--alpha-warmup", "0.25", "--alpha-lr-budget", "3",
-                 "--op-dropout", "0.3", "--tensorboard", "--checkpoint-every", "1e-9"]) == 0
+                 "--op-dropout", "0.3", "--max-param-free", "0", "--tensorboard", "--checkpoint-every", "1e-9"]) == 0
     config = yaml.safe_load((run / "config.yaml").read_text())["search"]
     assert (config["partial_channels"], config["edge_norm"], config["schedule"], config["a_warmup"], config["a_lr_budget"],
-            config["op_dropout"]) == (2, True, "converge", 0.25, 3.0, 0.3)
+            config["op_dropout"], config["max_param_free"]) == (2, True, "converge", 0.25, 3.0, 0.3, 0)
     # 2 steps per epoch: a timed checkpoint after every step, and one at each epoch end
     assert writes == ["checkpoint.pt"] * 6
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -37,12 +37,19 @@ def test_search_with_partial_channels_edge_norm_converge_tensorboard_and_timed_c
     assert [r["alpha_active"] for r in records] == [True, True] and "decays" in records[0]
     assert records[0]["alpha_lr"] == pytest.approx(3 / 3)  # 4 steps, the first a weights-only warm-up one
     # derive reads the edge weights saved beside the alphas
+    # the search's derivation cap: in genotype.json and as derive's default; --max-param-free 8 is the paper's rule
+    written = Genotype.load(run / "genotype.json")
+    assert set(written.parameter_free_edges().values()) == {0} and written.meta["max_param_free"] == 0
     capsys.readouterr()
-    assert main(["derive", str(run), "--epoch", "1"]) == 0
+    assert main(["derive", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["cells"] == written.to_dict()["cells"]
+    assert main(["derive", str(run), "--epoch", "1", "--max-param-free", "8"]) == 0
     derived = json.loads(capsys.readouterr().out)
     alphas = torch.load(run / "alphas/epoch_001.pt", weights_only=True)
     edges = torch.load(run / "alphas/edges_001.pt", weights_only=True)
     assert derived["cells"] == Genotype.derive(alphas, edge_weights=edges).to_dict()["cells"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["param_free_share"] == Genotype.derive(alphas).parameter_free_share()  # the alphas' own signal
 
 
 def test_derive_ranks_edges_by_the_saved_edge_weights(tmp_path, capsys):

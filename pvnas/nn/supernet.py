@@ -145,9 +145,13 @@ class Supernet(nn.Module):
         """Per-kind normalised edge weights (empty without edge normalisation), saved beside the alphas."""
         return {kind: self.edge_weights(kind).detach().cpu() for kind in self.betas}  # type: ignore[union-attr]
 
-    def genotype(self, **meta) -> Genotype:
+    def genotype(self, max_param_free: int | None = None, **meta) -> Genotype:
+        """The derivation of the current alphas (``max_param_free``: see :meth:`Genotype.derive`)."""
         edge_weights = self.edge_weight_dict()
-        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta}, edge_weights=edge_weights or None)
+        if max_param_free is not None:
+            meta["max_param_free"] = max_param_free
+        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta}, edge_weights=edge_weights or None,
+                               max_param_free=max_param_free)
 
 
 CELL_IMPLS: dict[str, CellFactory] = {"fast": FastCell, "reference": ReferenceCell}

@@ -162,7 +162,7 @@ class SearchEpochs:
         run, model, cfg = self.run, self.state.model, self.cfg
         alphas = model.alpha_dict()
         check_same_on_all_ranks(alphas.values(), "alphas", run.env)
-        genotype = model.genotype(epoch=epoch + 1, dataset=run.data)
+        genotype = model.genotype(cfg.max_param_free, epoch=epoch + 1, dataset=run.data)
         if run.env.is_main:
             save_torch(alphas, run.out / "alphas" / f"epoch_{epoch + 1:03d}.pt")
             if model.betas:  # PC-DARTS edge normalisation: the edge weights rank edges at derivation
@@ -211,13 +211,13 @@ def run_search(
     monitor = ConvergenceMonitor(round(cfg.converge_window * total_steps), cfg.converge_tol)
     run.start({"search": to_dict(cfg), "compile": compile},
               {"model": model, "alpha_opt": state.alpha_opt, "weight_opt": state.weight_opt, "converge": monitor},
-              train.classes, mutable={"search.epochs", "search.workers", "search.threads", "compile"})
+              train.classes, mutable={"search.epochs", "search.workers", "search.threads", "search.max_param_free", "compile"})
     for group in state.alpha_opt.param_groups:  # after start(): a resume's --epochs may differ from the checkpoint's
         group["lr"] = alpha_lr(cfg, total_steps)
     epochs = SearchEpochs(cfg, scaled, run, state, monitor, train.steps_per_epoch)
     run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=lambda epoch: model.train(),
              lr=lambda: epochs.lr)
-    genotype = model.genotype(epoch=run.progress.epoch, dataset=data)
+    genotype = model.genotype(cfg.max_param_free, epoch=run.progress.epoch, dataset=data)
     if env.is_main:
         genotype.save(run.out / "genotype.json")
     return SearchResult(genotype, model.alpha_dict())

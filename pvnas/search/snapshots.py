@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -38,9 +38,10 @@ def load_alphas(run: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[st
     return alphas, check_alphas(load_torch(edges, "edge weights (dict of cell kind -> tensor)"), str(edges), per_edge=True)
 
 
-def derive_from_run(run: Path, epoch: int | None = None, max_param_free: int | None = None) -> Genotype:
-    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch"; ``max_param_free``
-    caps each cell's identity/pool edges (see :meth:`Genotype.derive`)."""
+def derive_from_run(run: Path, epoch: int | None = None, max_param_free: int | None | Literal["run"] = "run") -> Genotype:
+    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch". ``max_param_free`` caps
+    each cell's identity/pool edges (see :meth:`Genotype.derive`): ``"run"`` (default) the search's own setting, so
+    that the last epoch gives the run's genotype.json; ``None`` no cap, the paper's rule."""
     run = Path(run)
     saved = saved_epochs(run)
     if not saved:
@@ -50,12 +51,24 @@ def derive_from_run(run: Path, epoch: int | None = None, max_param_free: int | N
         raise ConfigError(f"--epoch {epoch}: {run / 'alphas' / f'epoch_{epoch:03d}.pt'} does not exist; "
                           f"saved epochs are {saved[0]}..{saved[-1]}")
     meta: dict[str, Any] = {"source": "search", "epoch": epoch, "run": str(run)}
+    config = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
+    if config:
+        meta["dataset"] = config.get("data")
+    if max_param_free == "run":
+        max_param_free = run_max_param_free(run / "config.yaml", config)
     if max_param_free is not None:
         meta["max_param_free"] = max_param_free
-    if (run / "config.yaml").exists():
-        meta["dataset"] = load_yaml(run / "config.yaml").get("data")
     alphas, edge_weights = load_alphas(run, epoch)
     return Genotype.derive(alphas, meta=meta, edge_weights=edge_weights, max_param_free=max_param_free)
+
+
+def run_max_param_free(path: Path, config: dict[str, Any]) -> int | None:
+    """The derivation cap a search ran with (``search.max_param_free`` of its config.yaml; absent: none)."""
+    search = config.get("search")
+    value = search.get("max_param_free") if isinstance(search, dict) else None
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 8):
+        raise ConfigError(f"{path}: search.max_param_free must be an integer in 0..8 or null, got {value!r}")
+    return value
 
 
 def alpha_history(run: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
