@@ -252,7 +252,9 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
     # a search that decides within minutes on 2 cores (docs/RESULTS.md, "search quality"): small batches give the
     # alphas more updates before the supernet fits the data; half the steps train the weights only, then the alphas
     # move as far as the paper's (lr x updates = 12); DropNAS operation dropout keeps early leaders from winning
-    # by co-adaptation alone; the derivation keeps at most 4 parameter-free edges per cell (the task suite study)
+    # by co-adaptation alone; NoisyDARTS' skip noise and a derivation that keeps at most 4 parameter-free edges per
+    # cell stop identity and pooling from winning by being the easiest path (both chosen on the task suite's
+    # tuning tasks, docs/RESULTS.md)
     "demo": SearchConfig(
         channels=8,
         clip=ClipConfig(frames=4, window_seconds=16 / 15, crop=32, scale=(32, 40), test_clips=4),
@@ -261,6 +263,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         a_lr_budget=12.0,
         a_warmup=0.5,
         op_dropout=0.5,
+        skip_noise=0.2,
         max_param_free=4,
         workers=2,
         threads=1,

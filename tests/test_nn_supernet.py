@@ -69,6 +69,29 @@ def test_build_supernet_api_and_genotype():
     assert g.meta["source"] == "search"
 
 
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_search_config_skip_noise_reaches_the_supernet(impl):
+    """The demo preset searches with NoisyDARTS' skip noise: a supernet built from its config perturbs training
+    forwards (and only those) relative to the same weights without noise."""
+    from pvnas.config import SEARCH_PRESETS, override
+    from pvnas.nn.supernet import supernet_from_config
+
+    cfg = override(SEARCH_PRESETS["demo"], channels=4, op_dropout=0.0, impl=impl)
+    assert cfg.skip_noise > 0
+    noisy = supernet_from_config(cfg, 5)
+    clean = supernet_from_config(override(cfg, skip_noise=0.0), 5)
+    clean.load_state_dict(noisy.state_dict())
+    x = tiny_clip(n=2)
+    outs = {}
+    for mode in ("eval", "train"):  # eval first: training forwards move the BatchNorm running statistics
+        for name, net in (("noisy", noisy), ("clean", clean)):
+            net.train(mode == "train")
+            torch.manual_seed(0)
+            outs[mode, name] = net(x)
+    assert not torch.allclose(outs["train", "noisy"], outs["train", "clean"])
+    torch.testing.assert_close(outs["eval", "noisy"], outs["eval", "clean"])
+
+
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(pvnas.errors.ConfigError, match="unknown preset 'huge'; expected one of: search, tiny"):
         pvnas.build_supernet(preset="huge")
