@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import pvnas
+from pvnas.config import SEARCH_PRESETS, override
 from pvnas.nn.fast import FastCell
 from pvnas.nn.mixed import MixedOp
-from pvnas.nn.supernet import ReferenceCell, Supernet
+from pvnas.nn.supernet import ReferenceCell, Supernet, supernet_from_config
 from pvnas.space.ops import CELL_KINDS, SPATIAL_OPS, TEMPORAL_OPS
 
 
@@ -73,9 +74,6 @@ def test_build_supernet_api_and_genotype():
 def test_search_config_skip_noise_reaches_the_supernet(impl):
     """The demo preset searches with NoisyDARTS' skip noise: a supernet built from its config perturbs training
     forwards (and only those) relative to the same weights without noise."""
-    from pvnas.config import SEARCH_PRESETS, override
-    from pvnas.nn.supernet import supernet_from_config
-
     cfg = override(SEARCH_PRESETS["demo"], channels=4, op_dropout=0.0, impl=impl)
     assert cfg.skip_noise > 0
     noisy = supernet_from_config(cfg, 5)
