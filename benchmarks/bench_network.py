@@ -2,8 +2,8 @@
 
 Both variants hold the same weights and run interleaved in one process (ref, fast, ref, fast, ...), so a
 shared, noisy machine slows both alike; read ``cpu_speedup`` (process CPU time) on a loaded machine, best
-with ``--threads 1``. The train step is :func:`pvnas.engine.train.train_step` (forward, backward, SGD; bf16
-autocast on CUDA), the test :func:`pvnas.engine.evaluate.view_logits` over one video's 30 views (10 clips x
+with ``--threads 1``. The train step is :func:`pvnas.retrain.train.train_step` (forward, backward, SGD; bf16
+autocast on CUDA), the test :func:`pvnas.retrain.evaluate.view_logits` over one video's 30 views (10 clips x
 3 crops) in chunks of ``--eval-batch`` clips, as ``pvnas eval`` runs them. Peak memory is measured per
 variant and task in a fresh subprocess (growth of the peak RSS on CPU, ``max_memory_allocated`` on CUDA).
 
@@ -29,10 +29,10 @@ import torch  # noqa: E402
 
 import pvnas  # noqa: E402
 from pvnas.config import NETWORK_PRESETS  # noqa: E402
-from pvnas.engine.estimate.memory import peak_rss, reset_peak_rss  # noqa: E402
-from pvnas.engine.device import cuda_layout, to_device  # noqa: E402
-from pvnas.engine.evaluate import view_logits  # noqa: E402
-from pvnas.engine.train import make_optimizer, train_step  # noqa: E402
+from pvnas.estimate.memory import peak_rss, reset_peak_rss  # noqa: E402
+from pvnas.runtime.device import cuda_layout, to_device  # noqa: E402
+from pvnas.retrain.evaluate import view_logits  # noqa: E402
+from pvnas.retrain.train import make_optimizer, train_step  # noqa: E402
 
 IMPLS = ("reference", "fast")
 VIEWS = 30

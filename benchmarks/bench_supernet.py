@@ -20,7 +20,7 @@ import time
 import torch
 
 from pvnas.config import SEARCH_PRESETS, override
-from pvnas.engine.estimate.memory import peak_rss, reset_peak_rss
+from pvnas.estimate.memory import peak_rss, reset_peak_rss
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.loop import make_state, search_step
 

@@ -515,7 +515,7 @@ def run_stage(cmd: list[str], out: Path, *, timeout: float, memory_mb: int, ok_c
 def write_model(path: Path, classes: list[str]) -> None:
     """A tiny random network as ``model.pt``: predict needs one, and what it predicts does not matter here."""
     from pvnas.config import NETWORK_PRESETS
-    from pvnas.engine.modelfile import model_record, save_model
+    from pvnas.retrain.modelfile import model_record, save_model
     from pvnas.nn.network import network_from_config
     from pvnas.space.genotype import Genotype
 

@@ -35,13 +35,13 @@ from typing import Any, Callable
 import torch
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, override
-from pvnas.engine.device import compiled, cuda_layout, default_device, to_device
-from pvnas.engine.estimate.retrain import estimate_train
-from pvnas.engine.evaluate import view_logits
-from pvnas.engine.train import make_optimizer, train_step
+from pvnas.runtime.device import compiled, cuda_layout, default_device, to_device
+from pvnas.estimate.retrain import estimate_train
+from pvnas.retrain.evaluate import view_logits
+from pvnas.retrain.train import make_optimizer, train_step
 from pvnas.nn.network import network_from_config
 from pvnas.nn.supernet import supernet_from_config
-from pvnas.search.estimate import estimate as estimate_search
+from pvnas.estimate.search import estimate as estimate_search
 from pvnas.search.loop import make_state, search_step
 from pvnas.space.genotype import Genotype
 

@@ -47,7 +47,7 @@ from pvnas.config import (  # noqa: E402
     override,
     to_dict,
 )
-from pvnas.engine.rundir import MetricsLog  # noqa: E402
+from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.search.collapse import drop_from  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402

@@ -16,9 +16,9 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 
 from pvnas.config import NetworkConfig, SearchConfig
-from pvnas.engine.evaluate import run_eval
-from pvnas.engine.modelfile import load_model
-from pvnas.engine.train import run_train
+from pvnas.retrain.evaluate import run_eval
+from pvnas.retrain.modelfile import load_model
+from pvnas.retrain.train import run_train
 from pvnas.errors import ConfigError, PvnasError
 from pvnas.metrics.flops import count_flops
 from pvnas.search.loop import run_search

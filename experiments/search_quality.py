@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does the search win on data it was not tuned on? Searched vs random genotypes on the task suite.
 
-Per task (``--tasks``, the generated suite of :mod:`pvnas.data.tasks`, or ``--data SPEC`` for any dataset) and
+Per task (``--tasks``, the generated suite of :mod:`pvnas.data.generators.task_suite`, or ``--data SPEC`` for any dataset) and
 search seed: one search with the given settings, the genotype it derives (``--select``) and, for the stop-at-
 epoch ablation (paper Table 3), the one derived at ``--stop-at`` of its epochs; ``--randoms`` random genotypes
 with >= 4 convolutions per cell (the same ones for every seed and task: a fixed sample of the space). Every
@@ -51,8 +51,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
-from pvnas.data.tasks import TASKS  # noqa: E402
-from pvnas.engine.rundir import MetricsLog  # noqa: E402
+from pvnas.data.generators.task_suite import TASKS  # noqa: E402
+from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 from pvnas.space.ops import CELL_KINDS  # noqa: E402

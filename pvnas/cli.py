@@ -22,7 +22,7 @@ from typing import Optional  # noqa: E402
 import typer  # noqa: E402
 
 from pvnas.errors import ConfigError, PvnasError  # noqa: E402
-from pvnas.schedules import SEARCH_SCHEDULES  # noqa: E402
+from pvnas.lr_schedules import SEARCH_SCHEDULES  # noqa: E402
 
 app = typer.Typer(
     name="pvnas",
@@ -214,7 +214,7 @@ def train(
 ) -> None:
     """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
     from pvnas.config import NETWORK_PRESETS, RunOptions, get_preset, override, override_clip
-    from pvnas.engine.train import resolve_schedule, run_train
+    from pvnas.retrain.train import resolve_schedule, run_train
     from pvnas.space.genotype import Genotype
 
     geno = Genotype.load(genotype)
@@ -241,7 +241,7 @@ def evaluate(
     compile: bool = COMPILE_OPT,
 ) -> None:
     """Multi-view test: one JSON object (top1, top5, videos, skipped, by_views); also RUN/eval_<data>.json."""
-    from pvnas.engine.evaluate import run_eval
+    from pvnas.retrain.evaluate import run_eval
 
     _print_json(run_eval(checkpoint, data, views=views, batch_size=batch_size, workers=workers, compile=compile,
                          threads=threads))
@@ -260,7 +260,7 @@ def predict(
 
     Exit code 0 if at least one video was scored, 2 if none could be.
     """
-    from pvnas.engine.predict import predict_videos
+    from pvnas.retrain.predict import predict_videos
     from pvnas.errors import DataError
 
     results = predict_videos(checkpoint, videos, views=views, top=top, compile=compile, threads=threads)
@@ -321,13 +321,13 @@ def estimate(
     common = dict(batch=batch, frames=frames, size=size, channels=channels, data=data, dataset_size=dataset_size,
                   epochs=epochs, num_classes=num_classes, steps=steps, compile=compile)
     if genotype is None:
-        from pvnas.search.estimate import estimate as estimate_search
+        from pvnas.estimate.search import estimate as estimate_search
 
         if repeats is not None:
             raise ConfigError("--repeats is a retrain setting: give --genotype to cost a retrain")
         _print_json(estimate_search(preset or "search", partial_channels=partial_channels, **common))
         return
-    from pvnas.engine.estimate.retrain import estimate_train
+    from pvnas.estimate.retrain import estimate_train
     from pvnas.space.genotype import Genotype
 
     if partial_channels is not None:
@@ -347,7 +347,7 @@ def export(
     output: Path = typer.Option(..., "-o", "--output", help="File to write (.pt / .onnx)."),
 ) -> None:
     """A deployable model: float clips (N, 3, T, H, W) -> logits; prints JSON with the parity check."""
-    from pvnas.engine.export import export_model
+    from pvnas.retrain.export import export_model
 
     _print_json(export_model(checkpoint, fmt.value, output))
 
@@ -448,7 +448,7 @@ def _require_dir(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from pvnas.engine.run import Preempted
+    from pvnas.runtime.run import Preempted
 
     try:
         code = app(args=argv, standalone_mode=False)

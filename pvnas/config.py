@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pvnas.errors import ConfigError
-from pvnas.schedules import SEARCH_SCHEDULES
+from pvnas.lr_schedules import SEARCH_SCHEDULES
 from pvnas.space.ops import CELL_KINDS
 
 # implementations over the same modules: supernet cells (pvnas.nn.supernet.CELL_IMPLS), retrain forward (Network.impl)
@@ -111,7 +111,7 @@ class SearchConfig:
     edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
     impl: str = "fast"  # supernet cells: "fast", or "reference" (the literal DARTS MixedOp, the oracle)
     workers: int = 2
-    threads: int = 0  # torch threads on CPU; 0: every core (see pvnas.engine.device.torch_threads)
+    threads: int = 0  # torch threads on CPU; 0: every core (see pvnas.runtime.device.torch_threads)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -178,7 +178,7 @@ class NetworkConfig:
     weight_decay: float = 1e-4
     val_videos: int = 1000  # validation subset (single centre view) scored after each epoch
     workers: int = 4
-    threads: int = 0  # torch threads on CPU; 0: every core (see pvnas.engine.device.torch_threads)
+    threads: int = 0  # torch threads on CPU; 0: every core (see pvnas.runtime.device.torch_threads)
     seed: int = 0
     impl: str = "fast"  # forward over the same modules: "fast" (2D channels-last frames) or "reference" (Conv3d)
 

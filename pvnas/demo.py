@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, override
-from pvnas.engine.rundir import MetricsLog
+from pvnas.runtime.rundir import MetricsLog
 from pvnas.errors import ConfigError
 from pvnas.space.genotype import Genotype
 
@@ -46,9 +46,9 @@ def run_demo(out: str | Path, *, data: str = "demo", quick: bool = False, seed: 
     On the demo presets' one torch thread (their ``threads``): the demo's networks are too small to gain from
     more (docs/performance.md, "Threads").
     """
-    from pvnas.engine.evaluate import run_eval
-    from pvnas.engine.train import run_train
-    from pvnas.engine.modelfile import load_model
+    from pvnas.retrain.evaluate import run_eval
+    from pvnas.retrain.train import run_train
+    from pvnas.retrain.modelfile import load_model
     from pvnas.metrics.flops import count_flops
     from pvnas.search.loop import run_search
     from pvnas.viz.report import build_report

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-import pvnas.engine.run as run_module
+import pvnas.runtime.run as run_module
 from pvnas.cli import main
 from pvnas.data.encode import write_video
 from pvnas.space.genotype import EDGES_PER_CELL, Genotype

@@ -7,8 +7,8 @@ import torch
 
 from pvnas.cli import main
 from pvnas.data.datasets.video import VideoDataset
-from pvnas.engine.export import export_model
-from pvnas.engine.modelfile import load_model
+from pvnas.retrain.export import export_model
+from pvnas.retrain.modelfile import load_model
 
 
 def run_cli(capsys, *args):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pvnas.data.decode import DecodeError, PyAVDecoder, _plan, get_decoder
+from pvnas.data.decode import DecodeError, PyAVDecoder, get_decoder
+from pvnas.data.decode.pyav import _plan
 from pvnas.errors import ConfigError
 
 

@@ -11,7 +11,7 @@ from pvnas.data import build_dataset
 from pvnas.data.datasets.demo import VERSION, ensure_demo
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.decode import PyAVDecoder
-from pvnas.data.synthetic import CLASSES
+from pvnas.data.generators.moving_patterns import CLASSES
 
 TINY = {"train_per_class": 2, "val_per_class": 1, "frames": 12, "size": 48}
 

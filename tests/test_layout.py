@@ -18,13 +18,14 @@ ROOT = Path(pvnas.__file__).parent
 # facade: build_*, Genotype, count_flops, __version__), matched exactly, on the top floor: only the command line beside it
 # imports it; the others match as prefixes.
 LAYERS: list[tuple[str, ...]] = [
-    ("pvnas.errors", "pvnas.version", "pvnas.schedules"),  # errors, the version runs record, lr schedules (pure)
+    ("pvnas.errors", "pvnas.version", "pvnas.lr_schedules"),  # errors, the version runs record, lr schedules (pure)
     ("pvnas.space",),  # ops, genotype
     ("pvnas.config",),  # presets and their checks, which name the ops and cell kinds of the space
     ("pvnas.metrics", "pvnas.nn"),
     ("pvnas.data",),
-    ("pvnas.engine",),  # run lifecycle, train, evaluate, distributed
-    ("pvnas.search",),  # loop, schedule, collapse, estimate
+    ("pvnas.runtime",),  # what search and retrain share: run lifecycle, run dirs, device, distributed
+    ("pvnas.search", "pvnas.retrain"),  # the two stages, side by side: neither imports the other
+    ("pvnas.estimate",),  # the cost of a search or a retrain, measured with their own steps
     ("pvnas.viz",),
     ("pvnas.demo", "pvnas.cli", "pvnas.__main__", "pvnas"),
 ]
@@ -126,5 +127,14 @@ def test_checker_sees_lazy_cycles_and_upward_imports(tmp_path):
     edges = {m: imports(m, tmp_path / f"{m[6:]}.py", known) for m in ("pvnas.a", "pvnas.b")}
     assert edges == {"pvnas.a": {"pvnas.b"}, "pvnas.b": {"pvnas.a"}}
     assert find_cycle(edges) == ["pvnas.a", "pvnas.b", "pvnas.a"]
-    assert layer_of("pvnas.search.loop") > layer_of("pvnas.engine.train") > layer_of("pvnas.nn.fast")
+    assert layer_of("pvnas.estimate.search") > layer_of("pvnas.search.loop") == layer_of("pvnas.retrain.train") > layer_of("pvnas.runtime.run") > layer_of("pvnas.nn.fast")
     assert layer_of("pvnas") == len(LAYERS) - 1 and layer_of("pvnas.version") == 0  # the facade on top, the version below
+
+
+def test_search_and_retrain_stand_side_by_side():
+    """The two stages share only what lies below them (runtime, nn, data): neither imports the other."""
+    edges = graph()
+    crossing = [f"{src} imports {dst}" for src, dsts in sorted(edges.items()) for dst in sorted(dsts)
+                for a, b in (("pvnas.search", "pvnas.retrain"), ("pvnas.retrain", "pvnas.search"))
+                if src.startswith(a + ".") and dst.startswith(b + ".")]
+    assert not crossing, "\n".join(crossing)

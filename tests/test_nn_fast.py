@@ -9,9 +9,9 @@ import pvnas
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.errors import ConfigError
 from pvnas.nn.fast import FastCell
-from pvnas.nn.fast.conv import DilatedDepthwise
-from pvnas.nn.fast.layout import SharedInput, pc_join
-from pvnas.nn.fast.pool import AvgPool3x3, separable_3x3
+from pvnas.nn.fast.cpu.kernels import AvgPool3x3, DilatedDepthwise, separable_3x3
+from pvnas.nn.fast.layout import pc_join
+from pvnas.nn.fast.shared import SharedInput
 from pvnas.nn.supernet import ReferenceCell, Supernet, supernet_from_config
 from pvnas.search.loop import make_state, search_step
 from pvnas.space.genotype import NODES
@@ -237,7 +237,7 @@ def test_edge_norm_betas_are_arch_parameters_and_rank_edges():
                                                              (2, 1, 1, 7)])
 def test_depthwise_by_shifts_equals_conv2d(stride, dilation, multiplier, size):
     """The compiled GPU path's depthwise conv (shifted, scaled views): output and gradients of F.conv2d's."""
-    from pvnas.nn.fast.conv import depthwise_by_shifts
+    from pvnas.nn.fast.generic import depthwise_by_shifts
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, size, size + 1, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()

@@ -15,7 +15,7 @@ import torch
 
 import pvnas
 from pvnas.config import NETWORK_PRESETS, override
-from pvnas.engine.evaluate import view_logits
+from pvnas.retrain.evaluate import view_logits
 from pvnas.errors import ConfigError
 from pvnas.nn.network import Network, network_from_config
 from pvnas.space.genotype import CellGenotype, Genotype

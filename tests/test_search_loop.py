@@ -10,8 +10,8 @@ import yaml
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.nn.supernet import ReferenceCell, Supernet
 from pvnas.search.loop import make_state, run_search, search_step
-from pvnas.schedules import search_lr
-from pvnas.search.schedule import ConvergenceMonitor, alpha_lr
+from pvnas.lr_schedules import search_lr
+from pvnas.search.alpha_schedule import ConvergenceMonitor, alpha_lr
 from pvnas.space.genotype import Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
 

@@ -260,6 +260,9 @@ def _split_report(
     return report
 
 
+Listed = dict[str, "tuple[list[tuple[str, int]], list[str], str] | str"]  # per split: (samples, classes, source) or error
+
+
 def check_dataset(
     spec: str,
     *,
@@ -283,41 +286,14 @@ def check_dataset(
     (no verdict within ``timeout`` seconds or ``max_memory_mb`` MB per worker process);
     ``all_readable`` says whether every listed video exists and passed.
     """
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers (probing {'processes' if deep else 'threads'}) must be >= 1, got {workers}")
-    if timeout <= 0 or max_memory_mb <= 0:
-        raise ConfigError(f"--timeout and --max-memory must be > 0, got {timeout:g} s and {max_memory_mb:g} MB")
+    _check_limits(workers, deep, timeout, max_memory_mb)
     kind, arg, options = parse_spec(spec)
     report: dict[str, Any] = {"spec": spec, "deep": deep, "classes": [], "splits": {}, "problems": []}
     if kind == "synthetic":
-        from pvnas.data.synthetic import CLASSES
-
-        report["classes"] = list(CLASSES)
-        report["splits"] = {s: {"videos": "generated in memory", "readable": 1} for s in SPLITS}
-        report["usable"] = True
-        if deep:
-            report["all_readable"] = True
-        return report
-    listed: dict[str, tuple[list[tuple[str, int]], list[str], str] | str] = {}
-    for split in SPLITS:
-        try:
-            samples, classes, source, _ = list_samples(kind, arg, options, split)
-            listed[split] = (list(samples), list(classes), source)
-        except DataError as e:
-            listed[split] = str(e)
-    listed_ok = [entry for entry in listed.values() if not isinstance(entry, str)]
-    paths = sorted({p for samples, _, _ in listed_ok for p, _ in samples if os.path.isfile(p)})
-    wrap = progress or (lambda it: it)
-    decoder_name = options.get("decoder", "pyav")
-    if deep:
-        found = deep_check_files(paths, decoder_name, workers=workers or os.cpu_count() or 1, timeout=timeout,
-                                 max_memory_mb=max_memory_mb)
-        verdicts = dict(wrap(_Sized(found, len(paths))))
-    else:
-        decoder = get_decoder(decoder_name)
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:  # PyAV releases the GIL
-            probed = pool.map(lambda p: probe_file(p, decoder), paths)
-            verdicts = dict(zip(paths, wrap(_Sized(probed, len(paths)))))
+        return {**report, **_generated_in_memory(deep)}
+    listed = _list_splits(kind, arg, options)
+    paths = sorted({p for entry in listed.values() if not isinstance(entry, str) for p, _ in entry[0] if os.path.isfile(p)})
+    verdicts = _verdicts(paths, options.get("decoder", "pyav"), deep, workers, timeout, max_memory_mb, progress)
     for split in SPLITS:
         entry = listed[split]
         if isinstance(entry, str):
@@ -326,29 +302,84 @@ def check_dataset(
             continue
         samples, classes, source = entry
         report["classes"] = report["classes"] or classes
-        r = report["splits"][split] = _split_report(samples, classes, source, verdicts, deep)
-        if r["readable"] == 0:
-            report["problems"].append(f"{split}: none of the {r['videos']} listed videos is readable")
-        if r["missing"]:
-            hint = "" if options.get("missing") == "skip" else " (training refuses this; add ?missing=skip to leave them out)"
-            report["problems"].append(f"{split}: {len(r['missing'])} listed videos are missing{hint}")
-        if r["unreadable"]:
-            what = "would be skipped by training, eval and predict" if deep else "cannot be decoded"
-            report["problems"].append(f"{split}: {len(r['unreadable'])} videos {what}")
-        if r.get("unchecked"):
-            limits = "could not be checked within the time or memory limit"
-            report["problems"].append(f"{split}: {len(r['unchecked'])} videos {limits}")
-        if r.get("damaged"):
-            report["problems"].append(f"{split}: {len(r['damaged'])} videos are damaged but readable")
-    splits = report["splits"]
-    missing_ok = options.get("missing") == "skip" or not any(splits[s].get("missing") for s in SPLITS)
-    report["usable"] = missing_ok and all(splits[s].get("readable", 0) > 0 for s in SPLITS)
+        report["splits"][split] = _split_report(samples, classes, source, verdicts, deep)
+        report["problems"] += _split_problems(split, report["splits"][split], options, deep)
+    report.update(_verdict(report["splits"], options, deep))
+    return report
+
+
+def _check_limits(workers: int | None, deep: bool, timeout: float, max_memory_mb: float) -> None:
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers (probing {'processes' if deep else 'threads'}) must be >= 1, got {workers}")
+    if timeout <= 0 or max_memory_mb <= 0:
+        raise ConfigError(f"--timeout and --max-memory must be > 0, got {timeout:g} s and {max_memory_mb:g} MB")
+
+
+def _generated_in_memory(deep: bool) -> dict[str, Any]:
+    """``synthetic``: nothing on disk to check; its clips are rendered on demand."""
+    from pvnas.data.generators.moving_patterns import CLASSES
+
+    splits = {s: {"videos": "generated in memory", "readable": 1} for s in SPLITS}
+    return {"classes": list(CLASSES), "splits": splits, "usable": True, **({"all_readable": True} if deep else {})}
+
+
+def _list_splits(kind: str, arg: str, options: dict[str, str]) -> Listed:
+    """Each split's listed samples, classes and source, or the reason it cannot be listed."""
+    listed: Listed = {}
+    for split in SPLITS:
+        try:
+            samples, classes, source, _ = list_samples(kind, arg, options, split)
+            listed[split] = (list(samples), list(classes), source)
+        except DataError as e:
+            listed[split] = str(e)
+    return listed
+
+
+def _verdicts(
+    paths: list[str], decoder_name: str, deep: bool, workers: int | None, timeout: float, max_memory_mb: float,
+    progress: Callable[[Iterable], Iterable] | None,
+) -> dict[str, dict[str, Any]]:
+    """Per existing file, what opening it (or, ``deep``, reading every frame in a worker process) found."""
+    wrap = progress or (lambda it: it)
     if deep:
-        report["all_readable"] = all(
+        found = deep_check_files(paths, decoder_name, workers=workers or os.cpu_count() or 1, timeout=timeout,
+                                 max_memory_mb=max_memory_mb)
+        return dict(wrap(_Sized(found, len(paths))))
+    decoder = get_decoder(decoder_name)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:  # PyAV releases the GIL
+        probed = pool.map(lambda p: probe_file(p, decoder), paths)
+        return dict(zip(paths, wrap(_Sized(probed, len(paths)))))
+
+
+def _split_problems(split: str, r: dict[str, Any], options: dict[str, str], deep: bool) -> list[str]:
+    """One line per problem of a split's report."""
+    problems = []
+    if r["readable"] == 0:
+        problems.append(f"{split}: none of the {r['videos']} listed videos is readable")
+    if r["missing"]:
+        hint = "" if options.get("missing") == "skip" else " (training refuses this; add ?missing=skip to leave them out)"
+        problems.append(f"{split}: {len(r['missing'])} listed videos are missing{hint}")
+    if r["unreadable"]:
+        what = "would be skipped by training, eval and predict" if deep else "cannot be decoded"
+        problems.append(f"{split}: {len(r['unreadable'])} videos {what}")
+    if r.get("unchecked"):
+        problems.append(f"{split}: {len(r['unchecked'])} videos could not be checked within the time or memory limit")
+    if r.get("damaged"):
+        problems.append(f"{split}: {len(r['damaged'])} videos are damaged but readable")
+    return problems
+
+
+def _verdict(splits: dict[str, dict[str, Any]], options: dict[str, str], deep: bool) -> dict[str, bool]:
+    """``usable``: every split lists a readable video and none is missing (unless ``?missing=skip``);
+    ``deep``: ``all_readable`` too."""
+    missing_ok = options.get("missing") == "skip" or not any(splits[s].get("missing") for s in SPLITS)
+    out = {"usable": missing_ok and all(splits[s].get("readable", 0) > 0 for s in SPLITS)}
+    if deep:
+        out["all_readable"] = all(
             "error" not in splits[s] and not (splits[s]["unreadable"] or splits[s]["unchecked"] or splits[s]["missing"])
             for s in SPLITS
         )
-    return report
+    return out
 
 
 def format_report(report: dict, max_listed: int = 20) -> str:

@@ -3,7 +3,7 @@
 Per training batch: (1) Adam on alpha with the training loss at the current weights, then
 (2) SGD on the weights with the training loss at the *new* alpha. Both use the same batch.
 The weight lr is set before every step from a pure function of progress (step / total steps,
-:mod:`pvnas.schedules`); the first ``a_warmup`` of the steps train the weights only. After each
+:mod:`pvnas.lr_schedules`); the first ``a_warmup`` of the steps train the weights only. After each
 epoch the run directory gets the alphas, the derived genotype, collapse statistics and a checkpoint,
 so a genotype can be derived from any epoch (paper Table 3).
 """
@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvnas.config import RunOptions, SearchConfig, override, to_dict
-from pvnas.engine.device import autocast, compiled, cuda_layout, to_device
-from pvnas.engine.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
-from pvnas.engine.rundir import save_torch
-from pvnas.engine.run import Run
+from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
+from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.runtime.rundir import save_torch
+from pvnas.runtime.run import Run
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
-from pvnas.schedules import search_lr
-from pvnas.search.schedule import ConvergenceMonitor, alpha_active, alpha_lr, beta_decay_weight
+from pvnas.lr_schedules import search_lr
+from pvnas.search.alpha_schedule import ConvergenceMonitor, alpha_active, alpha_lr, beta_decay_weight
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def run_search(
 
     Works alone or under ``torchrun`` (one process per device). ``options`` says whether to resume or
     replace a run in ``out`` and how often to checkpoint; SIGTERM/SIGINT checkpoint and raise
-    :class:`~pvnas.engine.run.Preempted`. ``compile`` runs the supernet through ``torch.compile``.
+    :class:`~pvnas.runtime.run.Preempted`. ``compile`` runs the supernet through ``torch.compile``.
     """
     run, train = Run.open("search", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
                           workers=cfg.workers, seed=cfg.seed, threads=cfg.threads)

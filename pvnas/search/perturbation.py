@@ -25,7 +25,7 @@ from torch import nn
 from pvnas.config import SearchConfig, from_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import Skipped
-from pvnas.engine.rundir import load_torch, load_yaml
+from pvnas.runtime.rundir import load_torch, load_yaml
 from pvnas.errors import ConfigError
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.snapshots import saved_epochs

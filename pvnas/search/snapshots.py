@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from pvnas.engine.rundir import load_torch, load_yaml
+from pvnas.runtime.rundir import load_torch, load_yaml
 from pvnas.errors import ConfigError
 from pvnas.space.genotype import Genotype, check_alphas
 

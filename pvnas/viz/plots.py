@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from pvnas.engine.rundir import MetricsLog  # noqa: E402
+from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.search.collapse import drop_from  # noqa: E402
 from pvnas.search.snapshots import alpha_history, saved_epochs  # noqa: E402

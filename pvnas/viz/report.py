@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pvnas.engine.rundir import MetricsLog, atomic_write_bytes, load_yaml
+from pvnas.runtime.rundir import MetricsLog, atomic_write_bytes, load_yaml
 from pvnas.space.genotype import Genotype
 from pvnas.viz.plots import find_evals, plot_run
 

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-import pvnas.search.schedule as schedule
+import pvnas.search.alpha_schedule as schedule
 from pvnas.config import SEARCH_PRESETS, override
 from pvnas.search.loop import run_search
 

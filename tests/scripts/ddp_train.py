@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-import pvnas.engine.train as train
+import pvnas.retrain.train as train
 from pvnas.config import NETWORK_PRESETS, override
 from pvnas.space.genotype import Genotype
 

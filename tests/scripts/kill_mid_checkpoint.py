@@ -10,8 +10,8 @@ import sys  # noqa: E402
 
 import torch  # noqa: E402
 
-import pvnas.engine.run as run  # noqa: E402
-from pvnas.engine.rundir import atomic_write_bytes  # noqa: E402
+import pvnas.runtime.run as run  # noqa: E402
+from pvnas.runtime.rundir import atomic_write_bytes  # noqa: E402
 
 save_torch, checkpoints = run.save_torch, []
 

@@ -18,8 +18,8 @@ from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, tasks, u
 from pvnas.data.datasets._files import Sample, require_dir
 from pvnas.data.datasets.synthetic import SyntheticDataset
 from pvnas.data.loader import ClipDataset
-from pvnas.data.synthetic import CLASSES
-from pvnas.data.tasks import get_task
+from pvnas.data.generators.moving_patterns import CLASSES
+from pvnas.data.generators.task_suite import get_task
 from pvnas.errors import ConfigError
 
 Listing = tuple[list[Sample], list[str], str]  # (path, label) pairs, class names, the manifest or folder read

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from pvnas.data.datasets.generated import cache_dir, ensure_tree
-from pvnas.data.synthetic import CLASSES, moving_pattern_clip
+from pvnas.data.generators.moving_patterns import CLASSES, moving_pattern_clip
 
 VERSION = 1  # bump when the generator or the defaults below change: a new cache directory
 TRAIN_PER_CLASS, VAL_PER_CLASS = 40, 10

@@ -7,7 +7,7 @@ import torch
 
 from pvnas.config import ClipConfig
 from pvnas.data.sampling import eval_crop_boxes, eval_indices
-from pvnas.data.synthetic import CLASSES, moving_pattern_clip
+from pvnas.data.generators.moving_patterns import CLASSES, moving_pattern_clip
 from pvnas.data.transforms import crop, normalize
 
 

@@ -1,4 +1,4 @@
-"""``task:NAME[?seed=S]``: a task of the suite (:mod:`pvnas.data.tasks`) written once as mp4 files in
+"""``task:NAME[?seed=S]``: a task of the suite (:mod:`pvnas.data.generators.task_suite`) written once as mp4 files in
 ``$PVNAS_CACHE/task-v<VERSION>/<NAME>-s<S>`` and read like user data (a ``folder:`` layout).
 
 Clips are stored in 4:4:4 colour at a high quality (crf 12), so the fine detail and noise a task is made of
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pvnas.data.datasets.generated import cache_dir, ensure_tree
-from pvnas.data.tasks import FPS, get_task, render_clip
+from pvnas.data.generators.task_suite import FPS, get_task, render_clip
 from pvnas.errors import ConfigError
 
 VERSION = 1  # bump when a task's generator or size changes: a new cache directory

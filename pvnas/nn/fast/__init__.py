@@ -22,10 +22,12 @@ state dicts and optimizer states are interchangeable with the reference; only ``
 * ``partial_channels=K`` is PC-DARTS: ops mix the first C/K channels, the rest bypass the edge
   (1x2x2 max pool on reduction edges), and the edge output is channel-shuffled with K groups.
 
-Modules, lowest first: ``layout`` (frames, channel-major edge batching, pixel phases); ``conv``,
-``norm``, ``pool`` (the layers of the op registry as kernels on frames, G edges at once); ``ops``
-(the registry's conv ops built from them); ``parameter_free`` (the identity and pool terms); ``cell``;
-``network``, the retrain network's fast forward (one edge per op, G = 1), which
+Modules, lowest first: ``policy`` (which kernels a tensor takes: the one place that decides); ``layout`` (frames,
+channel-major edge batching, pixel phases); the kernels by target: ``cpu`` (the CPU-tuned custom autograd
+functions: ``cpu.kernels``, ``cpu.parameter_free``) and ``generic`` (plain torch ops a compiler fuses, for GPUs);
+``shared`` (a node's input read by all its edges); ``conv``, ``norm``, ``pool`` (the layers of the op registry as
+kernels on frames, G edges at once, dispatching by ``policy``); ``ops`` (the registry's conv ops built from them);
+``cell``; ``network``, the retrain network's fast forward (one edge per op, G = 1), which
 :class:`~pvnas.nn.network.Network` runs with ``impl="fast"``. Below ``cell`` and ``network`` nothing knows
 either network: the kernels take registry modules, one edge (G = 1) or many.
 """

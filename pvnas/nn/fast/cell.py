@@ -10,12 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvnas.nn.fast.layout import GROUP_CHANNELS, SharedInput, frames_grad, from_frames, nchw, nhwc, pc_join, to_frames
+from pvnas.nn.fast.cpu.parameter_free import ParameterFree
+from pvnas.nn.fast.layout import (
+    GROUP_CHANNELS,
+    frames_grad,
+    from_frames,
+    nchw,
+    nhwc,
+    pc_join,
+    to_frames,
+)
 from pvnas.nn.fast.norm import batch_norm
 from pvnas.nn.fast.ops import chain, factorized_reduce
-from pvnas.nn.fast.parameter_free import ParameterFree
 from pvnas.nn.fast.policy import generic
 from pvnas.nn.fast.pool import pool_frames
+from pvnas.nn.fast.shared import SharedInput
 from pvnas.nn.layers import preprocess
 from pvnas.nn.mixed import MixedOp, skip_noise
 from pvnas.space.genotype import NODES, edge_inputs

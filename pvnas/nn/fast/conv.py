@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvnas.nn.fast.layout import SharedInput, interleave, nchw, nhwc, phases
+from pvnas.nn.fast.cpu.kernels import DilatedDepthwise
+from pvnas.nn.fast.generic import depthwise_by_shifts
+from pvnas.nn.fast.layout import interleave, nchw, nhwc
 from pvnas.nn.fast.policy import depthwise_as_shifts, generic
+from pvnas.nn.fast.shared import SharedInput
 
 
 def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -99,30 +102,6 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def depthwise_by_shifts(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
-                        dilation: int, groups: int) -> torch.Tensor:
-    """A depthwise conv (``groups`` input channels, ``weight`` (groups * m, 1, kh, kw): m filters per channel) as
-    the sum over the kernel's taps of shifted views of the zero-padded input, each scaled per channel: pure
-    element-wise work that a compiler fuses into one kernel, forward and backward."""
-    kh, kw = weight.shape[-2:]
-    m = weight.shape[0] // groups
-    n, c, h, w = x.shape
-    sh, sw = stride
-    ho = (h + 2 * padding[0] - dilation * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * padding[1] - dilation * (kw - 1) - 1) // sw + 1
-    xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    if m > 1:  # output channel c * m + j reads input channel c
-        xp = xp.repeat_interleave(m, dim=1)
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = xp[:, :, dilation * i: dilation * i + sh * (ho - 1) + 1: sh, dilation * j: dilation * j + sw * (wo - 1) + 1: sw]
-            term = tap * weight[:, 0, i, j].view(1, -1, 1, 1)
-            out = term if out is None else out + term
-    assert out is not None
-    return out
-
-
 def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d | ConvGeometry, groups: int) -> torch.Tensor:
     """A dilated ("same"-padded) depthwise 1xkxk conv without oneDNN's slow dilated backward kernels.
 
@@ -138,32 +117,3 @@ def _atrous_conv2d(src: SharedInput, weight: torch.Tensor, conv: nn.Conv3d | Con
     if generic(src.r):
         return conv2d(src.r, weight, None, (1, 1), (d * (k // 2),) * 2, d, groups)
     return DilatedDepthwise.apply(src.r, weight, d, groups)
-
-
-class DilatedDepthwise(torch.autograd.Function):
-    """A "same"-padded, stride-1, dilated depthwise conv (channel multiplier ``G = out / in``) whose
-    backward avoids oneDNN's dilated backward kernels (5-25x slower than the undilated ones, torch 2.13
-    CPU): the input gradient is the forward dilated conv of the gradient with the flipped filters, the
-    weight gradient an undilated one on the d x d pixel phases of input and gradient."""
-
-    @staticmethod
-    def forward(ctx, x, weight, d, groups):  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.d, ctx.groups = d, groups
-        return F.conv2d(x, weight, None, 1, d * (weight.shape[-1] // 2), d, groups)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        x, weight = ctx.saved_tensors  # (in the gradient's dtype: under autocast the forward conv ran in bf16)
-        x, weight = x.to(grad.dtype), weight.to(grad.dtype)
-        d, groups, k = ctx.d, ctx.groups, weight.shape[-1]
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:  # input channel c gathers its G filters c*G .. c*G+G-1, flipped
-            flipped = weight.view(groups, -1, k, k).flip(-2, -1)
-            grad_x = F.conv2d(grad, flipped, None, 1, d * (k // 2), d, groups)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                phases(grad, d), phases(x, d), weight, None, (1, 1), (k // 2,) * 2, (1, 1), False, (0, 0), groups,
-                (False, True, False))[1]
-        return grad_x, grad_w, None, None

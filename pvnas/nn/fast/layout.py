@@ -67,64 +67,10 @@ def pc_join(mixed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Ten
     return torch.cat([mixed.unsqueeze(-1), rest], dim=-1).flatten(-2)
 
 
-class SharedInput:
-    """``relu(x)`` of a node, read by the conv ops of all its edges, and its diagonal pixel phases, computed once."""
-
-    def __init__(self, r: torch.Tensor) -> None:
-        self.r = frames_grad(r)
-        self._phases: dict[int, tuple[torch.Tensor, ...]] = {}
-
-    def phase(self, d: int, i: int) -> torch.Tensor:
-        """Pixel phase (i, i) of ``r`` (see :class:`_DiagonalPhases`): (N', C, ceil(H/d), ceil(W/d))."""
-        if generic(self.r):  # strided views of the zero-padded frames
-            h, w = self.r.shape[-2:]
-            return F.pad(self.r, (0, -w % d, 0, -h % d))[:, :, i::d, i::d]
-        if d not in self._phases:
-            # split once: its backward concatenates the phases' gradients instead of zero-filling per slice
-            self._phases[d] = _DiagonalPhases.apply(self.r, d).split(self.r.shape[0])
-        return self._phases[d][i]
-
-
-class _DiagonalPhases(torch.autograd.Function):
-    """Pixel phases (i, i), i < d, of channels-last frames, stacked in the batch.
-
-    Phase (i, i) holds the pixels (d*a + i, d*b + i), zero-padded at the bottom/right to ceil(H/d) x ceil(W/d):
-    exactly what strided 1x1 convs (FactorizedReduce reads phases (0, 0) and (1, 1)) and stride-d dilated
-    convs (phase (0, 0)) read, including the zero padding there. Copies only those pixels, and writes the
-    input gradient in one pass.
-    """
-
-    @staticmethod
-    def forward(ctx, x, d):  # type: ignore[override]
-        v = nhwc(x)
-        n, h, w, c = v.shape
-        hp, wp = -(-h // d), -(-w // d)
-        out = v.new_empty(d, n, hp, wp, c) if h % d == w % d == 0 else v.new_zeros(d, n, hp, wp, c)
-        for i in range(d):
-            src = v[:, i::d, i::d]
-            out[i, :, : src.shape[1], : src.shape[2]] = src
-        ctx.d, ctx.shape = d, v.shape
-        return nchw(out.view(d * n, hp, wp, c))
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        d, (n, h, w, c) = ctx.d, ctx.shape
-        g = nhwc(grad).view(d, n, grad.shape[2], grad.shape[3], c)
-        out = g.new_empty(n, h, w, c)
-        for i in range(d):
-            for j in range(d):
-                dst = out[:, i::d, j::d]
-                if i == j:
-                    dst.copy_(g[i, :, : dst.shape[1], : dst.shape[2]])
-                else:
-                    dst.zero_()
-        return nchw(out), None
-
-
 def phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """All d x d pixel phases of channels-last frames stacked in the batch, phase (i, j) in block i*d + j:
     (d*d*N', C, ceil(H/d), ceil(W/d)), zero-padded at the bottom/right. On them a dilation-d conv's weight
-    gradient is an undilated one (see :class:`~pvnas.nn.fast.conv.DilatedDepthwise`)."""
+    gradient is an undilated one (see :class:`~pvnas.nn.fast.cpu.kernels.DilatedDepthwise`)."""
     v = nhwc(x)
     n, h, w, c = v.shape
     hp, wp = -(-h // d), -(-w // d)

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvnas.nn.fast.layout import SharedInput, frames_grad, nhwc, to_frames
+from pvnas.nn.fast.layout import frames_grad, nhwc, to_frames
 from pvnas.nn.fast.ops import chain, factorized_reduce, run_layers
 from pvnas.nn.fast.pool import pool_frames
+from pvnas.nn.fast.shared import SharedInput
 from pvnas.nn.layers import drop_path_scale
 from pvnas.space.ops import FactorizedReduce
 

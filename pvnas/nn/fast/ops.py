@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvnas.nn.fast.conv import conv_frames, fold_pointwise
-from pvnas.nn.fast.layout import SharedInput, interleave
+from pvnas.nn.fast.layout import interleave
 from pvnas.nn.fast.norm import batch_norm, fold_into_conv
+from pvnas.nn.fast.shared import SharedInput
 from pvnas.space.ops import FactorizedReduce
-
 
 _LEAVES: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
 

@@ -9,7 +9,7 @@ So every other device takes the generic kernels (cuDNN, or what inductor generat
 function, and :func:`generic_kernels` forces the generic ones on CPU, where the float64 tests compare them.
 
 Under ``torch.compile`` the generic depthwise convs become sums of shifted, per-channel-scaled views
-(:func:`~pvnas.nn.fast.conv.depthwise_by_shifts`), which inductor fuses into one memory-bound kernel with their
+(:func:`~pvnas.nn.fast.generic.depthwise_by_shifts`), which inductor fuses into one memory-bound kernel with their
 neighbours, instead of cuDNN's grouped direct kernels (a quarter of an H200 search step, eager);
 :func:`shifted_depthwise` takes that form without compiling, for the tests.
 """

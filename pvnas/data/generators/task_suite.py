@@ -1,0 +1,268 @@
+"""The task suite: generated video classification tasks of different kinds, to judge a search on data it
+was not tuned on (``--data task:NAME``).
+
+Each task renders deterministic clips from a seed and says what it demands of a network: which cells'
+convolutions it needs (``needs``) and why. They are built so that accuracy at convergence stays well
+below 100% (noise, clutter, small objects, few training clips) and depends on the architecture.
+
+| task | a class is | a single frame tells | needs |
+|---|---|---|---|
+| ``motion`` | one of 8 slow motions of a noisy random texture (the ``demo`` generator, harder) | nothing | temporal convs |
+| ``appearance`` | one of 8 small shapes drifting at random over clutter | the class | spatial convs |
+| ``appearance_motion`` | shape (3) x direction (3) of one object | half of it | spatial and temporal convs |
+| ``order`` | the order of the two directions (of 3) an object moves in, turning mid-clip (6 ordered pairs) | nothing | temporal convs over the whole clip |
+| ``fine_motion`` | the direction (4) of one small dot moving steadily among look-alike dots that jitter and flicker | nothing | spatial and temporal convs at full resolution |
+
+Clips are never flipped (several tasks name left and right). Every clip lasts exactly the presets' window (16 frames at 15 fps, ``demo``/``tiny`` clip settings), so the
+network always sees the whole clip. Renderers are pure functions of ``(label, rng)``: float ``(T, S, S, 3)``
+in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pvnas.data.generators.moving_patterns import CLASSES as MOTIONS
+from pvnas.data.generators.moving_patterns import moving_pattern_clip
+
+FRAMES, SIZE, FPS = 16, 40, 15.0  # a clip is the demo preset's window: 16 frames at 15 fps
+SHAPES = ("disk", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar")
+
+Renderer = Callable[[int, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One generated task: its classes, what it demands of a network, its size and its renderer."""
+
+    name: str
+    classes: tuple[str, ...]
+    demands: str  # what a network must do to solve it, in a sentence
+    needs: tuple[str, ...]  # cell kinds whose convolutions the task needs (the collapse check of the study)
+    render: Renderer
+    train_per_class: int
+    val_per_class: int
+
+    @property
+    def train_size(self) -> int:
+        return len(self.classes) * self.train_per_class
+
+    @property
+    def val_size(self) -> int:
+        return len(self.classes) * self.val_per_class
+
+
+def _grid(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(yy, xx)`` of a ``size`` x ``size`` frame."""
+    lin = np.arange(size, dtype=np.float32) + 0.5
+    return np.meshgrid(lin, lin, indexing="ij")
+
+
+def _texture(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """A smooth random colour texture ``(size, size, 3)`` in [0, 1]: ``cells`` x ``cells`` noise, upsampled."""
+    coarse = torch.from_numpy(rng.random((1, 3, cells, cells), dtype=np.float32))
+    tex = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+    lo, hi = tex.amin(), tex.amax()
+    return ((tex - lo) / (hi - lo + 1e-6)).numpy()
+
+
+def shape_mask(shape: str, cy: float, cx: float, r: float, size: int = SIZE) -> np.ndarray:
+    """Boolean ``(size, size)`` mask of one of :data:`SHAPES` centred at (cy, cx) with radius ``r`` (pixels)."""
+    yy, xx = _grid(size)
+    dy, dx = yy - cy, xx - cx
+    ady, adx = np.abs(dy), np.abs(dx)
+    thin = max(1.0, r / 3)
+    if shape == "disk":
+        return dy**2 + dx**2 <= r**2
+    if shape == "square":
+        return np.maximum(ady, adx) <= r * 0.8
+    if shape == "triangle":  # apex up
+        return (dy <= r * 0.8) & (dy >= -r) & (adx <= (dy + r) * 0.55)
+    if shape == "cross":
+        return ((ady <= thin) & (adx <= r)) | ((adx <= thin) & (ady <= r))
+    if shape == "ring":
+        d2 = dy**2 + dx**2
+        return (d2 <= r**2) & (d2 >= (r - 1.6 * thin) ** 2)
+    if shape == "diamond":
+        return ady + adx <= r
+    if shape == "hbar":
+        return (ady <= thin) & (adx <= r)
+    if shape == "vbar":
+        return (adx <= thin) & (ady <= r)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def _colour(rng: np.random.Generator, away_from: np.ndarray | None = None) -> np.ndarray:
+    """A random saturated colour, at least 0.5 (L2, RGB) from ``away_from`` if given."""
+    while True:
+        c = rng.random(3).astype(np.float32)
+        c = (c - c.min()) / (c.max() - c.min() + 1e-6)  # full saturation range
+        if away_from is None or np.linalg.norm(c - away_from) >= 0.5:
+            return c
+
+
+def _finish(video: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Per-pixel Gaussian noise of std ``noise`` and a per-frame brightness flicker, clipped to [0, 1]."""
+    video = video + rng.normal(0.0, noise, video.shape).astype(np.float32)
+    video = video * rng.uniform(0.85, 1.15, (video.shape[0], 1, 1, 1)).astype(np.float32)
+    return np.clip(video, 0.0, 1.0)
+
+
+def _paint(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
+    frame[mask] = colour
+
+
+def _blobs(rng: np.random.Generator, count: int = 3) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Distractor blobs: (centre, radius, colour) each."""
+    return [(rng.uniform(3, SIZE - 3, 2), rng.uniform(1.5, 3.0), _colour(rng)) for _ in range(count)]
+
+
+def _moving_shape(background: np.ndarray, blobs: list, shape: str, centres: list[np.ndarray], r: float,
+                  colour: np.ndarray) -> np.ndarray:
+    """Frames of ``shape`` (radius ``r``, ``colour``) at ``centres[t]`` over ``background`` and static ``blobs``."""
+    yy, xx = _grid()
+    video = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
+    for t, p in enumerate(centres):
+        frame = background.copy()
+        for centre, radius, c in blobs:
+            _paint(frame, (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2, c)
+        _paint(frame, shape_mask(shape, p[0], p[1], r), colour)
+        video[t] = frame
+    return video
+
+
+def render_motion(label: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``demo`` motions at a third of its speed (0.15-0.35 of the frame over the clip), on low-contrast
+    textures, with noise and flicker."""
+    seed = int(rng.integers(2**31))
+    video = moving_pattern_clip(label, seed, frames=FRAMES, size=SIZE, speed_range=(0.15, 0.35)).astype(np.float32) / 255
+    contrast = rng.uniform(0.4, 0.8)
+    video = 0.5 + (video - 0.5) * contrast
+    return _finish(video, rng, 0.07)
+
+
+def render_appearance(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A small shape of class ``label`` drifting at random over a textured background with distractor blobs."""
+    background = 0.3 + 0.4 * _texture(rng, SIZE, 6)
+    colour = _colour(rng, background.mean((0, 1)))
+    r = rng.uniform(4.5, 7.0)
+    pos = rng.uniform(r + 4, SIZE - r - 4, 2)
+    vel = rng.normal(0, 0.35, 2)
+    blobs = _blobs(rng)
+    centres = [np.clip(pos + vel * t, r + 1, SIZE - r - 1) for t in range(FRAMES)]
+    return _finish(_moving_shape(background, blobs, SHAPES[label], centres, r, colour), rng, 0.1)
+
+
+APPEARANCE_MOTION_SHAPES = ("disk", "square", "cross")
+APPEARANCE_MOTION_MOVES = ("left", "right", "up")
+
+
+def render_appearance_motion(label: int, rng: np.random.Generator) -> np.ndarray:
+    """One shape (3 kinds) moving in one of 3 directions over a static texture; class = (shape, direction)."""
+    shape = APPEARANCE_MOTION_SHAPES[label // len(APPEARANCE_MOTION_MOVES)]
+    move = APPEARANCE_MOTION_MOVES[label % len(APPEARANCE_MOTION_MOVES)]
+    background = 0.3 + 0.4 * _texture(rng, SIZE, 6)
+    colour = _colour(rng, background.mean((0, 1)))
+    r = rng.uniform(3.5, 5.5)
+    speed = rng.uniform(0.5, 1.0)  # pixels per frame
+    direction = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0)}[move]
+    travel = speed * (FRAMES - 1)
+    lo, hi = r + 2, SIZE - r - 2
+    start = np.array([rng.uniform(lo, hi), rng.uniform(lo, hi)])
+    for axis in (0, 1):  # start so that the whole path stays in the frame
+        d = direction[axis] * travel
+        start[axis] = rng.uniform(lo - min(d, 0), hi - max(d, 0))
+    centres = [start + np.array(direction) * speed * t + rng.normal(0, 0.3, 2) for t in range(FRAMES)]
+    return _finish(_moving_shape(background, [], shape, centres, r, colour), rng, 0.12)
+
+
+ORDER_MOVES = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0)}
+ORDERS = tuple((a, b) for a in ORDER_MOVES for b in ORDER_MOVES if a != b)
+
+
+def render_order(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A small square moves one way, turns at a random time in the middle third of the clip and moves another
+    way, over a textured background with distractor blobs; class = (first, second) direction. "left then
+    right" and "right then left" hold the same motions: only their order tells them apart."""
+    first, second = (np.array(ORDER_MOVES[m]) for m in ORDERS[label])
+    background = 0.3 + 0.4 * _texture(rng, SIZE, 6)
+    colour = _colour(rng, background.mean((0, 1)))
+    r, speed = rng.uniform(2.5, 4.0), rng.uniform(1.0, 1.5)
+    turn = int(rng.integers(FRAMES // 3, 2 * FRAMES // 3 + 1))
+    path = np.array([first * min(t, turn) + second * max(t - turn, 0) for t in range(FRAMES)]) * speed
+    lo, hi = path.min(0), path.max(0)  # place the path inside the frame, at random where it fits
+    start = np.array([rng.uniform(r + 2 - a, SIZE - r - 2 - b) for a, b in zip(lo, hi)])
+    blobs = _blobs(rng)
+    centres = [start + path[t] + rng.normal(0, 0.3, 2) for t in range(FRAMES)]
+    return _finish(_moving_shape(background, blobs, "square", centres, r, colour), rng, 0.12)
+
+
+FINE_DIRECTIONS = ("left", "right", "up", "down")
+
+
+def render_fine_motion(label: int, rng: np.random.Generator) -> np.ndarray:
+    """One 2x2 dot moving steadily (0.8-1.3 px per frame) in one of 4 directions among 6 look-alike dots that
+    jitter in place and flicker, over a fine random texture; class = the steady dot's direction."""
+    direction = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}[FINE_DIRECTIONS[label]]
+    background = 0.25 + 0.3 * _texture(rng, SIZE, 12)
+    level = np.float32(rng.uniform(0.85, 1.0))
+    speed = rng.uniform(0.8, 1.3)
+    travel = speed * (FRAMES - 1)
+    start = np.array([rng.uniform(4 - min(d * travel, 0), SIZE - 6 - max(d * travel, 0)) for d in direction])
+    anchors = rng.uniform(3, SIZE - 5, (6, 2))
+    video = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
+    for t in range(FRAMES):
+        frame = background.copy()
+        spots = np.clip(anchors + rng.normal(0, 0.7, anchors.shape), 2, SIZE - 4)
+        for y, x in spots[rng.random(len(spots)) < 0.75].astype(int):
+            frame[y : y + 2, x : x + 2] = level
+        y, x = (start + np.array(direction) * speed * t).astype(int)
+        frame[y : y + 2, x : x + 2] = level
+        video[t] = frame
+    return _finish(video, rng, 0.1)
+
+
+TASKS: dict[str, Task] = {
+    "motion": Task(
+        "motion", MOTIONS, "tell 8 slow motions of a low-contrast, noisy texture apart; no single frame helps",
+        ("T-NC", "T-RC"), render_motion, 40, 25),
+    "appearance": Task(
+        "appearance", SHAPES, "recognise one of 8 small shapes drifting over clutter; any frame shows the class",
+        ("S-NC", "S-RC"), render_appearance, 40, 25),
+    "appearance_motion": Task(
+        "appearance_motion", tuple(f"{s}_{m}" for s in APPEARANCE_MOTION_SHAPES for m in APPEARANCE_MOTION_MOVES),
+        "recognise the shape of one object and the direction it moves in", ("S-NC", "S-RC", "T-NC", "T-RC"),
+        render_appearance_motion, 36, 22),
+    "order": Task(
+        "order", tuple("_then_".join(o) for o in ORDERS),
+        "tell in which order an object moved two ways (left then right is not right then left)",
+        ("T-NC", "T-RC"), render_order, 50, 30),
+    "fine_motion": Task(
+        "fine_motion", tuple(f"dot_{d}" for d in FINE_DIRECTIONS),
+        "find the one small dot that moves steadily among look-alike dots that jitter and flicker, and its direction",
+        ("S-NC", "T-NC", "T-RC"), render_fine_motion, 80, 50),
+}
+
+
+def get_task(name: str) -> Task:
+    """A task of :data:`TASKS` by name; unknown names fail with the list."""
+    from pvnas.errors import ConfigError
+
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}") from None
+
+
+def render_clip(task: Task, label: int, seed: int) -> np.ndarray:
+    """uint8 ``(FRAMES, SIZE, SIZE, 3)`` clip of ``task``'s class ``label``; same seed, same clip."""
+    if not 0 <= label < len(task.classes):
+        raise ValueError(f"task {task.name}: label must be in [0, {len(task.classes)}), got {label}")
+    video = task.render(label, np.random.default_rng(seed))
+    return (video * 255).round().astype(np.uint8)
+

@@ -1,0 +1,217 @@
+"""Retraining a derived genotype from scratch (paper §4.2, docs/design.md §4).
+
+SGD (momentum 0.9, weight decay 1e-4), base lr 0.01 per process times the world size, linear
+warm-up then cosine decay, set every iteration from a pure function of (epoch progress), so a
+resumed run follows exactly the schedule it would have followed. Epoch and warm-up defaults come
+from the dataset (Kinetics/SSv2 196 + 36, UCF-101 128 + 16) and shrink proportionally with
+``--epochs``. Drop-path ramps linearly from 0 to its configured value over the epochs, as in DARTS.
+
+The run directory gets ``config.yaml``, ``genotype.json``, ``metrics.jsonl`` (one record per
+epoch: train loss/accuracy, single-view top-1/top-5 on a validation subset, lr, throughput,
+skipped videos), ``checkpoint.pt`` (everything --resume needs, also written on SIGTERM and every
+``checkpoint_every`` minutes) and ``model.pt`` (weights + genotype + classes + network config).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from pvnas.config import NetworkConfig, RunOptions, override, to_dict
+from pvnas.data import build_dataset
+from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
+from pvnas.retrain.diagnose import blind_to_motion, diagnose
+from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
+from pvnas.retrain.evaluate import evaluate
+from pvnas.retrain.modelfile import model_record, save_model
+from pvnas.runtime.run import Run
+from pvnas.errors import DataError
+from pvnas.nn.network import Network, network_from_config
+from pvnas.lr_schedules import train_lr
+from pvnas.space.genotype import Genotype
+
+log = logging.getLogger(__name__)
+
+# paper §4.2: (epochs, warm-up epochs) per dataset; other specs (demo, folder, csv) get Kinetics'
+DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"kinetics": (196, 36), "ssv2": (196, 36), "ucf101": (128, 16)}
+DEFAULT_SCHEDULE = DATASET_SCHEDULES["kinetics"]
+
+
+def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -> NetworkConfig:
+    """Fill ``epochs``/``warmup_epochs``: preset value, else the dataset's; ``epochs`` rescales warm-up."""
+    kind = data.partition("?")[0].partition(":")[0]
+    d_epochs, d_warmup = DATASET_SCHEDULES.get(kind, DEFAULT_SCHEDULE)
+    base_epochs = cfg.epochs if cfg.epochs is not None else d_epochs
+    base_warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else round(d_warmup * base_epochs / d_epochs)
+    if epochs is None:
+        epochs, warmup = base_epochs, base_warmup
+    else:
+        warmup = round(base_warmup * epochs / base_epochs)
+    return override(cfg, epochs=epochs, warmup_epochs=warmup)  # (NetworkConfig checks both)
+
+
+def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.SGD:
+    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2); the lr is set every step."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor,
+    device: torch.device, env: DistEnv = DistEnv(),
+) -> tuple[float, float, bool]:
+    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update)."""
+    with autocast(device):
+        logits = model(clips)
+    loss = F.cross_entropy(logits.float(), labels)
+    finite = not any_rank(not torch.isfinite(loss).item(), env)
+    if finite:
+        loss.backward()
+        average_gradients(model.parameters(), env)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    acc = (logits.detach().argmax(1) == labels).float().mean()
+    return float(loss.detach()), float(acc), finite
+
+
+class KeyedSubset(Dataset):
+    """A subset that passes the sampler's ``(index, seed)`` keys through (``torch`` Subset does not)."""
+
+    def __init__(self, dataset: ClipDataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+        self.classes = dataset.classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        return self.dataset[(self.indices[index], seed)]
+
+
+def validation_subset(dataset: ClipDataset, size: int) -> ClipDataset:
+    """``size`` videos spread evenly over the split (covers every class of a sorted manifest)."""
+    n = len(dataset)
+    if size >= n:
+        return dataset
+    return KeyedSubset(dataset, np.linspace(0, n - 1, size).round().astype(int).tolist())
+
+
+def validation_loader(data: str, cfg: NetworkConfig, classes: list[str], env: DistEnv) -> VideoLoader | None:
+    """The single-view loader over ``cfg.val_videos`` validation videos (None without validation)."""
+    if cfg.val_videos == 0:
+        return None
+    val_set = build_dataset(data, "val", cfg.clip, seed=cfg.seed, views="single")
+    if list(val_set.classes) != classes:
+        raise DataError(f"--data {data}: the val split's classes differ from the train split's")
+    return build_loader(validation_subset(val_set, cfg.val_videos), cfg.batch_size, shuffle=False, seed=cfg.seed,
+                        workers=cfg.workers, rank=env.rank, world=env.world)
+
+
+@dataclass
+class TrainEpochs:
+    """What the steps and epoch ends of one retrain share: the lr follows :func:`train_lr` of the batch about to
+    run (so a resume is exact), drop-path ramps up per epoch; every epoch validates and writes ``model.pt``."""
+
+    cfg: NetworkConfig
+    run: Run
+    model: Network
+    optimizer: torch.optim.Optimizer
+    forward: nn.Module
+    val_loader: VideoLoader | None
+    classes: list[str]
+    steps_per_epoch: int
+    lr: float = 0.0
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.model.train()
+        self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs  # DARTS' linear ramp
+
+    def step(self, batch: Any) -> tuple[float, float, bool]:
+        p, env = self.run.progress, self.run.env
+        self.lr = train_lr(self.cfg, p.epoch + (p.step - 1) / self.steps_per_epoch, env.world)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        return train_step(self.forward, self.optimizer, to_device(batch.clips, env.device),
+                          batch.labels.to(env.device, non_blocking=True), env.device, env)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        run, cfg, model, env = self.run, self.cfg, self.model, self.run.env
+        check_same_on_all_ranks(model.parameters(), "weights", env)
+        p = run.progress
+        record = {
+            "epoch": epoch + 1, "loss": p.loss_sum / p.seen, "acc": p.acc_sum / p.seen, "seen": p.seen, "lr": self.lr,
+            "drop_path": model.drop_path_prob, "seconds": p.seconds, "clips_per_s": p.seen / max(p.seconds, 1e-9),
+        }
+        skipped = set(p.skipped)
+        if self.val_loader is not None:
+            val = evaluate(model, self.val_loader, 1, 1, env.device, chunk=cfg.batch_size,
+                           desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
+            skipped.update(val["skipped_files"])
+            record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
+        record["skipped"] = len(skipped)
+        if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
+            record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(self.classes), model.genotype)
+            if not diagnosis["learned"]:
+                log.warning("the network did not learn: training accuracy %.3f after %d epochs, chance %.3f. Likely: %s",
+                            record["acc"], cfg.epochs, diagnosis["chance"], "; ".join(diagnosis["causes"]))
+        if env.is_main:
+            save_model(run.out / "model.pt", model_record(model, self.classes, cfg, run.preset,
+                                                          {"epoch": epoch + 1, "data": run.data}))
+            log.info("epoch %d/%d loss %.4f acc %.3f val top-1 %s lr %.3g (%.1fs)", epoch + 1, cfg.epochs,
+                     record["loss"], record["acc"], record.get("val_top1", "-"), self.lr, p.seconds)
+        return record
+
+
+def run_train(
+    genotype: Genotype,
+    cfg: NetworkConfig,
+    data: str,
+    out: str | Path,
+    options: RunOptions = RunOptions(),
+    *,
+    preset: str = "custom",
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Train ``genotype`` on ``data`` into run directory ``out``; returns the last epoch's record.
+
+    ``cfg`` is resolved with :func:`resolve_schedule` if its epochs are unset. Works alone or
+    under ``torchrun``: each process trains on its shard with its own BN statistics (no SyncBN,
+    as the paper), gradients are averaged, and the lr is ``cfg.lr`` times the world size; the
+    validation subset is sharded too (the sampler pads it to a multiple of the world size, so a
+    few videos may count twice). ``options`` says whether to resume or replace a run in ``out``.
+    ``compile`` runs the training forward through ``torch.compile``.
+    """
+    cfg = resolve_schedule(cfg, data) if cfg.epochs is None or cfg.warmup_epochs is None else cfg
+    assert cfg.epochs is not None
+    run, train = Run.open("train", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
+                          workers=cfg.workers, seed=cfg.seed, threads=cfg.threads)
+    env = run.env
+    val_loader = validation_loader(data, cfg, train.classes, env)
+    model = network_from_config(genotype, cfg, len(train.classes)).to(env.device)
+    cuda_layout(model, env.device)
+    broadcast_module(model, env)
+    optimizer = make_optimizer(model, cfg)
+    # (both impls have the same weights and state dict: a run may be resumed with the other)
+    run.start({"network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile},
+              {"model": model, "optimizer": optimizer}, train.classes,
+              mutable={"network.epochs", "network.warmup_epochs", "network.workers", "network.threads", "network.impl",
+                       "compile"})
+    if env.is_main:
+        genotype.save(run.out / "genotype.json")
+        if warning := blind_to_motion(genotype):
+            log.warning("%s", warning)
+    epochs = TrainEpochs(cfg, run, model, optimizer, compiled(model, compile), val_loader, train.classes,
+                         train.steps_per_epoch)
+    epochs.lr = train_lr(cfg, run.progress.epoch + run.progress.step / train.steps_per_epoch, env.world)
+    run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=epochs.begin_epoch,
+             lr=lambda: epochs.lr)
+    return {"model": str(run.out / "model.pt"), **run.last_record}

@@ -1,0 +1,65 @@
+"""``pvnas estimate``: the search-time projection, the dataset size of ``--data``, and the CLI report."""
+
+import json
+
+import pytest
+
+from pvnas.estimate.datasets import dataset_of
+from pvnas.errors import ConfigError, DataError
+from pvnas.estimate.project import project_search
+
+
+def test_estimate_projection_arithmetic():
+    out = project_search(step_seconds=2.0, dataset_size=1000, batch=32, epochs=80)
+    assert out["steps_per_epoch"] == 31  # the loader drops the last partial batch
+    assert out["epoch_seconds"] == 62.0
+    assert out["search_seconds"] == 31 * 80 * 2.0
+    assert out["search_hours"] == pytest.approx(31 * 80 * 2.0 / 3600)
+    assert project_search(1.0, 5, 8, 2)["steps_per_epoch"] == 1
+
+
+def test_estimate_counts_the_training_videos_and_classes_of_data(tmp_path):
+    for name, count in (("a", 3), ("b", 2)):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(count):
+            (tmp_path / "train" / name / f"{i}.mp4").write_bytes(b"")
+    (tmp_path / "train" / "b" / "notes.txt").write_text("not a video")
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a" / "0.mp4").write_bytes(b"")
+    size, source, classes = dataset_of(f"folder:{tmp_path}")
+    assert (size, classes) == (5, 2) and str(tmp_path / "train") in source
+    assert dataset_of("demo") == (320, "demo (train split)", 8)
+    assert dataset_of("synthetic:12")[::2] == (12, 8)
+    size, source, classes = dataset_of(f"kinetics:{tmp_path / 'absent'}")  # costed before the download
+    assert (size, classes) == (225946, None) and "official" in source
+    assert dataset_of(None)[::2] == (1000, None)
+    with pytest.raises(DataError, match="absent"):
+        dataset_of(f"folder:{tmp_path / 'absent'}")
+    with pytest.raises(ConfigError):
+        dataset_of("nope:x")
+
+
+def test_cli_estimate_prints_json(capsys):
+    from pvnas.cli import main
+
+    code = main(["estimate", "--preset", "tiny", "--batch", "2", "--dataset-size", "100", "--epochs", "3",
+                 "--steps", "1", "--num-classes", "5"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("params", "macs_per_clip", "activation_memory_mb", "peak_step_memory_mb", "step_seconds",
+                "steps_per_epoch", "search_seconds", "search_hours"):
+        assert key in out, key
+    assert out["params"] > 0 and out["macs_per_clip"] > 0 and out["activation_memory_mb"] > 0
+    assert out["steps_per_epoch"] == 50 and out["epochs"] == 3
+    assert out["search_seconds"] == pytest.approx(150 * out["step_seconds"])
+    assert main(["estimate", "--preset", "tiny", "--batch", "0"]) == 2
+
+
+def test_cli_estimate_takes_size_and_classes_from_data(capsys):
+    from pvnas.cli import main
+
+    assert main(["estimate", "--preset", "tiny", "--batch", "2", "--epochs", "1", "--steps", "1",
+                 "--data", "synthetic:10"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["dataset_size"], out["num_classes"], out["steps_per_epoch"]) == (10, 8, 5)
+    assert main(["estimate", "--preset", "tiny", "--data", "folder:/absent/videos"]) == 2
