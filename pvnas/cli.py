@@ -312,14 +312,16 @@ def estimate(
         None, "--epochs", help="Search epochs (preset default) or retrain epochs (default: the dataset's)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes (default: from --data, else 400)."),
     steps: int = typer.Option(3, "--steps", help="At least this many timed steps (after the warm-up; more if time allows)."),
+    threads: Optional[int] = THREADS_OPT,
     compile: bool = COMPILE_OPT,
 ) -> None:
     """Before a run: params, MACs, memory, measured step time here, projected search or retrain (+ 30-view test) time.
 
-    Never runs a step that would not fit in memory: where the batch does not fit, the JSON says which does.
+    Times the step as the run will run it (threads, workers, impl, dtype, compile: printed). Never runs a step
+    that would not fit in memory: where the batch does not fit, the JSON says which does.
     """
     common = dict(batch=batch, frames=frames, size=size, channels=channels, data=data, dataset_size=dataset_size,
-                  epochs=epochs, num_classes=num_classes, steps=steps, compile=compile)
+                  epochs=epochs, num_classes=num_classes, steps=steps, compile=compile, threads=threads)
     if genotype is None:
         from pvnas.estimate.search import estimate as estimate_search
 
