@@ -384,7 +384,7 @@ def section_search(args, device, items: Items) -> None:
     both = line["max_batch"] if args.both_fit_batch is None else args.both_fit_batch
     if line["max_batch"] == args.batch:
         r = items.item("reference_k1", lambda: time_search(ref, device, args.batch, min(5, args.max_steps), 25), need=15)
-        for name, fast in (("fast_k1", k1), ("fast_k4", k4)):
+        for fast in (k1, k4):
             if "mean_s" in r and "mean_s" in fast:
                 fast["speedup_vs_reference_k1"] = r["mean_s"] / fast["mean_s"]
     else:
