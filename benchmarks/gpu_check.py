@@ -305,9 +305,10 @@ def search_state(cfg, device, compile: bool = False, amp: bool = True):
     from pvnas.nn.supernet import supernet_from_config
     from pvnas.runtime.device import cuda_layout
     from pvnas.search.loop import make_state
+    from pvnas.search.remedies import remedies_of
 
     torch.manual_seed(0)
-    model = supernet_from_config(cfg, CLASSES).to(device)
+    model = supernet_from_config(cfg, CLASSES, remedies_of(cfg)).to(device)
     cuda_layout(model, device)
     state = make_state(model, cfg, compile)
     state.amp = amp

@@ -26,6 +26,7 @@ from pvnas.metrics.flops import count_flops
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.runtime.device import amp_dtype, cuda_layout, default_device, torch_threads
 from pvnas.search.loop import make_state, search_step
+from pvnas.search.remedies import alpha_terms, remedies_of
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,17 @@ def estimate(
     with torch_threads(cfg.threads) as used:
         config = run_config(device, used, cfg.workers, cfg.impl, compile)
         log.info("estimate: timing the search step on %s", config)
+        remedies = remedies_of(cfg)  # the run's training forwards and alpha loss
         with torch.device("meta"):
-            macs = count_flops(supernet_from_config(cfg, num_classes), shape)["gflops"] * 1e9
-        activations = counted_activations_mb(lambda: supernet_from_config(cfg, num_classes), shape, device,
+            macs = count_flops(supernet_from_config(cfg, num_classes, ()), shape)["gflops"] * 1e9
+        activations = counted_activations_mb(lambda: supernet_from_config(cfg, num_classes, remedies), shape, device,
                                              amp_dtype(device))
-        model = supernet_from_config(cfg, num_classes).to(device)
+        model = supernet_from_config(cfg, num_classes, remedies).to(device)
         cuda_layout(model, device)
         state = make_state(model, cfg, compile)
         batch_of = random_batches(shape, num_classes, device)
-        step = cost_step(lambda b: search_step(state, *batch_of(b)), cfg.batch_size, device=device,
+        terms = lambda: alpha_terms(remedies, model, 1.0)  # noqa: E731  (at full strength: the costliest step)
+        step = cost_step(lambda b: search_step(state, *batch_of(b), alpha_terms=terms), cfg.batch_size, device=device,
                          activations_mb=activations, state_mb=state_mb(model), steps=steps, time_budget=time_budget,
                          static=compile)
         weights_only = None
