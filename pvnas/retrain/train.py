@@ -29,11 +29,12 @@ from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
 from pvnas.retrain.diagnose import blind_to_motion, diagnose
-from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.runtime.distributed import DistEnv, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
 from pvnas.retrain.evaluate import evaluate
 from pvnas.retrain.modelfile import model_record, save_model
 from pvnas.runtime.run import Run
+from pvnas.runtime.steps import finite_on_all_ranks, step_if
 from pvnas.errors import DataError
 from pvnas.nn.network import Network, network_from_config
 from pvnas.lr_schedules import train_lr
@@ -60,26 +61,28 @@ def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -
 
 
 def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.SGD:
-    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2); the lr is set every step."""
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2); the lr is set every step. Fused, so that a step is
+    skipped on the device (:func:`~pvnas.runtime.steps.step_if`)."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           fused=True)
 
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor,
     device: torch.device, env: DistEnv = DistEnv(),
-) -> tuple[float, float, bool]:
-    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update), 0-dim tensors
+    on the device; nothing here waits for the device (:mod:`pvnas.runtime.steps`)."""
     with autocast(device):
         logits = model(clips)
     loss = F.cross_entropy(logits.float(), labels)
-    finite = not any_rank(not torch.isfinite(loss).item(), env)
-    if finite:
-        loss.backward()
-        average_gradients(model.parameters(), env)
-        optimizer.step()
+    finite = finite_on_all_ranks(loss, env)
+    loss.backward()
+    average_gradients(model.parameters(), env)
+    step_if(optimizer, finite)
     optimizer.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
-    return float(loss.detach()), float(acc), finite
+    return loss.detach(), acc, finite
 
 
 class KeyedSubset(Dataset):
@@ -135,7 +138,7 @@ class TrainEpochs:
         self.model.train()
         self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs  # DARTS' linear ramp
 
-    def step(self, batch: Any) -> tuple[float, float, bool]:
+    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p, env = self.run.progress, self.run.env
         self.lr = train_lr(self.cfg, p.epoch + (p.step - 1) / self.steps_per_epoch, env.world)
         for group in self.optimizer.param_groups:
