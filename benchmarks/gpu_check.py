@@ -107,18 +107,28 @@ def run_section(name: str, argv: list[str], timeout: float, report: dict[str, An
            f"{timeout:.0f}", "--measured", json.dumps(measured_means(report))]
     t0 = time.perf_counter()
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # (as the CLI: no spinning)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)  # (stderr: logs and warnings, for the operator)
-    try:
-        code = proc.wait(timeout=timeout)
-        outcome: dict[str, Any] = {} if code == 0 else {"exit_code": code}
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        outcome = {"timed_out": f"stopped after its {timeout:.0f} s"}
-    except Interrupted as signum:
-        stop(proc)
-        result = {**read_json(partial), "interrupted": str(signum), "section_seconds": time.perf_counter() - t0}
-        raise SectionInterrupted(result, signum.signum) from None
+    err = scratch / f"{name}.err"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        try:
+            code = proc.wait(timeout=timeout)
+            outcome: dict[str, Any] = {} if code == 0 else {"exit_code": code, "stderr_tail": tail(err)}
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            outcome = {"timed_out": f"stopped after its {timeout:.0f} s", "stderr_tail": tail(err)}
+        except Interrupted as signum:
+            stop(proc)
+            result = {**read_json(partial), "interrupted": str(signum), "section_seconds": time.perf_counter() - t0}
+            raise SectionInterrupted(result, signum.signum) from None
     return {**read_json(partial), **outcome, "section_seconds": time.perf_counter() - t0}
+
+
+def tail(path: Path, chars: int = 1500) -> str:
+    """The end of a section's stderr (its traceback, when it died)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 class SectionInterrupted(Exception):
@@ -251,10 +261,9 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def synchronize(device) -> None:
-    import torch
+    from pvnas.runtime.device import synchronize as wait
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    wait(device)
 
 
 def timed_steps(step: Callable[[], Any], device, warmup: int, steps: int, budget: float) -> dict[str, Any]:

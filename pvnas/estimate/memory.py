@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from pvnas.runtime.device import synchronize
+
 
 def _status_mb(field: str, path: str = "/proc/self/status") -> float | None:
     """A memory field of a /proc status file (Linux) in MiB, or None where there is none."""
@@ -62,14 +64,13 @@ class PeakMeter:
 
     def start(self) -> None:
         if self.cuda:
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             reset_peak_rss()
 
     def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def release(self) -> None:
         """After an out-of-memory: hand the cached blocks back (CUDA), so that what follows can allocate."""
