@@ -188,10 +188,17 @@ def random_genotype(
 
 @app.command()
 def train(
-    genotype: Path = typer.Option(..., "--genotype", help="Genotype JSON (from search, derive or random)."),
+    genotype: Optional[Path] = typer.Option(
+        None, "--genotype", help="Genotype JSON (from search, derive or random); with --init, default: the model's."),
     data: str = typer.Option(..., "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
     preset: str = typer.Option("L", "--preset", help="L, M (paper), tiny, demo."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Start from a trained RUN/model.pt (transfer): matching tensors load, a new classifier "
+                             "where the classes differ."),
+    freeze: float = typer.Option(
+        0.0, "--freeze", help="With --init: the share of the epochs that trains the classifier alone, stem and cells "
+                              "fixed (linear probe), before fine-tuning everything (0.25: the first quarter)."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
     epochs: Optional[int] = typer.Option(
@@ -212,12 +219,16 @@ def train(
     impl: Optional[str] = typer.Option(None, "--impl", help="Network forward: fast (default) or reference (Conv3d)."),
     compile: bool = COMPILE_OPT,
 ) -> None:
-    """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
+    """Retrain a genotype from scratch (paper §4.2), or from a trained model with --init; writes model.pt,
+    metrics.jsonl, checkpoint.pt."""
     from pvnas.config import NETWORK_PRESETS, RunOptions, get_preset, override, override_clip
+    from pvnas.retrain.modelfile import init_genotype
     from pvnas.retrain.train import resolve_schedule, run_train
     from pvnas.space.genotype import Genotype
 
-    geno = Genotype.load(genotype)
+    if genotype is None and init is None:
+        raise ConfigError("train needs --genotype GENOTYPE.json (or --init MODEL.pt, whose genotype it then uses)")
+    geno = Genotype.load(genotype) if genotype is not None else init_genotype(init)
     base = get_preset(NETWORK_PRESETS, preset)
     cfg = override(
         base, channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
@@ -225,7 +236,7 @@ def train(
     )
     cfg = resolve_schedule(cfg, data, epochs)
     options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
-    result = run_train(geno, cfg, data, out, options, preset=preset, compile=compile)
+    result = run_train(geno, cfg, data, out, options, preset=preset, compile=compile, init=init, freeze=freeze)
     if is_main_process():
         _print_json(result)
 

@@ -208,6 +208,7 @@ class Run:
         self.state: dict[str, Stateful] = {}
         self.record: dict[str, Any] = {}
         self.last_record: dict[str, Any] = {}  # the metrics of the last epoch this process ran
+        self.data_files: dict[str, str] = {}  # split -> hash of its (file, label) list (see note_files)
         held = [name for name in RUN_FILES if (self.out / name).exists()]
         if options.resume:
             if not self.checkpoint_path.is_file():
@@ -239,7 +240,15 @@ class Run:
         run = cls(out, command, options, env, data=data, preset=preset)
         run.threads = threads
         seed_everything(seed)
-        return run, training_set(data, clip, batch_size, workers, seed, env)
+        train = training_set(data, clip, batch_size, workers, seed, env)
+        run.note_files("train", train.dataset)
+        return run, train
+
+    def note_files(self, split: str, dataset: Any) -> None:
+        """Record in config.yaml (``data_files``) the hash of the files ``split`` reads and their labels: two
+        machines or runs with the same hash used the same files in the same split."""
+        if getattr(dataset, "fingerprint", None):
+            self.data_files[split] = dataset.fingerprint
 
     @property
     def resume_hint(self) -> str:
@@ -253,6 +262,7 @@ class Run:
         ``mutable``: dotted config keys (``search.epochs``) a resume may change.
         """
         self.record = {"command": self.command, "version": __version__, "preset": self.preset, "data": self.data,
+                       **({"data_files": self.data_files} if self.data_files else {}),
                        "world_size": self.env.world, "classes": classes, **record}
         self.state = state
         self.board = TensorBoard(self.out, self.options.tensorboard and self.env.is_main)
