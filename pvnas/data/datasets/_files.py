@@ -108,8 +108,8 @@ class VideoFinder:
     the combination that worked last first, so a complete copy costs one ``stat`` per video. After a first miss
     ROOT is walked once and every lookup is in memory. A video found nowhere there is looked up by file name, then by name without extension, anywhere under ROOT (one walk, on
     first need): flat copies, per-class copies, replacements in another folder and re-encoded files all read.
-    Folders of extracted frames (``rawframes*``, ``frames*``) are not walked. A video found nowhere keeps the
-    first candidate path (reported missing). :meth:`describe` says where the
+    Folders of extracted frames (``rawframes*``, ``frames*``) are not walked. A video found nowhere is named
+    where the last video found was (and reported missing). :meth:`describe` says where the
     videos were found.
     """
 
@@ -140,9 +140,9 @@ class VideoFinder:
         if by_name is not None:
             self.where["found by file name elsewhere under ROOT"] += 1
             return str(self.root / by_name)
-        self.where["missing"] += 1
-        d = self._best[0] if self._best is not None else 0
-        return str(self.root / self.dirs[d] / candidates[0])
+        self.where["missing"] += 1  # (named where the last video found was)
+        d, c = self._best if self._best is not None and self._best[1] < len(candidates) else (0, 0)
+        return str(self.root / self.dirs[d] / candidates[c])
 
     def _found(self, d: int, c: int, candidates: Sequence[str]) -> str:
         self._best = (d, c)

@@ -94,7 +94,9 @@ def _pyslowfast(root: Path, train_list: Path, split: str, options: dict[str, str
 
 
 def _is_official(path: Path) -> bool:
-    return "youtube_id" in _header(path)
+    """A CSV with named columns (the official header), not PySlowFast's ``path label`` lines."""
+    header = _header(path)
+    return "youtube_id" in header or "label" in header
 
 
 def _list_files(root: Path, train_list: Path, split: str, options: dict[str, str]) -> Listing:
