@@ -187,13 +187,21 @@ def test_a_hostile_init_file_is_refused_without_running_its_code(tmp_path, capsy
 
 @pytest.mark.slow
 def test_init_and_freeze_under_torchrun(source, tmp_path):
-    """2 processes: the same init on every rank, the frozen epoch and the fine-tuned one in lockstep (the epoch end
-    compares the weights of all ranks)."""
+    """2 processes: the same init on every rank, the frozen epoch (features exactly the model's on both ranks: no
+    gradient or weight decay reaches them) and the fine-tuned one in lockstep."""
     torchrun = [shutil.which("torchrun", path=os.path.dirname(sys.executable)), "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run([*torchrun, "-m", "pvnas", "train", "--init", str(source), "--data", "synthetic:16",
-                           "--preset", "tiny", "--channels", "4", "--epochs", "2", "--batch-size", "4", "--freeze", "0.5",
-                           "--out", str(tmp_path / "R")], capture_output=True, text=True, timeout=900,
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    proc = subprocess.run([*torchrun, str(Path(__file__).parent / "scripts" / "ddp_transfer.py"), str(source),
+                           str(tmp_path / "R"), str(dump)], capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(dump / "rank0.pt"), torch.load(dump / "rank1.pt")
+    before = _weights(source)
+    features = [k for k in before if not k.startswith("classifier.")]
+    for epoch in (0, 1):
+        assert all(torch.equal(r0[epoch][k], r1[epoch][k]) for k in before if "running" not in k), epoch
+    assert all(torch.equal(r0[0][k], before[k]) for k in features)
+    assert not all(torch.equal(r0[1][k], before[k]) for k in features)
     config = yaml.safe_load((tmp_path / "R" / "config.yaml").read_text())
     assert config["world_size"] == 2 and config["freeze_epochs"] == 1 and config["init"]["classes"] == "kept"
