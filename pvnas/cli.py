@@ -202,7 +202,7 @@ def train(
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", help="Epochs (default: the preset's, else the dataset's: 196, UCF-101 128); warm-up scales."
+        None, "--epochs", help="Epochs (default: the preset's, else the dataset's: 196, UCF-101/HMDB-51 128); warm-up scales."
     ),
     seed: Optional[int] = typer.Option(None, "--seed"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process and step."),

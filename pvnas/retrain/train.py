@@ -3,7 +3,7 @@
 SGD (momentum 0.9, weight decay 1e-4), base lr 0.01 per process times the world size, linear
 warm-up then cosine decay, set every iteration from a pure function of (epoch progress), so a
 resumed run follows exactly the schedule it would have followed. Epoch and warm-up defaults come
-from the dataset (Kinetics/SSv2 196 + 36, UCF-101 128 + 16) and shrink proportionally with
+from the dataset (Kinetics/SSv2 196 + 36, UCF-101/HMDB-51 128 + 16) and shrink proportionally with
 ``--epochs``. Drop-path ramps linearly from 0 to its configured value over the epochs, as in DARTS.
 
 The run directory gets ``config.yaml``, ``genotype.json``, ``metrics.jsonl`` (one record per
@@ -41,8 +41,10 @@ from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
 
-# paper §4.2: (epochs, warm-up epochs) per dataset; other specs (demo, folder, csv) get Kinetics'
-DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"kinetics": (196, 36), "ssv2": (196, 36), "ucf101": (128, 16)}
+# paper §4.2: (epochs, warm-up epochs) per dataset (HMDB-51, of UCF-101's size, gets UCF-101's); other specs
+# (demo, folder, list, csv) get Kinetics'
+DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"kinetics": (196, 36), "ssv2": (196, 36), "ucf101": (128, 16),
+                                                 "hmdb51": (128, 16)}
 DEFAULT_SCHEDULE = DATASET_SCHEDULES["kinetics"]
 
 
