@@ -52,6 +52,7 @@ def folder_samples(root: Path, split: str, options: dict[str, str] | None = None
     """One split of a folder tree, with or without split folders (see the module docstring)."""
     options = options or {}
     spec = spec or f"folder:{root}"
+    val, seed = split_options(options, spec)  # (checked first: a bad value is named whatever the tree holds)
     require_dir(root, spec)
     train_dir = root / "train"
     val_dir = next((root / n for n in SPLIT_DIRS["val"] if (root / n).is_dir()), None)
@@ -72,7 +73,6 @@ def folder_samples(root: Path, split: str, options: dict[str, str] | None = None
     if not everything:
         raise DataError(f"--data {spec}: no videos in class folders; expected {root}/train/<class>/<video> and "
                         f"{root}/val/<class>/<video>, or {root}/<class>/<video>")
-    val, seed = split_options(options, spec)
     what = "train/ without a validation folder" if base == train_dir else "class folders without split folders"
     return Listing(stratified_split(everything, split, val, seed, base), classes, str(base), f"{what}; {drawn(val, seed)}")
 
