@@ -175,14 +175,15 @@ def kinetics_tree(root: Path, cat: Catalog, layout: str, place: Place) -> Path:
     train/<label>/, val/<label>/), ``mmaction2`` (annotations/kinetics_{train,val}.csv, videos_{train,val}/<label_>/,
     kinetics400_{train,val}_list_videos.txt), ``mmaction2_lists`` (list files + videos_*/ only), ``mmaction2_csv``
     (annotations/kinetics_*.csv + videos_*/, no list files), ``pyslowfast``
-    (train.csv / val.csv of ``path label`` lines, videos per class)."""
-    dirs = {"train": "train", "val": "val"} if layout in ("cvdf", "crawler", "pyslowfast") else \
+    (train.csv / val.csv of ``path label`` lines, videos per class), ``pytorchvideo_dirs`` (class folders, no CSV)."""
+    dirs = {"train": "train", "val": "val"} if layout in ("cvdf", "crawler", "pyslowfast", "pytorchvideo_dirs") else \
         {"train": "videos_train", "val": "videos_val"}
     index = {c: i for i, c in enumerate(cat.classes)}
     lists: dict[str, list[str]] = {"train": [], "val": []}
     for v in cat.videos:
         split = v.folds[1]
-        folder = "" if layout == "cvdf" else v.cls if layout in ("crawler", "pyslowfast") else v.cls.replace(" ", "_")
+        folder = "" if layout == "cvdf" else v.cls if layout in ("crawler", "pyslowfast", "pytorchvideo_dirs") \
+            else v.cls.replace(" ", "_")
         place(root / dirs[split] / folder / v.name)
         rel = f"{folder}/{v.name}" if folder else v.name
         lists[split].append(f"{dirs[split]}/{rel} {index[v.cls]}" if layout == "pyslowfast" else f"{rel} {index[v.cls]}")

@@ -37,7 +37,9 @@ DATASETS = {
                                          "mmaction2": "MMAction2 list files; videos per class in videos_",
                                          "mmaction2_lists": "MMAction2 list files; videos per class in videos_",
                                          "mmaction2_csv": "MMAction2 annotations; videos per class in videos_",
-                                         "pyslowfast": "PySlowFast/PyTorchVideo lists; videos per class"}, (1,)),
+                                         "pyslowfast": "PySlowFast/PyTorchVideo lists; videos per class",
+                                         "pytorchvideo_dirs": "class folders, no CSV (PyTorchVideo's directory form); "
+                                                              "split folders (train/ + val/)"}, (1,)),
     "ssv2": (SSV2, T.ssv2_tree, {"official": "official download; videos flat in 20bn-something-something-v2/",
                                  "official_long": "official download; videos flat in 20bn-something-something-v2/",
                                  "mmaction2": "MMAction2; videos flat in videos/",
@@ -104,7 +106,8 @@ def test_nothing_fits_one_error_naming_the_layouts_and_the_first_file(kind, tmp_
     assert "the first file looked for was " + str(empty) in message
     layouts = {"ucf101": ["official archive", "MMAction2", "MMAction2 list files"],
                "hmdb51": ["official archive", "MMAction2", "MMAction2 generated lists", "MMAction2 list files"],
-               "kinetics": ["official CSVs", "MMAction2 list files", "MMAction2 annotations", "PySlowFast/PyTorchVideo lists"],
+               "kinetics": ["official CSVs", "MMAction2 list files", "MMAction2 annotations", "PySlowFast/PyTorchVideo lists",
+                             "class folders, no CSV"],
                "ssv2": ["official download", "MMAction2", "MMAction2 list files"]}[kind]
     assert all(f"{name} " in message for name in layouts), message
 

@@ -10,7 +10,9 @@ Layouts, tried in this order:
   them (``annotations/``), else the label folders, else the indices. They list the videos the copy holds, so they
   come before MMAction2's copy of the official CSVs (``annotations/kinetics_{train,val}.csv``), read alone;
 * PySlowFast's and PyTorchVideo's lists: ``train.csv`` and ``val.csv`` of ``path label`` lines (no header), paths
-  relative to ROOT or absolute.
+  relative to ROOT or absolute;
+* class folders without any CSV (PyTorchVideo's directory form): ``train/<label>/`` and ``val/<label>/``, read as
+  ``folder:ROOT`` (classes: the sorted folder names).
 
 Official rows name their video ``<youtube_id>_<start:06d>_<end:06d>.mp4``, looked for per label folder (spaces or
 underscores) or flat in the split's folder (``train/``, ``videos_train/``, ...), else by file name, with any
@@ -25,6 +27,7 @@ import csv
 from pathlib import Path
 
 from pvnas.data.datasets._files import Layout, Listing, VideoFinder, first_file, index_list_samples
+from pvnas.data.datasets.folder import folder_samples
 from pvnas.errors import DataError
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -113,10 +116,20 @@ def _list_files(root: Path, train_list: Path, split: str, options: dict[str, str
     return Listing(samples, classes, str(path), finder.describe())
 
 
+def _class_folders(root: Path, marker: Path, split: str, options: dict[str, str]) -> Listing:
+    return folder_samples(root, split, {}, f"kinetics:{root}")
+
+
+def _has_class_folders(train_dir: Path) -> bool:
+    return train_dir.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in train_dir.iterdir())
+
+
 LAYOUTS = (
     Layout("official CSVs (CVDF archive, ActivityNet crawler)", ("annotations/train.csv", "train.csv", "kinetics*_train.csv"),
            _official, accepts=_is_official),
     Layout("MMAction2 list files", ("kinetics*_train_list_videos.txt",), _list_files),
     Layout("MMAction2 annotations", ("annotations/kinetics*_train.csv",), _official, accepts=_is_official),
     Layout("PySlowFast/PyTorchVideo lists", ("train.csv",), _pyslowfast, accepts=lambda path: not _is_official(path)),
+    Layout("class folders, no CSV (PyTorchVideo's directory form)", ("train",), _class_folders,
+           accepts=_has_class_folders),
 )
