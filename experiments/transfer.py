@@ -14,7 +14,7 @@ Every unit (one retrain and its test) is cached in ``OUT/runs`` and reused, so a
 ``--jobs`` runs units in parallel processes, one torch thread each by default. Writes ``OUT/results.json`` and
 ``OUT/results.md``.
 
-    python experiments/transfer.py --out runs/transfer --jobs 2                # appearance_motion -> order, 3 seeds
+    python experiments/transfer.py --out runs/transfer --jobs 2                # appearance -> appearance_motion
     python experiments/transfer.py --out runs/transfer2 --source motion --target fine_motion
     python experiments/transfer.py --quick --out /tmp/t                       # the protocol in minutes
 """
@@ -234,8 +234,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="appearance_motion", help="task the source models learn (all its clips)")
-    p.add_argument("--target", default="order", help="task they transfer to")
+    p.add_argument("--source", default="appearance", help="task the source models learn (all its clips)")
+    p.add_argument("--target", default="appearance_motion", help="task they transfer to")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 1.0], help="shares of the target's clips")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
     p.add_argument("--freeze", type=float, default=0.2, help="probe+ft arm: share of linear-probe epochs (0: no arm)")
