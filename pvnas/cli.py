@@ -1,7 +1,7 @@
 """The ``pvnas`` command line (docs/design.md §6): thin typed wrappers over the Python API.
 
 User mistakes (bad paths, specs, presets, genotypes, configs) end in one line on stderr and exit
-code 2; ``--debug`` shows the traceback instead. Commands that print JSON print nothing else.
+code 2; ``--debug`` (anywhere on the line) shows the traceback too. Commands that print JSON print nothing else.
 """
 
 from __future__ import annotations
@@ -35,13 +35,23 @@ log = logging.getLogger("pvnas")
 _debug = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pvnas.version import __version__
+
+        typer.echo(f"pvnas {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors (also after the command's name)."),
     log_level: str = typer.Option("INFO", "--log-level", help="Python logging level (DEBUG, INFO, WARNING)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     global _debug
-    _debug = debug
+    _debug = _debug or debug
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise ConfigError(f"--log-level must be one of DEBUG, INFO, WARNING, ERROR; got {log_level!r}")
@@ -54,11 +64,22 @@ SCALE_OPT = typer.Option(None, "--scale", help="Random short-side range MIN,MAX 
 WORKERS_OPT = typer.Option(None, "--workers", help="Loader worker processes.")
 THREADS_OPT = typer.Option(
     None, "--threads", help="Torch threads on CPU (default: the preset's, 1 for tiny/demo, else every core; 0: every core).")
-RESUME_OPT = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt.")
+RESUME_OPT = typer.Option(
+    None, "--resume", metavar="[auto]", help="Continue from RUN/checkpoint.pt. `--resume auto`: start, continue, or "
+    "(finished) do nothing, whatever RUN needs: one command line for requeued and restarted jobs.")
 OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the run already in --out (without it, it is kept).")
 CHECKPOINT_EVERY_OPT = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch).")
 TENSORBOARD_OPT = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard.")
 COMPILE_OPT = typer.Option(False, "--compile", help="Run the network through torch.compile (off: on CPU it does not pay).")
+
+
+def _resume(value: str | None) -> bool | str:
+    """``--resume`` alone (main() gives it the value ""), ``--resume auto``, or absent."""
+    if value is None:
+        return False
+    if value not in ("", "auto"):
+        raise ConfigError(f"--resume takes no value or `auto`, got {value!r}")
+    return value or True
 
 
 def is_main_process() -> bool:
@@ -100,7 +121,7 @@ def search(
     workers: Optional[int] = WORKERS_OPT,
     threads: Optional[int] = THREADS_OPT,
     impl: Optional[str] = typer.Option(None, "--impl", help="Supernet cells: fast (default) or reference."),
-    resume: bool = RESUME_OPT,
+    resume: Optional[str] = RESUME_OPT,
     overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
     tensorboard: bool = TENSORBOARD_OPT,
@@ -129,7 +150,8 @@ def search(
         raise ConfigError("give --alpha-lr or --alpha-lr-budget, not both: one sets the lr, the other derives it")
     if alpha_lr is not None or alpha_lr_budget is not None:  # the one given replaces the preset's rule
         cfg = dataclasses.replace(cfg, a_lr=cfg.a_lr if alpha_lr is None else alpha_lr, a_lr_budget=alpha_lr_budget)
-    options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
+    options = RunOptions(resume=_resume(resume), overwrite=overwrite, checkpoint_every=checkpoint_every,
+                         tensorboard=tensorboard)
     result = run_search(cfg, data, out, options, preset=preset, compile=compile)
     if is_main_process():
         typer.echo(result.genotype.describe())
@@ -202,7 +224,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Base lr per process (paper 0.01), times the world size."),
     workers: Optional[int] = WORKERS_OPT,
     threads: Optional[int] = THREADS_OPT,
-    resume: bool = RESUME_OPT,
+    resume: Optional[str] = RESUME_OPT,
     overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
     tensorboard: bool = TENSORBOARD_OPT,
@@ -224,7 +246,8 @@ def train(
         lr=lr, workers=workers, threads=threads, clip=override_clip(base.clip, frames, crop, scale), impl=impl,
     )
     cfg = resolve_schedule(cfg, data, epochs)
-    options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
+    options = RunOptions(resume=_resume(resume), overwrite=overwrite, checkpoint_every=checkpoint_every,
+                         tensorboard=tensorboard)
     result = run_train(geno, cfg, data, out, options, preset=preset, compile=compile)
     if is_main_process():
         _print_json(result)
@@ -382,13 +405,12 @@ def data_doctor(
     Exit code 0 if usable, 1 if not (2: bad spec or option). With --deep, 3 when usable but some
     listed videos would be skipped, are missing or could not be checked within the limits.
     """
-    from tqdm.auto import tqdm
-
     from pvnas.data.doctor import check_dataset, format_report
+    from pvnas.runtime.progress import progress
 
     report = check_dataset(
         spec, workers=workers, deep=deep, timeout=timeout, max_memory_mb=max_memory,
-        progress=lambda it: tqdm(it, desc="reading" if deep else "probing", leave=False),
+        progress=lambda it: progress(it, "reading" if deep else "probing"),
     )
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if not report["usable"]:
@@ -446,18 +468,43 @@ def _require_dir(path: Path) -> None:
         raise ConfigError(f"{path}: no such run directory")
 
 
+def _normalise(argv: list[str]) -> list[str]:
+    """What click cannot parse itself: ``--debug`` anywhere (taken out here), and ``--resume`` with or without a
+    value (alone it is given the value "", which :func:`_resume` reads as plain --resume)."""
+    global _debug
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg == "--debug":
+            _debug = True
+        elif arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("--resume=")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from pvnas.runtime.run import Preempted
+    import traceback
 
+    from pvnas.runtime.run import Preempted, RunFinished
+
+    global _debug
+    _debug = False
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=_normalise(sys.argv[1:] if argv is None else list(argv)), standalone_mode=False)
     except Preempted as exc:
         typer.echo(f"preempted: {exc}", err=True)
         return exc.exit_code
+    except RunFinished as exc:
+        if is_main_process():
+            typer.echo(f"finished: {exc}", err=True)
+        return exc.exit_code
     except PvnasError as exc:
         if _debug:
-            raise
+            traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
@@ -469,6 +516,14 @@ def main(argv: list[str] | None = None) -> int:
         if _is_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
             return 2
+        if "torch.distributed" in sys.modules and not _debug:
+            from pvnas.runtime.distributed import collective_failure
+
+            if collective_failure(exc):  # a rank died or stopped answering: the torchrun group is broken
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                typer.echo(f"error: lost a process of the group ({reason[:300]}); the last checkpoint is kept: rerun "
+                           "the same command with --resume auto (torchrun --max-restarts does)", err=True)
+                return 1
         raise
     return code if isinstance(code, int) else 0
 

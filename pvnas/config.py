@@ -225,13 +225,16 @@ class EvalConfig:
 class RunOptions:
     """How a run directory is used (search and train alike): start, continue or replace it, and checkpoints."""
 
-    resume: bool = False  # continue from RUN/checkpoint.pt
+    # True: continue from RUN/checkpoint.pt; "auto": start, continue or (finished) do nothing, whatever RUN needs
+    resume: bool | str = False
     overwrite: bool = False  # replace the run already in RUN
     checkpoint_every: float | None = None  # minutes between timed checkpoints (besides every epoch)
     max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.resume in (False, True, "auto"), "resume", "--resume", "given alone or as `--resume auto`",
+               self.resume)
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
         _check(self.checkpoint_every is None or self.checkpoint_every > 0, "checkpoint_every", "--checkpoint-every",

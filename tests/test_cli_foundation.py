@@ -17,11 +17,23 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
+    """`pvnas search ... 2> RUN/../stderr.log`: stderr is a file, not a terminal, as in a SLURM job."""
     run = tmp_path_factory.mktemp("cli") / "RUN"
-    proc = run_cli("search", "--data", "synthetic:16", "--preset", "tiny", "--epochs", "2", "--out", str(run),
-                   "--channels", "4", "--batch-size", "4")
-    assert proc.returncode == 0, proc.stderr
+    with open(run.parent / "stderr.log", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "pvnas", "search", "--data", "synthetic:16", "--preset", "tiny",
+                               "--epochs", "2", "--out", str(run), "--channels", "4", "--batch-size", "4"],
+                              stdout=subprocess.DEVNULL, stderr=log, timeout=900)
+    assert proc.returncode == 0, (run.parent / "stderr.log").read_text()
     return run
+
+
+def test_progress_into_a_file_is_whole_lines(search_run):
+    """No carriage-return redraws in a log file: a line every few steps (here each of the 4 steps per epoch)."""
+    log = (search_run.parent / "stderr.log").read_bytes()
+    assert b"\r" not in log
+    lines = log.decode().splitlines()
+    assert [line.split(": ", 1)[1].split(" loss")[0] for line in lines if "pvnas.progress" in line] == [
+        f"search epoch {e}/2: step {s}/4" for e in (1, 2) for s in range(1, 5)]
 
 
 def test_search_cli_writes_run(search_run):
@@ -82,9 +94,19 @@ def test_bad_input_is_one_line_exit_2(args, message, tmp_path, monkeypatch):
     assert "Traceback" not in proc.stderr
 
 
-def test_debug_shows_traceback(tmp_path):
-    proc = run_cli("--debug", "random", "--min-conv", "12")
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+@pytest.mark.parametrize("args", [["--debug", "random", "--min-conv", "12"], ["random", "--min-conv", "12", "--debug"]],
+                         ids=["before the command", "after it"])
+def test_debug_shows_traceback_anywhere_and_keeps_exit_2(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ") and "min_conv" in err
+
+
+def test_version(capsys):
+    from pvnas.version import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"pvnas {__version__}\n"
 
 
 @pytest.mark.parametrize("args,message", [(["search", "--bogus"], "No such option"),

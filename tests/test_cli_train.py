@@ -36,6 +36,14 @@ def test_eval_prints_one_json_object_with_every_view_protocol(trained, capsys):
     assert (result["top1"], result["top5"]) == (result["by_views"]["2x3"]["top1"], result["by_views"]["2x3"]["top5"])
     assert all(0.0 <= v[k] <= 1.0 for v in result["by_views"].values() for k in ("top1", "top5"))
     assert json.loads((trained.parent / "eval_synthetic_16.json").read_text()) == result
+    # per class: the confusion matrix (true x predicted) of the 2x3 scores, its diagonal over its rows
+    classes, confusion = result["classes"], result["confusion"]
+    assert len(confusion) == len(classes) and all(len(row) == len(classes) for row in confusion)
+    assert sum(map(sum, confusion)) == 8 and sum(confusion[i][i] for i in range(len(classes))) == round(8 * result["top1"])
+    assert list(result["per_class"]) == classes
+    for i, name in enumerate(classes):
+        videos = sum(confusion[i])
+        assert result["per_class"][name] == {"videos": videos, "top1": confusion[i][i] / videos if videos else None}
 
 
 def test_eval_user_errors_are_one_line_exit_2(trained, tmp_path, capsys):
