@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def main(how: str) -> dict:
            "--checkpoint-every", "0.0001", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    lines: list[tuple[float, str]] = []  # stderr with the time each line came
+    reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stderr))
+    reader.start()
     try:
         while proc.poll() is None:
             try:
@@ -51,11 +55,14 @@ def main(how: str) -> dict:
         while not gone(ranks["0"]):
             time.sleep(0.01)
         rank0 = time.monotonic() - t0
-        err = proc.communicate(timeout=600)[1]
+        proc.wait(timeout=600)
+        done = time.monotonic() - t0
+        reader.join()
+        said = [(t - t0, line.strip()) for t, line in lines if "lost a process" in line]
         return {"lost": how, "collective_timeout_s": os.environ.get("PVNAS_COLLECTIVE_TIMEOUT", "600 (default)"),
-                "rank0_exit_s": round(rank0, 2), "torchrun_exit_s": round(time.monotonic() - t0, 2),
-                "torchrun_code": proc.returncode,
-                "rank0_said": next((line for line in err.splitlines() if "lost a process" in line), None)}
+                "rank0_error_line_s": round(said[0][0], 2) if said else None, "rank0_exit_s": round(rank0, 2),
+                "torchrun_exit_s": round(done, 2), "torchrun_code": proc.returncode,
+                "rank0_said": said[0][1] if said else None}
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
