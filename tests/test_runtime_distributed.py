@@ -18,6 +18,9 @@ import torch
 import yaml
 from processes import children, environment, sigterm_group_when
 
+from pvnas.errors import ConfigError
+from pvnas.runtime.distributed import collective_timeout
+
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -142,6 +145,30 @@ def test_a_rank_killed_mid_epoch_under_max_restarts_resumes_and_finishes_by_itse
     assert (restart["from"], restart["epoch"]) == ("checkpoint", 1) and restart["step"] >= 1
 
 
+def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeout(tmp_path):
+    """Rank 1 frozen (SIGSTOP: a hung node, which torchrun cannot see): rank 0 does not wait forever but leaves
+    with one line once PVNAS_COLLECTIVE_TIMEOUT (here 5 s) has passed in a collective."""
+    run, log = tmp_path / "R", tmp_path / "stderr.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([*TORCHRUN, *AUTO, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=f,
+                                env={**ENV, "PVNAS_COLLECTIVE_TIMEOUT": "5"}, start_new_session=True)
+    try:
+        ready = checkpointed(run, 0)
+        while proc.poll() is None and not ready(proc.pid):
+            time.sleep(0.02)
+        ranks = {environment(pid).get("RANK"): pid for pid in children(proc.pid)}
+        os.kill(ranks["1"], signal.SIGSTOP)
+        deadline = time.monotonic() + 120  # the default timeout (600 s) would still be waiting
+        while "lost a process of the group" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert re.search(r"error: lost a process of the group \(.*[Tt]imed? ?out", log.read_text()), log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.kill(ranks["1"], signal.SIGKILL)
+        proc.wait()
+
+
 def test_ddp_train_keeps_weights_identical_on_every_rank(tmp_path):
     run, dump = tmp_path / "run", tmp_path / "dump"
     dump.mkdir()
@@ -166,3 +193,12 @@ def test_ddp_train_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "R" / "model.pt").exists()
 
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon"])
+def test_a_bad_collective_timeout_is_one_error_naming_the_variable(value, monkeypatch):
+    monkeypatch.setenv("PVNAS_COLLECTIVE_TIMEOUT", value)
+    with pytest.raises(ConfigError, match=f"PVNAS_COLLECTIVE_TIMEOUT must be a number of seconds > 0, got '{value}'"):
+        collective_timeout()
+    monkeypatch.setenv("PVNAS_COLLECTIVE_TIMEOUT", "2.5")
+    assert collective_timeout() == 2.5
