@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from pvnas.config import ClipConfig, RunOptions
 from pvnas.data import build_dataset
@@ -208,14 +208,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(record: dict[str, Any], renamed: Mapping[str, str] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys (``search.epochs``) of a config record, old keys by their ``renamed`` names."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         if isinstance(value, dict) and key != "genotype":  # a genotype is compared whole
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(_flatten(value, None, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = _plain(value)
-    return out
+    return {renamed.get(k, k): v for k, v in out.items()} if renamed else out
 
 
 class Run:
@@ -286,12 +287,13 @@ class Run:
         return f"checkpoint written to {self.checkpoint_path}. Resume with the same command plus --resume"
 
     def start(self, record: dict[str, Any], state: dict[str, Stateful], classes: list[str],
-              mutable: Iterable[str] = ()) -> Progress:
+              mutable: Iterable[str] = (), renamed: Mapping[str, str] | None = None) -> Progress:
         """Register the config ``record`` (command, version, preset, data, world size and ``classes`` are added) and
         the objects a checkpoint holds; resume them, restart a run stopped before its first checkpoint, or record
         a fresh start. Raises :class:`RunFinished` (``--resume auto``, finished run) before writing anything.
 
-        ``mutable``: dotted config keys (``search.epochs``) a resume may change.
+        ``mutable``: dotted config keys (``search.epochs``) a resume may change; ``renamed``: old dotted keys of
+        checkpoints written by earlier releases -> their names now.
         """
         self.record = {"command": self.command, "version": __version__, "preset": self.preset, "data": self.data,
                        "world_size": self.env.world, "classes": classes, **record}
@@ -299,8 +301,8 @@ class Run:
         flag = "--resume auto" if self.options.resume == "auto" else "--resume"
         restart: dict[str, Any] | None = None
         if self.saved is not None:
-            self._same_run(self.saved["config"], set(mutable) | ALWAYS_MUTABLE, flag, self.checkpoint_path)
-            if self.options.resume == "auto" and self._finished(self.saved):
+            self._same_run(self.saved["config"], set(mutable) | ALWAYS_MUTABLE, flag, self.checkpoint_path, renamed)
+            if self.options.resume == "auto" and self._finished(self.saved, renamed or {}):
                 done = self.saved["progress"]["epoch"]
                 raise RunFinished(f"{self.out} holds a finished `pvnas {self.command}` run of this config "
                                   f"({done} epoch{'s' * (done != 1)} done); nothing to do, nothing written "
@@ -311,7 +313,7 @@ class Run:
             if self.env.is_main:
                 self.metrics.truncate_after("epoch", self.progress.epoch)
         elif self.previous is not None:
-            self._same_run(self.previous, set(mutable) | ALWAYS_MUTABLE, flag, self.out / "config.yaml")
+            self._same_run(self.previous, set(mutable) | ALWAYS_MUTABLE, flag, self.out / "config.yaml", renamed)
             log.warning("%s: %s holds no checkpoint (the run stopped before its first one): starting it afresh",
                         flag, self.out)
             if self.env.is_main:
@@ -360,13 +362,15 @@ class Run:
                               "start a new --out")
         return ckpt
 
-    def _same_run(self, then_record: dict[str, Any], mutable: set[str], flag: str, path: Path) -> None:
-        """Refuse (one line) a run of another command, or one whose config differs outside ``mutable``."""
+    def _same_run(self, then_record: dict[str, Any], mutable: set[str], flag: str, path: Path,
+                  renamed: Mapping[str, str] | None) -> None:
+        """Refuse (one line) a run of another command, or one whose config differs outside ``mutable`` (keys of
+        earlier releases read by their ``renamed`` names)."""
         command = then_record.get("command")
         if command != self.command:
             raise ConfigError(f"{flag}: {path} is a `pvnas {command}` run, not a `pvnas {self.command}` one; "
                               f"continue it with `pvnas {command} ... {flag}` or choose another --out")
-        then, now = _flatten(then_record), _flatten(self.record)
+        then, now = _flatten(then_record, renamed), _flatten(self.record)
         for key in sorted(set(then) | set(now)):
             if key not in then:  # a setting added by a later release: the checkpoint ran without it
                 continue
@@ -376,10 +380,10 @@ class Run:
                     "resume with the same options or start a new --out"
                 )
 
-    def _finished(self, ckpt: dict[str, Any]) -> bool:
+    def _finished(self, ckpt: dict[str, Any], renamed: Mapping[str, str]) -> bool:
         """Every epoch done and the final output written, by this very config (more --epochs continue it)."""
         done = ckpt["progress"].get("epoch", 0) >= ckpt.get("epochs", math.inf) and not ckpt["progress"].get("step")
-        then, now = _flatten(ckpt["config"]), _flatten(self.record)
+        then, now = _flatten(ckpt["config"], renamed), _flatten(self.record)
         same = all(then.get(key) == now.get(key) for key in set(then) | set(now) if key not in ALWAYS_MUTABLE)
         return done and same and (self.out / FINAL_OUTPUT.get(self.command, "checkpoint.pt")).exists()
 
