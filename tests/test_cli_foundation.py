@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+import yaml
 
 from pvnas.cli import main
 from pvnas.space.genotype import Genotype
@@ -115,3 +117,37 @@ def test_usage_errors_exit_2_with_clicks_message(args, message, capsys):
     """Unknown options and unparsable values: click's message on stderr, exit 2, whichever typer is installed."""
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_search_from_a_runs_config_reproduces_it(search_run, tmp_path):
+    """`pvnas search --config RUN/config.yaml --out RUN2`: the same config, alphas and genotype for the same seed."""
+    run2 = tmp_path / "RUN2"
+    assert main(["search", "--config", str(search_run / "config.yaml"), "--out", str(run2)]) == 0
+    assert yaml.safe_load((run2 / "config.yaml").read_text()) == yaml.safe_load((search_run / "config.yaml").read_text())
+    assert Genotype.load(run2 / "genotype.json").cells == Genotype.load(search_run / "genotype.json").cells
+    ours, theirs = torch.load(run2 / "alphas/epoch_002.pt"), torch.load(search_run / "alphas/epoch_002.pt")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+CONFIG_CASES = [
+    ("search:\n  chanels: 4\n", [], "search: unknown key 'chanels'"),
+    ("serach:\n  channels: 4\n", [], "unknown key 'serach'; a `pvnas search` config has: command"),
+    ("command: train\nnetwork: {}\n", [], "is the config of a `pvnas train` run, not a `pvnas search` one"),
+    ("search:\n  channels: four\n", [], "search.channels must be int, got 'four'"),
+    ("search:\n  clip: {scale: 128}\n", [], "search.clip.scale must be a list of 2 int, got 128"),
+    ("search:\n  remedies: {skip_nois: 0.2}\n", [], "search.remedies: unknown remedy 'skip_nois'"),
+    ("search:\n  channels: 4\n", ["--data"], "give --data SPEC (or a --config file that names its data)"),
+]
+
+
+@pytest.mark.parametrize("text,drop,message", CONFIG_CASES, ids=[c[2][:30] for c in CONFIG_CASES])
+def test_a_bad_config_file_is_one_line_naming_the_key(text, drop, message, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    args = ["search", "--data", "synthetic:8", "--preset", "tiny", "--out", str(tmp_path / "R"), "--config", str(config)]
+    if drop:
+        args = args[:1] + args[3:]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "R").exists()

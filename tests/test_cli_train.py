@@ -98,3 +98,36 @@ def test_export_matches_eager_on_a_real_clip(trained, real_clips, tmp_path, fmt,
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     rc, out = run_cli(capsys, "export", "--checkpoint", trained, "--format", fmt, "-o", tmp_path / "cli.out")
     assert rc == 0 and json.loads(out)["format"] == fmt and (tmp_path / "cli.out").stat().st_size > 0
+
+
+def test_train_from_a_runs_config_reproduces_its_weights(trained, tmp_path, capsys):
+    """`pvnas train --config RUN/config.yaml --out RUN2`: genotype, data and settings from the file."""
+    assert main(["train", "--config", str(trained.parent / "config.yaml"), "--out", str(tmp_path / "R2")]) == 0
+    ours, theirs = (torch.load(p, weights_only=True)["state_dict"] for p in (tmp_path / "R2" / "model.pt", trained))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert main(["train", "--config", str(trained.parent / "config.yaml"), "--out", str(tmp_path / "R3"),
+                 "--channels", "8"]) == 0  # a flag overrides the file
+    assert load_model(tmp_path / "R3" / "model.pt").config.channels == 8
+
+
+def test_flops_follows_the_preset_or_the_trained_model(trained, tmp_path, capsys):
+    from pvnas.config import NETWORK_PRESETS
+    from pvnas.metrics.flops import count_flops
+
+    model = load_model(trained)
+    clip = model.config.clip
+    rc, out = run_cli(capsys, "flops", "--checkpoint", trained)
+    result = json.loads(out)
+    expected = count_flops(model.model, (3, clip.frames, clip.crop, clip.crop))
+    assert rc == 0 and result["params"] == expected["params"] and result["gmacs"] == expected["gmacs"]
+    assert result["input"] == [3, clip.frames, clip.crop, clip.crop] and result["num_classes"] == len(model.classes)
+    model.genotype.save(tmp_path / "g.json")
+    by_genotype = ["flops", "--genotype", tmp_path / "g.json", "--preset", "tiny", "--channels", "4",
+                   "--num-classes", len(model.classes)]
+    rc, out = run_cli(capsys, *by_genotype)  # the same network built from its genotype: the preset's clip
+    tiny = NETWORK_PRESETS["tiny"].clip
+    assert rc == 0 and json.loads(out) == {**result, "input": [3, tiny.frames, tiny.crop, tiny.crop], "preset": "tiny"}
+    assert run_cli(capsys, *by_genotype, "--crop", "24")[1] == run_cli(capsys, *by_genotype, "--size", "24")[1]
+    assert json.loads(run_cli(capsys, *by_genotype[:-2])[1])["num_classes"] == 400  # Kinetics-400 by default
+    assert main(["flops", "--checkpoint", str(trained), "--preset", "L"]) == 2
+    assert "--checkpoint counts the trained network as it is; --preset goes with --genotype" in capsys.readouterr().err

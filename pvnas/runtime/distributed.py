@@ -58,7 +58,13 @@ def init_distributed() -> DistEnv:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=collective_timeout()))
+        timeout = timedelta(seconds=collective_timeout())
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun --max-restarts keeps its store across restarts: without a prefix of their own, the restarted
+        # ranks could read the addresses the lost ones published and fail (or wait) connecting to them
+        store = dist.PrefixStore(f"pvnas/restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend="nccl" if cuda else "gloo", store=store, rank=rank, world_size=world,
+                                timeout=timeout)
     return DistEnv(rank, world, local_rank, torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
 
 

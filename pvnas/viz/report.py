@@ -117,7 +117,7 @@ def run_cost(run: Path, config: Mapping[str, Any]) -> list[dict[str, Any]]:
         trained = load_model(run / "model.pt")
         clip = trained.config.clip
         cost = count_flops(trained.model, (3, clip.frames, clip.crop, clip.crop))
-        return [{"network": f"trained ({trained.preset})", "params": cost["params"], "GMACs per view": cost["gflops"],
+        return [{"network": f"trained ({trained.preset})", "params": cost["params"], "GMACs per view": cost["gmacs"],
                  "clip": f"{clip.frames}x{clip.crop}x{clip.crop}"}]
     if (run / "genotype.json").exists() and config.get("command") == "search" and config.get("classes"):
         preset = _matching_network_preset(config.get("preset"))
@@ -125,7 +125,7 @@ def run_cost(run: Path, config: Mapping[str, Any]) -> list[dict[str, Any]]:
         model = network_from_config(Genotype.load(run / "genotype.json"), cfg, len(config["classes"]))
         cost = count_flops(model, (3, cfg.clip.frames, cfg.clip.crop, cfg.clip.crop))
         return [{"network": f"derived, as `pvnas train --preset {preset}`", "params": cost["params"],
-                 "GMACs per view": cost["gflops"], "clip": f"{cfg.clip.frames}x{cfg.clip.crop}x{cfg.clip.crop}"}]
+                 "GMACs per view": cost["gmacs"], "clip": f"{cfg.clip.frames}x{cfg.clip.crop}x{cfg.clip.crop}"}]
     return []
 
 
@@ -227,7 +227,7 @@ def _summary(summary: dict[str, Any]) -> str:
     models = [name for name in ("searched", "random") if name in summary]
     rows = [{
         "model": name, "top-1 (%)": f"{100 * summary[name]['top1']:.1f}", "top-5 (%)": f"{100 * summary[name]['top5']:.1f}",
-        "params": f"{summary[name]['params']:,}", "GFLOPs per view": summary[name]["gflops"],
+        "params": f"{summary[name]['params']:,}", "GMACs per view": summary[name].get("gmacs", summary[name].get("gflops")),  # (0.1: gflops)
         "parameter-free edges (S-NC/S-RC/T-NC/T-RC)": "/".join(map(str, summary[name]["param_free_edges"].values())),
         "learned": "yes" if summary[name]["learned"] else "no: " + "; ".join(summary[name]["causes"]),
     } for name in models]
