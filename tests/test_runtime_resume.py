@@ -343,3 +343,14 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_afresh(straight, tmp
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     [restart] = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
     assert (restart["from"], restart["epoch"], restart["step"]) == ("scratch", 0, 0)
+
+
+def test_a_finished_run_whose_checkpoint_was_removed_is_not_restarted(straight, tmp_path):
+    """Its genotype.json (a search's last output) says it finished: --resume auto refuses rather than redo it."""
+    done = tmp_path / "done"
+    shutil.copytree(straight, done)
+    (done / "checkpoint.pt").unlink()
+    before = files_of(done)
+    with pytest.raises(ConfigError, match="holds genotype.json but no checkpoint.pt"):
+        run_search(CFG, DATA, done, RunOptions(resume="auto"))
+    assert files_of(done) == before

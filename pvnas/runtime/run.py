@@ -261,6 +261,10 @@ class Run:
             if not (self.out / "config.yaml").is_file():
                 raise ConfigError(f"{flag}: {self.out} holds {', '.join(held)} but neither checkpoint.pt nor "
                                   "config.yaml, so not a run to continue; choose another --out or use --overwrite")
+            final = FINAL_OUTPUT.get(command, "")
+            if final and (self.out / final).exists():  # a finished run whose checkpoint was removed: keep it
+                raise ConfigError(f"{flag}: {self.out} holds {final} but no checkpoint.pt (a finished run whose "
+                                  "checkpoint was removed?); nothing to continue: use --overwrite to run it again")
             self.previous = self._read_config()
             self.restarts = self.previous.pop("restarts", None) or []
         elif options.resume is True:
