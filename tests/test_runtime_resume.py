@@ -86,14 +86,22 @@ def test_resume_may_extend_the_epochs(tmp_path):
     assert not torch.equal(alphas(run, 1)["T-NC"], alphas(run, 2)["T-NC"])
 
 
+def in_epoch_2(run: Path) -> bool:
+    """The run's (per-step) checkpoint is a step or more into epoch 2 (of 6 steps)."""
+    try:
+        progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+    except (OSError, RuntimeError, EOFError):
+        return False
+    return progress["epoch"] == 1 and progress["step"] >= 1
+
+
 def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     run = tmp_path / "run"
-    cmd = SEARCH + ["--out", str(run)]
+    cmd = SEARCH + ["--out", str(run), "--checkpoint-every", "0.0001"]  # a checkpoint after every step
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 900
-    while not (run / "alphas/epoch_001.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # inside epoch 2 (6 steps)
+    while not in_epoch_2(run) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signal.SIGTERM, err
