@@ -109,7 +109,7 @@ def test_a_model_that_does_not_fit_is_refused_in_one_line(source, tmp_path, caps
                                                       "start it with --channels 4"),
         (["--init", str(source), "--preset", "L", "--channels", "4"], "start it with --preset tiny"),
         (["--init", str(tmp_path / "nope.pt"), "--preset", "tiny"], "--init " + str(tmp_path / "nope.pt")),
-        (["--preset", "tiny", "--channels", "4"], "train needs --genotype"),
+        (["--preset", "tiny", "--channels", "4"], "give --genotype FILE (or --init MODEL.pt"),
         (["--genotype", str(other), "--preset", "tiny", "--channels", "4", "--freeze", "0.5"], "it needs --init"),
         (["--init", str(source), "--preset", "tiny", "--channels", "4", "--freeze", "1.5"], "--freeze must be"),
     ]
