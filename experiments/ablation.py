@@ -77,10 +77,10 @@ class Budget:
 
 
 def default_budget() -> Budget:
-    """~20-30 min for 3 seeds on `demo` on a shared 2-core CPU (docs/RESULTS.md has the timings).
+    """~20-30 min for 3 seeds on `demo` on a shared 2-core CPU (docs/history.md has the timings of one run).
 
     Spelled out from the paper defaults rather than from the `demo` presets, so that tuning the
-    demo does not silently change the numbers docs/RESULTS.md reports.
+    demo does not silently change the numbers docs/history.md reports.
 
     The supernet is searched at C=4 and the genotypes retrained at C=8 (DARTS also searches
     narrower than it trains): the search is half of the cost, and C=4 takes a third less time.

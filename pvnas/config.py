@@ -249,7 +249,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         workers=0,
         threads=1,
     ),
-    # a search that decides within minutes on 2 cores (docs/RESULTS.md, "search quality"): small batches give the
+    # a search that decides within minutes on 2 cores (README, "Searching at a small budget"): small batches give the
     # alphas more updates before the supernet fits the data; half the steps train the weights only, then the alphas
     # move as far as the paper's (lr x updates = 12); DropNAS operation dropout keeps early leaders from winning
     # by co-adaptation alone; NoisyDARTS' skip noise and a derivation that keeps at most 4 parameter-free edges per
