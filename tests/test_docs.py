@@ -1,12 +1,14 @@
 """Every document the code and docs cite is in the repository, and every cited section exists."""
 
+import importlib
+import importlib.util
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 SOURCES = [p for d in ("pvnas", "tests", "benchmarks", "experiments", "docs") for p in (ROOT / d).rglob("*")
            if p.suffix in (".py", ".md", ".sh") and p.name != "test_docs.py"] + [ROOT / "README.md"]  # ours: examples
-CITED_FILE = re.compile(r"\b((?:docs|benchmarks|experiments|tests)/[\w./-]+\.(?:md|py|sh|png))")
+CITED_FILE = re.compile(r"\b((?:pvnas|docs|benchmarks|experiments|tests)/[\w./-]+\.(?:md|py|sh|png))")
 CITED_SECTION = re.compile(r"docs/design\.md §\s?(\d+)")
 MD_LINK = re.compile(r"\]\(((?!https?:|#)[^)#\s]+)")
 # a section cited by its heading: `docs/performance.md, "Threads"`, `README's "Searching at a small budget"` (quotes
@@ -36,6 +38,24 @@ def test_no_citation_of_a_document_outside_the_repository():
     assert not outside, outside
 
 
+
+
+def test_every_api_name_the_docs_give_exists():
+    """`pvnas.x.y` in README and docs/ names a module or an attribute of one (the package's layout moves)."""
+    missing = []
+    for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for name in set(re.findall(r"`(pvnas(?:\.\w+)+)", doc.read_text())):
+            obj, *attrs = name.split(".")
+            obj = importlib.import_module(obj)
+            for attr in attrs:  # a submodule is imported, an attribute looked up
+                prefix = f"{obj.__name__}.{attr}" if hasattr(obj, "__path__") else None
+                obj = importlib.import_module(prefix) if prefix and importlib.util.find_spec(prefix) \
+                    else getattr(obj, attr, None)
+                if obj is None:
+                    break
+            if obj is None:
+                missing.append(f"{doc.relative_to(ROOT)}: {name}")
+    assert not missing, missing
 
 
 def _headings(doc: Path) -> set[str]:
