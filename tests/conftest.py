@@ -143,3 +143,15 @@ def reference_frames():
         return cache[str(path)]
 
     return decode_all
+
+
+@pytest.fixture(scope="session")
+def tiny_search_run(tmp_path_factory) -> Path:
+    """A 2-epoch `pvnas search` (tiny preset, C=4, batch 4, synthetic:8) as the CLI runs it, once per worker and
+    shared: read it, or copy it before writing into it."""
+    from pvnas.cli import main
+
+    run = tmp_path_factory.mktemp("tiny_search") / "run"
+    assert main(["search", "--data", "synthetic:8", "--preset", "tiny", "--epochs", "2", "--channels", "4",
+                 "--batch-size", "4", "--out", str(run)]) == 0
+    return run

@@ -19,12 +19,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pvnas", *args], capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def search_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("cli") / "RUN"
-    assert main(["search", "--data", "synthetic:16", "--preset", "tiny", "--epochs", "2", "--out", str(run),
-                 "--channels", "4", "--batch-size", "4"]) == 0
-    return run
+@pytest.fixture()
+def search_run(tiny_search_run):
+    return tiny_search_run  # `pvnas search` run once per test worker (conftest); derive only reads it
 
 
 def test_search_cli_writes_run(search_run):

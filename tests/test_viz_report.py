@@ -3,14 +3,13 @@
 import base64
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 
 from pvnas.cli import main
-from pvnas.config import SEARCH_PRESETS, override
 from pvnas.search.collapse import alpha_entropy, collapse_stats, warn_if_collapsed
-from pvnas.search.loop import run_search
 from pvnas.space.genotype import EDGES_PER_CELL, Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
 
@@ -18,10 +17,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_search_run):
     run = tmp_path_factory.mktemp("viz") / "run"
-    cfg = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2)
-    run_search(override(cfg, impl="reference"), "synthetic:8", run)
+    shutil.copytree(tiny_search_run, run)  # plots, the report and an eval file are written into it
     (run / "eval_val.json").write_text(json.dumps(
         {"top1": 0.5, "top5": 1.0, "videos": 8, "skipped": 0, "views": "2x3",
          "by_views": {"1x1": {"top1": 0.25, "top5": 0.75}, "2x1": {"top1": 0.375, "top5": 1.0},
