@@ -58,6 +58,7 @@ def test_data_doctor_names_every_broken_file_and_exits_0(mixed_tree, capfd):
     assert report["splits"]["train"]["readable"] == 5 and len(report["splits"]["train"]["unreadable"]) == 3
 
 
+@pytest.mark.slow
 def test_search_on_mixed_tree_completes_and_counts_skipped(mixed_tree, tmp_path):
     run = tmp_path / "run"
     proc = pvnas("search", "--data", f"folder:{mixed_tree}", "--preset", "tiny", "--epochs", "1",
