@@ -119,7 +119,7 @@ def summary_lines(summary: dict[str, Any], genotype: Genotype) -> list[str]:
     for name, m in (("searched", s), ("random  ", r)):
         lines.append(
             f"{name}: top-1 {100 * m['top1']:.1f}%  top-5 {100 * m['top5']:.1f}%  params {m['params'] / 1e6:.3f}M  "
-            f"GFLOPs {m['gflops']:.3f} per view ({summary['clip']}, {summary['views']} views, {m['videos']} videos)"
+            f"GMACs {m['gmacs']:.3f} per view ({summary['clip']}, {summary['views']} views, {m['videos']} videos)"
         )
     drops = summary["search"]["entropy_drop"]
     lines.append("alpha entropy drop after the search (nats; 0 = undecided): "

@@ -153,7 +153,7 @@ RUN_CASES = [
     (["search", "--data", "synthetic:8", "--out", "{search}", *TINY], "already holds a run (checkpoint.pt, config.yaml"),
     (["train", "--genotype", "{file}", "--data", "synthetic:8", "--out", "{train}", *TINY], "already holds a run"),
     (["search", "--data", "synthetic:8", "--out", "{train}", *TINY, "--resume"],
-     "checkpoint.pt is a `pvnas train` checkpoint, not a `pvnas search` one"),
+     "checkpoint.pt is a `pvnas train` run, not a `pvnas search` one"),
     # files that are not what they claim
     (["derive", "{corrupt}"], "epoch_001.pt: cannot read it as an alpha snapshot"),
     (["derive", "{empty}"], "epoch_001.pt: cannot read it as an alpha snapshot"),

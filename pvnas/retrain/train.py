@@ -157,6 +157,8 @@ class TrainEpochs:
                            desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
             skipped.update(val["skipped_files"])
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
+            if epoch + 1 == cfg.epochs:  # the report's per-class accuracy and confusion matrix
+                record["val_confusion"] = val["confusion"]
         record["skipped"] = len(skipped)
         if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
             record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(self.classes), model.genotype)
