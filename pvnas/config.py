@@ -89,7 +89,7 @@ class SearchConfig:
     w_lr_min: float = 1e-4  # cosine floor
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    schedule: str = "converge"  # the paper's rule; the search-quality study (docs/RESULTS.md) supports it over step
+    schedule: str = "converge"  # the paper's rule; the demo search-quality study (docs/history.md) supports it over step
     decay_at: tuple[float, ...] = (0.25, 0.5, 0.75)  # step: progress of the decays (paper: epochs 20/40/60 of 80)
     step_gamma: float = 0.1
     converge_window: float = 0.1  # converge: alphas are compared over this share of the steps
