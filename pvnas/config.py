@@ -89,7 +89,7 @@ class SearchConfig:
     w_lr_min: float = 1e-4  # cosine floor
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    schedule: str = "converge"  # the paper's rule; the search-quality study (docs/RESULTS.md) supports it over step
+    schedule: str = "converge"  # the paper's rule; the demo search-quality study (docs/history.md) supports it over step
     decay_at: tuple[float, ...] = (0.25, 0.5, 0.75)  # step: progress of the decays (paper: epochs 20/40/60 of 80)
     step_gamma: float = 0.1
     converge_window: float = 0.1  # converge: alphas are compared over this share of the steps
@@ -248,7 +248,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         workers=0,
         threads=1,
     ),
-    # a search that decides within minutes on 2 cores (docs/RESULTS.md, "search quality"): small batches give the
+    # a search that decides within minutes on 2 cores (README, "Searching at a small budget"): small batches give the
     # alphas more updates before the supernet fits the data; half the steps train the weights only, then the alphas
     # move as far as the paper's (lr x updates = 12); DropNAS operation dropout keeps early leaders from winning
     # by co-adaptation alone; NoisyDARTS' skip noise and a derivation that keeps at most 4 parameter-free edges per

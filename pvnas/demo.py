@@ -129,8 +129,8 @@ def summary_lines(summary: dict[str, Any], genotype: Genotype) -> list[str]:
             lines.append(f"warning: the {name} network did not learn: " + "; ".join(m["causes"]))
     verdict = {
         "searched": "the searched architecture beats the random one",
-        "random": "the random architecture wins at this tiny budget (README: what the demo shows)",
-        "tie": "searched and random tie at this tiny budget (README: what the demo shows)",
+        "random": "the random architecture wins at this tiny budget (README, \"What the demo shows\")",
+        "tie": "searched and random tie at this tiny budget (README, \"What the demo shows\")",
     }[summary["winner"]]
     lines.append(f"result: {verdict}; search to eval took {summary['timings']['total_s'] / 60:.1f} min")
     lines.append(f"report: {summary['report']}")

@@ -1,4 +1,9 @@
-"""`pvnas search/derive/random` as a user runs them, and the one-line errors for bad input."""
+"""`pvnas search/derive/random` as a user runs them, and the one-line errors for bad input.
+
+The commands run in this process through `main` (what the `pvnas` script calls), except the search (its stderr
+a file, as in a batch job) and one error, which run as the user's own process, where nothing else (a warning at
+import, a log line) may reach stderr.
+"""
 
 import json
 import subprocess
@@ -87,13 +92,19 @@ def test_random_cli(tmp_path):
         (["random", "--min-conv", "12"], "min_conv must be in 0..8"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(args, message, tmp_path, monkeypatch):
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    proc = run_cli(*args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert "Traceback" not in captured.err and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_users_process_prints_one_line(tmp_path):
+    proc = run_cli("search", "--data", "nowhere:/x", "--preset", "tiny", "--out", str(tmp_path / "X"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown dataset spec 'nowhere:/x'"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == "", proc.stderr
 
 
 @pytest.mark.parametrize("args", [["--debug", "random", "--min-conv", "12"], ["random", "--min-conv", "12", "--debug"]],

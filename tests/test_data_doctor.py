@@ -122,10 +122,16 @@ def _by_name(items):
     return {item["path"].rsplit("/", 1)[-1]: item for item in items}
 
 
-def test_deep_names_what_the_quick_check_misses(damaged_tree):
+@pytest.fixture(scope="module")
+def deep_report(damaged_tree):
+    """The deep check of ``damaged_tree`` (read-only: two tests read it)."""
+    return check_dataset(f"folder:{damaged_tree}", workers=2, deep=True)
+
+
+def test_deep_names_what_the_quick_check_misses(damaged_tree, deep_report):
     quick = check_dataset(f"folder:{damaged_tree}", workers=2)
     assert list(_by_name(quick["splits"]["train"]["unreadable"])) == ["truncated.mp4"]
-    report = check_dataset(f"folder:{damaged_tree}", workers=2, deep=True)
+    report = deep_report
     json.dumps(report)
     train = report["splits"]["train"]
     unreadable, damaged = _by_name(train["unreadable"]), _by_name(train["damaged"])
@@ -147,14 +153,14 @@ def test_deep_names_what_the_quick_check_misses(damaged_tree):
     assert "damaged " in text and "zero80.avi: frames [163]" in text and "3 damaged but readable" in text
 
 
-def test_deep_names_every_file_training_and_predict_skip(damaged_tree):
+def test_deep_names_every_file_training_and_predict_skip(damaged_tree, deep_report):
     """The promise of --deep: a file that a training clip or a test view cannot read was named."""
     from pvnas.config import SEARCH_PRESETS, ClipConfig
     from pvnas.data import list_samples
     from pvnas.data.datasets.video import VideoDataset
     from pvnas.data.loader import Skipped
 
-    report = check_dataset(f"folder:{damaged_tree}", deep=True)
+    report = deep_report
     named = {u["path"] for split in report["splits"].values() for u in split["unreadable"]}
     samples, classes, _, _, _ = list_samples("folder", str(damaged_tree), {}, "train")
     skipped = set()

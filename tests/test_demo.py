@@ -25,6 +25,7 @@ def demo_run(tmp_path_factory):
     return out, stdout.getvalue()
 
 
+@pytest.mark.slow  # the first test runs the demo (the module's fixture)
 def test_demo_leaves_every_artifact(demo_run):
     out, _ = demo_run
     for name in ("genotype.json", "random_genotype.json", "eval_searched.json", "eval_random.json", "summary.json",

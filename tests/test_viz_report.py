@@ -3,19 +3,19 @@
 import base64
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 import yaml
 
 from pvnas.cli import main
-from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, override
+from pvnas.config import NETWORK_PRESETS, override
 from pvnas.metrics.flops import count_flops
 from pvnas.nn.network import network_from_config
 from pvnas.retrain.modelfile import load_model
 from pvnas.retrain.train import run_train
 from pvnas.search.collapse import alpha_entropy, collapse_stats, warn_if_collapsed
-from pvnas.search.loop import run_search
 from pvnas.space.genotype import EDGES_PER_CELL, Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
 from pvnas.viz.report import build_report, search_verdict
@@ -24,10 +24,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_search_run):
     run = tmp_path_factory.mktemp("viz") / "run"
-    cfg = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2)
-    run_search(override(cfg, impl="reference"), "synthetic:8", run, preset="tiny")
+    shutil.copytree(tiny_search_run, run)  # plots, the report and an eval file are written into it
     (run / "eval_val.json").write_text(json.dumps(
         {"top1": 0.5, "top5": 1.0, "videos": 8, "skipped": 0, "views": "2x3",
          "by_views": {"1x1": {"top1": 0.25, "top5": 0.75}, "2x1": {"top1": 0.375, "top5": 1.0},
