@@ -68,8 +68,11 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):  # (a second signal must not cut the report short)
+    for sig in STOP_SIGNALS:  # (a second signal must not cut the report short)
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
 
@@ -109,7 +112,11 @@ def run_section(name: str, argv: list[str], timeout: float, report: dict[str, An
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # (as the CLI: no spinning)
     err = scratch / f"{name}.err"
     with open(err, "w") as stderr:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # (a stop while starting it must still stop it)
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         try:
             code = proc.wait(timeout=timeout)
             outcome: dict[str, Any] = {} if code == 0 else {"exit_code": code, "stderr_tail": tail(err)}
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.child:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (blocked while the parent started it)
         return run_child(args)
     out = args.out or (os.path.join(os.environ["OUT"], "gpu_check.json") if os.environ.get("OUT") else None)
     start = time.perf_counter()
@@ -176,8 +184,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["total_seconds"] = time.perf_counter() - start
             write_report(report, out)
             sys.exit(128 + stopped.signum)
-        except Interrupted as stopped:  # (between sections)
+        except Interrupted as stopped:  # (between sections: the next one says it was cut off)
             report["interrupted"] = signal.Signals(stopped.signum).name
+            cut = next((s for s in args.sections if s not in report), None)
+            if cut is not None:
+                report[cut] = {"interrupted": report["interrupted"], "section_seconds": 0.0}
             report["total_seconds"] = time.perf_counter() - start
             write_report(report, out)
             sys.exit(128 + stopped.signum)
@@ -324,7 +335,7 @@ def search_state(cfg, device, compile: bool = False, amp: bool = True):
     return state
 
 
-def time_search(cfg, device, n: int, steps: int, budget: float, warmup: int = 2) -> dict[str, Any]:
+def time_search(cfg, device, n: int, steps: int, budget: float, warmup: int) -> dict[str, Any]:
     """Search steps of ``cfg``'s supernet at batch ``n``: timed, with the peak memory."""
     from pvnas.search.loop import search_step
 
@@ -359,19 +370,19 @@ def memory_line_max_batch(cfg, device, limit: int) -> dict[str, Any]:
             "per_clip_gib": per_clip, "room_gib": room, "predicted_peak_gib_at_limit": peaks[1] + (limit - 1) * per_clip}
 
 
-def time_search_shrinking(cfg, device, n: int, steps: int, budget: float) -> dict[str, Any]:
+def time_search_shrinking(cfg, device, n: int, steps: int, budget: float, warmup: int) -> dict[str, Any]:
     """:func:`time_search` at ``n``, or at 3/4 of it after an out-of-memory (three tries)."""
     import torch
 
     for _ in range(3):
         try:
-            return time_search(cfg, device, n, steps, budget)
+            return time_search(cfg, device, n, steps, budget, warmup)
         except torch.OutOfMemoryError:
             release_memory()
             if n == 1:
                 raise
             n = max(1, n * 3 // 4)
-    return time_search(cfg, device, n, steps, budget)
+    return time_search(cfg, device, n, steps, budget, warmup)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -386,14 +397,15 @@ def section_search(args, device, items: Items) -> None:
     fast1, fast4 = override(base, impl="fast"), override(base, impl="fast", partial_channels=4)
     ref = override(base, impl="reference")
     items.data["config"] = {"channels": args.channels, "clip": [3, args.frames, args.size, args.size], "batch": args.batch}
-    k1 = items.item("fast_k1", lambda: time_search(fast1, device, args.batch, args.max_steps, 30), need=15)
-    k4 = items.item("fast_k4", lambda: time_search(fast4, device, args.batch, args.max_steps, 20), need=10)
+    k1 = items.item("fast_k1", lambda: time_search(fast1, device, args.batch, args.max_steps, 30, args.warmup), need=15)
+    k4 = items.item("fast_k4", lambda: time_search(fast4, device, args.batch, args.max_steps, 20, args.warmup), need=10)
     line = items.item("reference_memory", lambda: memory_line_max_batch(ref, device, args.batch), need=10)
     if "max_batch" not in line:
         return
     both = line["max_batch"] if args.both_fit_batch is None else args.both_fit_batch
     if line["max_batch"] == args.batch:
-        r = items.item("reference_k1", lambda: time_search(ref, device, args.batch, min(5, args.max_steps), 25), need=15)
+        r = items.item("reference_k1", lambda: time_search(ref, device, args.batch, min(5, args.max_steps), 25,
+                                                           args.warmup), need=15)
         for fast in (k1, k4):
             if "mean_s" in r and "mean_s" in fast:
                 fast["speedup_vs_reference_k1"] = r["mean_s"] / fast["mean_s"]
@@ -404,11 +416,11 @@ def section_search(args, device, items: Items) -> None:
         return
 
     def common() -> dict[str, Any]:  # the largest batch both fit: reference first (it may still need to shrink)
-        r = time_search_shrinking(ref, device, max(1, both), min(5, args.max_steps), 15)
+        r = time_search_shrinking(ref, device, max(1, both), min(5, args.max_steps), 15, args.warmup)
         out: dict[str, Any] = {"batch": r["batch"], "preset_batch": args.batch, "reference_k1": r}
         for name, cfg in (("fast_k1", fast1), ("fast_k4", fast4)):
             try:
-                out[name] = time_search(cfg, device, r["batch"], min(10, args.max_steps), 10)
+                out[name] = time_search(cfg, device, r["batch"], min(10, args.max_steps), 10, args.warmup)
                 out[name]["speedup_vs_reference_k1"] = r["mean_s"] / out[name]["mean_s"]
             except Exception as exc:  # noqa: BLE001
                 out[name] = {"error": describe(exc)}
@@ -446,7 +458,8 @@ def section_retrain(args, device, items: Items) -> None:
         clips, labels = batch(shape, args.train_batch, device)
         model.train()
         reset_peak(device)
-        train = timed_steps(lambda: train_step(model, opt, clips, labels, device), device, 3, args.max_steps, 15)
+        train = timed_steps(lambda: train_step(model, opt, clips, labels, device), device, args.warmup + 1,
+                            args.max_steps, 15)
         train["peak_gib"] = peak_gib(device)
         model.eval()
         on_device = to_device(views.flatten(0, 1), device)  # the views of one video, already on the device
@@ -456,7 +469,7 @@ def section_retrain(args, device, items: Items) -> None:
             with autocast(device):
                 model(on_device)
 
-        test = timed_steps(forward, device, 2, min(10, args.max_steps), 10)
+        test = timed_steps(forward, device, args.warmup, min(10, args.max_steps), 10)
         end_to_end = timed_steps(lambda: view_logits(model, views, 30, device), device, 1, min(5, args.max_steps), 10)
         return {"train_step": train, "train_clips_per_s": args.train_batch / train["mean_s"],
                 "test_30_views_on_device": test, "test_30_views_end_to_end": end_to_end}
@@ -479,7 +492,7 @@ def section_retrain(args, device, items: Items) -> None:
             try:
                 data = batch(shape, b, device)
                 reset_peak(device)
-                r = timed_steps(lambda data=data: train_step(model, opt, *data, device), device, 2,
+                r = timed_steps(lambda data=data: train_step(model, opt, *data, device), device, args.warmup,
                                 min(10, args.max_steps), 5)
                 out[str(b)] = {"clips_per_s": b / r["mean_s"], "step_s": r["mean_s"], "peak_gib": peak_gib(device)}
             except torch.OutOfMemoryError:
@@ -664,11 +677,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     sizes: dict[str, Any] = dict(channels=64, frames=8, size=112, batch=32, agree_channels=16, agree_size=56,
                                  agree_batch=8, agree_steps=20, train_channels=64, train_size=224, train_batch=8,
-                                 sweep=[8, 16, 32, 64, 96], estimate_budget=15.0)
+                                 sweep=[8, 16, 32, 64, 96], estimate_budget=15.0, warmup=2)
     if args.smoke:
-        sizes = dict(channels=8, frames=4, size=32, batch=4, agree_channels=4, agree_size=32, agree_batch=2,
-                     agree_steps=2, train_channels=8, train_size=64, train_batch=2, sweep=[2, 4], estimate_budget=2.0)
-        args.max_steps = min(args.max_steps, 2)
+        sizes = dict(channels=4, frames=2, size=16, batch=4, agree_channels=4, agree_size=16, agree_batch=2,
+                     agree_steps=2, train_channels=4, train_size=32, train_batch=2, sweep=[2, 4], estimate_budget=1.0,
+                     warmup=1)
+        args.max_steps = min(args.max_steps, 1)
         args.both_fit_batch = args.both_fit_batch or sizes["batch"] // 2
     for key, value in sizes.items():
         setattr(args, key, value if getattr(args, f"set_{key}", None) is None else getattr(args, f"set_{key}"))
