@@ -115,9 +115,11 @@ def run_section(name: str, argv: list[str], timeout: float, report: dict[str, An
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # (a stop while starting it must still stop it)
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-        finally:
+        except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            raise
         try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (a stop held meanwhile is handled here)
             code = proc.wait(timeout=timeout)
             outcome: dict[str, Any] = {} if code == 0 else {"exit_code": code, "stderr_tail": tail(err)}
         except subprocess.TimeoutExpired:

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,8 @@ def test_sigterm_mid_run_leaves_valid_json_with_the_finished_sections(tmp_path):
                              str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = json.loads(proc.stdout.readline())  # written when the first section ends
     assert "agreement" in first and "search" not in first
-    proc.send_signal(signal.SIGTERM)  # while the search section runs
+    time.sleep(2)  # (the search section, >= 10 s, has started: the stop lands inside it, not between sections)
+    proc.send_signal(signal.SIGTERM)
     rest = proc.stdout.read().strip().splitlines()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     report = json.loads(rest[-1])
