@@ -29,8 +29,9 @@ def test_a_failing_item_is_recorded_saved_and_the_next_one_runs(tmp_path):
     def boom():
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
 
-    assert items.item("a", boom) == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB",
-                                     "item_seconds": pytest.approx(0, abs=5)}
+    failed = items.item("a", boom)
+    assert failed.pop("item_seconds") >= 0  # (no timing threshold: the box may be loaded)
+    assert failed == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB"}
     assert items.item("b", lambda: {"mean_s": 1.0})["mean_s"] == 1.0
     assert items.item("c", lambda: {"mean_s": 2.0}, need=120)["skipped"].startswith("deadline")
     saved = json.loads(path.read_text())
