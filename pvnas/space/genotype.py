@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from pvnas.errors import GenotypeError
+from pvnas.space.knapsack import solve
 from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, SPATIAL_OPS, TEMPORAL_OPS, ops_for
 
 FORMAT = "pvnas-genotype/1"
@@ -27,6 +29,28 @@ CONCAT = (2, 3, 4, 5)
 def edge_inputs() -> list[tuple[int, int]]:
     """(node, input) of the 14 supernet edges in DARTS order: node 2 from 0,1; node 3 from 0,1,2; ..."""
     return [(node, j) for node in range(2, 2 + NODES) for j in range(node)]
+
+
+def node_rows() -> list[list[int]]:
+    """Per intermediate node, the rows (in :func:`edge_inputs` order) of its candidate input edges."""
+    starts = [sum(range(2, node)) for node in range(2, 2 + NODES)]
+    return [list(range(start, start + node)) for start, node in zip(starts, range(2, 2 + NODES))]
+
+
+def op_scores(alphas: Mapping[str, torch.Tensor], edge_weights: Mapping[str, torch.Tensor] | None = None
+              ) -> dict[str, torch.Tensor]:
+    """The score the paper's rule ranks by, per cell kind ``(14, n_ops)``: softmax over the ops, times the edge's
+    PC-DARTS weight where the search normalised edges (float32, on the CPU). A genotype's score is the sum over its
+    kept edges."""
+    alphas = check_alphas(alphas)
+    edge_weights = None if edge_weights is None else check_alphas(edge_weights, "edge weights", per_edge=True)
+    out = {}
+    for kind in CELL_KINDS:
+        weights = torch.softmax(alphas[kind].detach().float().cpu(), dim=-1)
+        if edge_weights is not None:
+            weights = weights * edge_weights[kind].detach().float().cpu()[:, None]
+        out[kind] = weights
+    return out
 
 
 def check_alphas(alphas: Any, source: str = "alphas", per_edge: bool = False) -> dict[str, torch.Tensor]:
@@ -190,14 +214,11 @@ class Genotype:
         """
         if max_param_free is not None and not 0 <= max_param_free <= 2 * NODES:
             raise GenotypeError(f"max_param_free must be in 0..{2 * NODES}, got {max_param_free}")
-        alphas = check_alphas(alphas)
-        edge_weights = None if edge_weights is None else check_alphas(edge_weights, "edge weights", per_edge=True)
+        weights_of = op_scores(alphas, edge_weights)
         cells = {}
         for kind in CELL_KINDS:
             ops = ops_for(kind)
-            weights = torch.softmax(alphas[kind].detach().float().cpu(), dim=-1)
-            if edge_weights is not None:
-                weights = weights * edge_weights[kind].detach().float().cpu()[:, None]
+            weights = weights_of[kind].clone()
             weights[:, ops.index("zero")] = -1.0
             best_score, best_op = weights.max(dim=-1)
             edges: list[tuple[str, int]] = []
@@ -254,25 +275,11 @@ class Genotype:
 
 
 def _capped_cell(weights: torch.Tensor, ops: tuple[str, ...], cap: int) -> CellGenotype:
-    """The cell with the largest total op score among those with <= ``cap`` parameter-free edges (2 edges per
-    node, the best op of the chosen family per edge): exact, by dynamic programming over the nodes."""
-    families = [[o for o, name in enumerate(ops) if name in fam and name != "zero"] for fam in (CONV_OPS, PARAMETER_FREE)]
-    best: dict[int, tuple[float, list[tuple[str, int]]]] = {0: (0.0, [])}  # parameter-free count -> best prefix
-    row = 0
-    for node in range(2, 2 + NODES):
-        choices = []  # (score, parameter-free edges, edges) of every pair of inputs and op family per input
-        for j1 in range(node):
-            for j2 in range(j1 + 1, node):
-                for f1, f2 in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                    o1 = max(families[f1], key=lambda o: (float(weights[row + j1, o]), -o))
-                    o2 = max(families[f2], key=lambda o: (float(weights[row + j2, o]), -o))
-                    choices.append((float(weights[row + j1, o1] + weights[row + j2, o2]), f1 + f2,
-                                    [(ops[o1], j1), (ops[o2], j2)]))
-        grown: dict[int, tuple[float, list[tuple[str, int]]]] = {}
-        for count, (total, edges) in best.items():
-            for score, free, pair in choices:
-                n = count + free
-                if n <= cap and (n not in grown or total + score > grown[n][0]):
-                    grown[n] = (total + score, edges + pair)
-        best, row = grown, row + node
-    return CellGenotype(tuple(max(best.values(), key=lambda b: b[0])[1]))
+    """The cell with the largest total op score among those with <= ``cap`` parameter-free edges: the budget
+    knapsack without costs (:mod:`pvnas.space.knapsack`), exact."""
+    scores = weights.double().numpy().copy()
+    scores[:, ops.index("zero")] = -np.inf
+    free = np.array([op in PARAMETER_FREE for op in ops])
+    states, nodes = solve([(scores, np.zeros((0,) + scores.shape), free, node_rows())], cap)
+    best = nodes[0][int(states.picks[int(np.argmax(states.scores)), 0])]
+    return CellGenotype(tuple(e for j1, o1, j2, o2 in best for e in ((ops[o1], j1), (ops[o2], j2))))
