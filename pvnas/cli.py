@@ -293,6 +293,97 @@ def flops(
 
 
 @app.command()
+def pareto(
+    run: Path = typer.Argument(..., help="Search run directory."),
+    preset: str = typer.Option("L", "--preset", help="Retrain network: L, M (paper), tiny, demo."),
+    metric: str = typer.Option("gflops", "--metric", help="Budget on gflops or params."),
+    points: int = typer.Option(12, "--points", help="Budgets, evenly spaced from the cheapest network to the unconstrained one."),
+    epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch whose alphas to use (default: last)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default, L/M: 8)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Crop size (preset default, L/M: 224)."),
+    num_classes: int = typer.Option(400, "--num-classes"),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for pareto.json/.md/.png (default: RUN)."),
+) -> None:
+    """The best genotype of one search at a sweep of budgets (exact), from the cheapest network to the unconstrained one."""
+    from pvnas.viz.pareto import pareto_sweep, write_pareto
+
+    _require_dir(run)
+    cfg, frames, size = _retrain_network(preset, channels, repeats, frames, size, num_classes)
+    for path in write_pareto(pareto_sweep(run, cfg, preset, num_classes, frames, size, metric, points, epoch), out or run):
+        typer.echo(str(path))
+
+
+@app.command()
+def latency(
+    preset: str = typer.Option("L", "--preset", help="Retrain network: L, M (paper), tiny, demo."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (or cuda:N)."),
+    batch: int = typer.Option(1, "--batch", help="Clips per forward."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed calls before each timing."),
+    runs: int = typer.Option(5, "--runs", help="Timed calls per op and per whole network (the median is kept)."),
+    check: int = typer.Option(5, "--check", help="Random genotypes whose whole network checks the table's sum."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads on CPU (default: every core)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default, L/M: 8)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Crop size (preset default, L/M: 224)."),
+    num_classes: int = typer.Option(400, "--num-classes"),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Table JSON to write (default latency-PRESET-DEVICE-bBATCH.json)."),
+) -> None:
+    """Inference milliseconds of each (cell kind, edge, op) at its positions plus the fixed part, measured here and
+    checked against whole networks; `derive --max-ms` reads the table."""
+    import torch
+
+    from pvnas.metrics.latency import DTYPES, latency_table
+    from pvnas.runtime.device import torch_threads
+
+    cfg, frames, size = _retrain_network(preset, channels, repeats, frames, size, num_classes)
+    for name, value in (("--batch", batch), ("--runs", runs), ("--check", check)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {warmup}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
+        raise ConfigError(f"--device {device}: not available here (cpu{', cuda' if torch.cuda.is_available() else ''})")
+    output = output or Path(f"latency-{preset}-{dev.type}-b{batch}.json")
+    with torch_threads(threads if threads is not None else 0):
+        log.info("latency: timing every op at every position and %d whole networks, %d rounds", check + 3, runs)
+        table = latency_table(cfg, num_classes, frames, size, dev, batch, dtype, warmup, runs, check=check)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(table.to_dict(), indent=2) + "\n")
+    meta = table.meta
+    typer.echo(f"{meta['device_name']} ({meta['device']}), {meta['threads']} threads, {meta['dtype']}, batch {batch}, "
+               f"input {'x'.join(map(str, meta['input']))}: fixed part {table.fixed:.2f} ms")
+    typer.echo("| genotype | table ms | measured ms | table off by |\n|---:|---:|---:|---:|")
+    for row in meta["check"]:
+        typer.echo(f"| random {row['seed']} | {row['table_ms']:.2f} | {row['measured_ms']:.2f} | {row['error']:+.1%} |")
+    typer.echo(str(output))
+
+
+def _retrain_network(preset: str, channels: int | None, repeats: int | None, frames: int | None, size: int | None,
+                     num_classes: int) -> tuple:
+    """A retrain preset (NetworkConfig) with the C/K overrides, and its clip's frames and crop unless given."""
+    from pvnas.config import NETWORK_PRESETS, get_preset, override
+
+    cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats)
+    frames = cfg.clip.frames if frames is None else frames
+    size = cfg.clip.crop if size is None else size
+    for name, value in (("--frames", frames), ("--size", size), ("--num-classes", num_classes)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    return cfg, frames, size
+
+
+@app.command()
 def estimate(
     genotype: Optional[Path] = typer.Option(
         None, "--genotype", help="Cost retraining this genotype (else: cost the search)."),

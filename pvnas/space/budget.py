@@ -48,8 +48,8 @@ class CostTable:
                 raise GenotypeError(f"cost table {self.metric}: cell {kind} needs {shape[0]} rows of {shape[1]} costs")
             if not all(math.isfinite(v) and v >= 0 for r in rows for v in r):
                 raise GenotypeError(f"cost table {self.metric}: cell {kind} holds a negative or non-finite cost")
-        if not (math.isfinite(self.fixed) and self.fixed >= 0):
-            raise GenotypeError(f"cost table {self.metric}: fixed cost must be finite and >= 0, got {self.fixed}")
+        if not math.isfinite(self.fixed):  # may be negative: a measured forward can share work between edges
+            raise GenotypeError(f"cost table {self.metric}: fixed cost must be finite, got {self.fixed}")
 
     def of(self, genotype: Genotype) -> float:
         """The cost of ``genotype``'s network: fixed + its kept edges' costs."""

@@ -69,6 +69,8 @@ def _section(run: Path, title: str) -> str:
     if (run / "flops.json").exists():
         cost = json.loads((run / "flops.json").read_text())
         parts.append("<h3>Cost</h3>" + _table([cost], list(cost)))
+    if (run / "pareto.json").exists():
+        parts.append(_pareto(run))
     records = MetricsLog(run / "metrics.jsonl").read()
     if records:
         total = sum(r.get("seconds", 0.0) for r in records)
@@ -101,6 +103,18 @@ def _section(run: Path, title: str) -> str:
         if "views.png" in plots:
             parts.append(_img(plots["views.png"]))
     return "\n".join(parts)
+
+
+def _pareto(run: Path) -> str:
+    """``pvnas pareto``'s front: the budgeted genotypes' costs and alpha scores, and its plot."""
+    data = json.loads((run / "pareto.json").read_text())
+    metric, u = data["metric"], data["unconstrained"]
+    rows = [{f"budget ({metric})": p[f"budget_{metric}"], "GFLOPs": p["gflops"], "params": f"{p['params']:,}",
+             "alpha score": p["score"], "of unconstrained": f"{p['score_share']:.1%}"} for p in data["points"]]
+    text = (f"<h3>Pareto front</h3><p>Exact budgeted derivations at {len(rows)} budgets (epoch {data['epoch']}, preset "
+            f"{html.escape(str(data['network']['preset']))}, input {'x'.join(map(str, data['network']['input']))}); "
+            f"unconstrained: {u['gflops']:.4g} GFLOPs, {u['params']:,} parameters.</p>" + _table(rows, list(rows[0])))
+    return text + (_img(run / "pareto.png") if (run / "pareto.png").exists() else "")
 
 
 def _summary(summary: dict[str, Any]) -> str:
