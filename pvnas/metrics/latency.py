@@ -105,9 +105,10 @@ def latency_table(cfg: NetworkConfig, num_classes: int, frames: int, crop: int, 
     shape = (batch, 3, frames, crop, crop)
     rows = {pair: r for r, pair in enumerate(edge_inputs())}
     torch.manual_seed(seed)
-    keys: list[tuple[int, int, int]] = []  # (cell index, edge row, op index), each once
-    per_key: dict[tuple[int, int, int], int] = {}
-    calls: list[Callable[[], Any]] = []
+    # an op is timed once per distinct computation: (position, module configuration, input shape); the edges of a
+    # normal cell that run the same op on same-shaped nodes share that timing (fewer calls, more rounds, less noise)
+    timing_of: dict[tuple[int, int, int], tuple[int, str, tuple[int, ...]]] = {}  # (cell, edge row, op) -> its computation
+    calls: dict[tuple[int, str, tuple[int, ...]], Callable[[], Any]] = {}
     inputs_of: dict[tuple[int, ...], torch.Tensor] = {}  # one random input per shape
     kinds: tuple[str, ...] = ()
     for genotype in covering_genotypes():
@@ -116,20 +117,20 @@ def latency_table(cfg: NetworkConfig, num_classes: int, frames: int, crop: int, 
         kinds = net.kinds
         for i, cell in enumerate(net.cells):
             for e, (op_name, j) in enumerate(genotype.cells[cell.kind].edges):
-                key = (i, rows[(2 + e // 2, j)], ops_for(cell.kind).index(op_name))
-                if key not in per_key:
+                computation = (i, repr(cell.ops[e]), shapes[(i, e)])
+                timing_of[(i, rows[(2 + e // 2, j)], ops_for(cell.kind).index(op_name))] = computation
+                if computation not in calls:
                     if shapes[(i, e)] not in inputs_of:
                         x = torch.randn(shapes[(i, e)], device=device, dtype=torch_dtype)
                         inputs_of[shapes[(i, e)]] = _edge_input(net, x)
-                    per_key[key] = len(keys)
-                    keys.append(key)
-                    calls.append(_edge_call(net, cell.ops[e], inputs_of[shapes[(i, e)]], batch))
+                    calls[computation] = _edge_call(net, cell.ops[e], inputs_of[shapes[(i, e)]], batch)
     genotypes = [Genotype.random(seed * 1000 + k) for k in range(calibrate + check)]
     nets = [network_from_config(g, cfg, num_classes).to(device=device, dtype=torch_dtype).eval() for g in genotypes]
     clip = torch.randn(shape, device=device, dtype=torch_dtype)
     with torch.no_grad():
-        ms = interleaved_ms(calls + [lambda net=net: net(clip) for net in nets], device, warmup, runs)
-    per_position, whole = dict(zip(keys, ms[: len(keys)])), ms[len(keys) :]
+        ms = interleaved_ms(list(calls.values()) + [lambda net=net: net(clip) for net in nets], device, warmup, runs)
+    timed, whole = dict(zip(calls, ms[: len(calls)])), ms[len(calls) :]
+    per_position = {key: timed[computation] for key, computation in timing_of.items()}
     ops = {kind: [[0.0] * len(ops_for(kind)) for _ in edge_inputs()] for kind in CELL_KINDS}
     for (i, r, o), value in per_position.items():
         ops[kinds[i]][r][o] += value
