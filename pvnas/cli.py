@@ -324,6 +324,8 @@ def latency(
     warmup: int = typer.Option(2, "--warmup", help="Untimed calls before each timing."),
     runs: int = typer.Option(5, "--runs", help="Timed calls per op and per whole network (the median is kept)."),
     check: int = typer.Option(5, "--check", help="Random genotypes whose whole network checks the table's sum."),
+    clock: str = typer.Option("wall", "--clock", help="wall, or cpu: the thread's CPU time (--threads 1 on a CPU "
+                              "shared with other work: the idle-core latency)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads on CPU (default: every core)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default, L/M: 8)."),
     size: Optional[int] = typer.Option(None, "--size", help="Crop size (preset default, L/M: 224)."),
@@ -337,7 +339,7 @@ def latency(
     checked against whole networks; `derive --max-ms` reads the table."""
     import torch
 
-    from pvnas.metrics.latency import DTYPES, latency_table
+    from pvnas.metrics.latency import CLOCKS, DTYPES, latency_table
     from pvnas.runtime.device import torch_threads
 
     cfg, frames, size = _retrain_network(preset, channels, repeats, frames, size, num_classes)
@@ -348,6 +350,8 @@ def latency(
         raise ConfigError(f"--warmup must be >= 0, got {warmup}")
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if clock not in CLOCKS:
+        raise ConfigError(f"--clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -357,11 +361,12 @@ def latency(
     output = output or Path(f"latency-{preset}-{dev.type}-b{batch}.json")
     with torch_threads(threads if threads is not None else 0):
         log.info("latency: timing every op at every position and %d whole networks, %d rounds", check + 3, runs)
-        table = latency_table(cfg, num_classes, frames, size, dev, batch, dtype, warmup, runs, check=check)
+        table = latency_table(cfg, num_classes, frames, size, dev, batch, dtype, warmup, runs, check=check, clock=clock)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(table.to_dict(), indent=2) + "\n")
     meta = table.meta
     typer.echo(f"{meta['device_name']} ({meta['device']}), {meta['threads']} threads, {meta['dtype']}, batch {batch}, "
+               f"{meta['clock']} clock, "
                f"input {'x'.join(map(str, meta['input']))}: fixed part {table.fixed:.2f} ms")
     typer.echo("| genotype | table ms | measured ms | table off by |\n|---:|---:|---:|---:|")
     for row in meta["check"]:
