@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pvnas.errors import GenotypeError
-from pvnas.space.budget import BudgetError, CostTable, cheapest, derive_within, front, genotype_score
+from pvnas.space.budget import Budget, BudgetError, CostTable, cheapest, front, genotype_score
 from pvnas.space.genotype import EDGES_PER_CELL, Genotype
 from pvnas.space.knapsack import pareto, solve
 from pvnas.space.ops import CELL_KINDS, ops_for
@@ -135,7 +135,7 @@ def test_derive_within_is_never_over_budget_and_beats_every_random_genotype_that
         low = cheapest([table], cap)["macs"]
         for q in np.linspace(0, 1, 10):
             most = low + q * (table.of(plain) - low)
-            got = derive_within(alphas, [(table, most)], edge_weights, cap)
+            got = Genotype.derive(alphas, edge_weights=edge_weights, max_param_free=cap, budget=Budget([(table, most)]))
             got.validate()
             assert table.of(got) <= most
             assert cap is None or max(got.parameter_free_edges().values()) <= cap
@@ -148,8 +148,8 @@ def test_no_budget_or_a_loose_one_gives_the_paper_rule_exactly():
         alphas, table = _alphas(seed, ties=seed % 2 == 1), _table(seed)
         for cap in (None, 2, 8):
             plain = Genotype.derive(alphas, max_param_free=cap)
-            assert derive_within(alphas, [], max_param_free=cap) == plain
-            assert derive_within(alphas, [(table, table.of(plain))], max_param_free=cap) == plain
+            assert Genotype.derive(alphas, max_param_free=cap, budget=None) == plain
+            assert Genotype.derive(alphas, max_param_free=cap, budget=Budget([(table, table.of(plain))])) == plain
             # the front's best score is the paper rule's: the cap's derivation is the knapsack without costs
             found = front(alphas, [table], max_param_free=cap)
             assert found.scores.max() == pytest.approx(genotype_score(plain, alphas), abs=1e-9)
@@ -162,7 +162,8 @@ def test_edge_weights_change_the_budgeted_derivation():
     weights = {k: torch.tensor([0.1 + j for node in range(2, 6) for j in range(node)], dtype=torch.float) for k in CELL_KINDS}
     low = cheapest([table])["macs"]
     most = low + 0.5 * (table.of(Genotype.derive(alphas)) - low)
-    plain, weighted = derive_within(alphas, [(table, most)]), derive_within(alphas, [(table, most)], weights)
+    plain = Genotype.derive(alphas, budget=Budget([(table, most)]))
+    weighted = Genotype.derive(alphas, edge_weights=weights, budget=Budget([(table, most)]))
     assert plain != weighted
     assert genotype_score(weighted, alphas, weights) >= genotype_score(plain, alphas, weights)
 
@@ -173,7 +174,7 @@ def test_two_limits_at_once():
     for q in (0.3, 0.6):
         lm = cheapest([macs])["macs"] + q * (macs.of(plain) - cheapest([macs])["macs"])
         lp = cheapest([params])["params"] + q * (params.of(plain) - cheapest([params])["params"])
-        got = derive_within(alphas, [(macs, lm), (params, lp)])
+        got = Genotype.derive(alphas, budget=Budget([(macs, lm), (params, lp)]))
         assert macs.of(got) <= lm and params.of(got) <= lp
         score = genotype_score(got, alphas)
         for r in randoms:
@@ -185,9 +186,9 @@ def test_an_infeasible_budget_names_the_cheapest_reachable_cost():
     alphas, table = _alphas(0), _table(0)
     for cap in (None, 0):
         low = cheapest([table], cap)["macs"]
-        assert table.of(derive_within(alphas, [(table, low)], max_param_free=cap)) == low  # reachable
+        assert table.of(Genotype.derive(alphas, max_param_free=cap, budget=Budget([(table, low)]))) == low  # reachable
         with pytest.raises(BudgetError, match=f"cheapest reachable network costs macs {low:g}") as info:
-            derive_within(alphas, [(table, low - 1)], max_param_free=cap)
+            Genotype.derive(alphas, max_param_free=cap, budget=Budget([(table, low - 1)]))
         assert info.value.cheapest == {"macs": low}
     assert cheapest([table], 0)["macs"] > cheapest([table])["macs"]  # the cap forbids the free cheap ops
 

@@ -5,7 +5,8 @@ The score is the one the paper's rule maximises (:func:`~pvnas.space.genotype.op
 times the PC-DARTS edge weight, summed over the kept edges). A network's cost is a fixed part plus one term per
 kept (cell kind, edge, op) (:class:`CostTable`; MACs and parameters are counted from the modules in
 :mod:`pvnas.metrics.cost`, milliseconds measured by :mod:`pvnas.metrics.latency`), so the best genotype within
-limits is a multiple-choice knapsack, solved exactly in :mod:`pvnas.space.knapsack`.
+limits is a multiple-choice knapsack, solved exactly in :mod:`pvnas.space.knapsack`: ``Genotype.derive(alphas,
+budget=Budget([(table, most), ...]))``. :func:`front` gives the whole exact front of one search (``pvnas pareto``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from pvnas.errors import GenotypeError
-from pvnas.space.genotype import EDGES_PER_CELL, CellGenotype, Genotype, edge_inputs, node_rows, op_scores
-from pvnas.space.knapsack import Cell, Choice, solve
-from pvnas.space.ops import CELL_KINDS, PARAMETER_FREE, ops_for
+from pvnas.space.genotype import (  # noqa: F401 (Budget, BudgetError, cheapest: the budget API in one place)
+    EDGES_PER_CELL, Budget, BudgetError, Genotype, budget_front, cheapest, edge_inputs, op_scores,
+)
+from pvnas.space.ops import CELL_KINDS, ops_for
 
 TABLE_FORMAT = "pvnas-costs/1"
 
@@ -94,14 +96,6 @@ class CostTable:
         return cls.from_dict(data, str(path))
 
 
-class BudgetError(GenotypeError):
-    """No genotype fits the limits; ``cheapest`` holds, per metric, the lowest cost any genotype reaches."""
-
-    def __init__(self, message: str, cheapest: dict[str, float]) -> None:
-        super().__init__(message)
-        self.cheapest = cheapest
-
-
 @dataclass(frozen=True)
 class Front:
     """Genotypes no other genotype beats on every cost and on score, cheapest first in ``costs[:, 0]``."""
@@ -112,26 +106,14 @@ class Front:
     metrics: tuple[str, ...]
 
 
-# ----------------------------------------------------------------------------------------------- the real space
-def _space(alphas: Mapping[str, torch.Tensor], edge_weights: Mapping[str, torch.Tensor] | None,
-           tables: Sequence[CostTable]) -> list[Cell]:
-    weights = op_scores(alphas, edge_weights)
-    cells = []
-    for kind in CELL_KINDS:
-        ops = ops_for(kind)
-        scores = weights[kind].double().numpy().copy()
-        scores[:, ops.index("zero")] = -np.inf
-        costs = np.array([t.ops[kind] for t in tables], dtype=np.float64).reshape(len(tables), *scores.shape)
-        cells.append((scores, costs, np.array([op in PARAMETER_FREE for op in ops]), node_rows()))
-    return cells
-
-
-def _genotype(edges: Sequence[list[Choice]], meta: Mapping[str, Any] | None) -> Genotype:
-    cells = {}
-    for kind, nodes in zip(CELL_KINDS, edges):
-        ops = ops_for(kind)
-        cells[kind] = CellGenotype(tuple(e for j1, o1, j2, o2 in nodes for e in ((ops[o1], j1), (ops[o2], j2))))
-    return Genotype(cells, dict(meta or {}))
+def front(alphas: Mapping[str, torch.Tensor], tables: Sequence[CostTable],
+          edge_weights: Mapping[str, torch.Tensor] | None = None, max_param_free: int | None = None,
+          meta: Mapping[str, Any] | None = None) -> Front:
+    """Every genotype on the exact (score, costs) Pareto front."""
+    if not tables:
+        raise GenotypeError("a budget front needs at least one cost table")
+    costs, scores, genotypes = budget_front(alphas, tables, edge_weights, max_param_free, meta)
+    return Front(costs, scores, tuple(genotypes), tuple(t.metric for t in tables))
 
 
 def genotype_score(genotype: Genotype, alphas: Mapping[str, torch.Tensor],
@@ -141,45 +123,3 @@ def genotype_score(genotype: Genotype, alphas: Mapping[str, torch.Tensor],
     rows = {pair: r for r, pair in enumerate(edge_inputs())}
     return float(sum(float(weights[kind][rows[(2 + e // 2, j)], ops_for(kind).index(op)])
                      for kind in CELL_KINDS for e, (op, j) in enumerate(genotype.cells[kind].edges)))
-
-
-def front(alphas: Mapping[str, torch.Tensor], tables: Sequence[CostTable],
-          edge_weights: Mapping[str, torch.Tensor] | None = None, max_param_free: int | None = None,
-          limits: Sequence[float] | None = None, meta: Mapping[str, Any] | None = None) -> Front:
-    """Every genotype on the (score, costs) Pareto front, optionally only those within ``limits``."""
-    if not tables:
-        raise GenotypeError("a budget front needs at least one cost table")
-    lim = None if limits is None else np.asarray(limits, dtype=np.float64) - np.array([t.fixed for t in tables])
-    states, edges = solve(_space(alphas, edge_weights, tables), max_param_free, lim)
-    fixed = np.array([t.fixed for t in tables])
-    genotypes = tuple(_genotype([edges[c][states.picks[i, c]] for c in range(len(CELL_KINDS))], meta)
-                      for i in range(len(states.scores)))
-    return Front(states.costs + fixed, states.scores, genotypes, tuple(t.metric for t in tables))
-
-
-def cheapest(tables: Sequence[CostTable], max_param_free: int | None = None) -> dict[str, float]:
-    """Per table, the lowest cost any genotype reaches (within the cap)."""
-    zeros = {k: torch.zeros(EDGES_PER_CELL, len(ops_for(k))) for k in CELL_KINDS}
-    return {t.metric: float(front(zeros, [t], max_param_free=max_param_free).costs[:, 0].min()) for t in tables}
-
-
-def derive_within(alphas: Mapping[str, torch.Tensor], limits: Sequence[tuple[CostTable, float]],
-                  edge_weights: Mapping[str, torch.Tensor] | None = None, max_param_free: int | None = None,
-                  meta: Mapping[str, Any] | None = None) -> Genotype:
-    """The genotype of largest score whose costs are all within ``limits`` (``(table, most)`` pairs).
-
-    Where the paper's rule (with the cap) already fits, that genotype; else the exact optimum. No genotype
-    fitting raises :class:`BudgetError` naming the cheapest reachable cost of each limited metric.
-    """
-    plain = Genotype.derive(alphas, meta=meta, edge_weights=edge_weights, max_param_free=max_param_free)
-    if all(table.of(plain) <= most for table, most in limits):
-        return plain
-    tables = [t for t, _ in limits]
-    found = front(alphas, tables, edge_weights, max_param_free, [m for _, m in limits], meta)
-    if not len(found.scores):
-        low = cheapest(tables, max_param_free)
-        wanted = ", ".join(f"{t.metric} <= {m:g}" for t, m in limits)
-        reach = ", ".join(f"{k} {v:g}" for k, v in low.items())
-        raise BudgetError(f"no genotype fits {wanted}: the cheapest reachable network costs {reach}", low)
-    best = int(np.lexsort((found.costs[:, 0], -found.scores))[0])
-    return found.genotypes[best]

@@ -11,13 +11,13 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from pvnas.errors import GenotypeError
-from pvnas.space.knapsack import solve
+from pvnas.space.knapsack import Cell, Choice, solve
 from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, SPATIAL_OPS, TEMPORAL_OPS, ops_for
 
 FORMAT = "pvnas-genotype/1"
@@ -203,6 +203,7 @@ class Genotype:
         meta: Mapping[str, Any] | None = None,
         edge_weights: Mapping[str, torch.Tensor] | None = None,
         max_param_free: int | None = None,
+        budget: "Budget | None" = None,
     ) -> "Genotype":
         """docs/design.md §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
 
@@ -210,7 +211,9 @@ class Genotype:
         ``edge_weights`` (PC-DARTS edge normalisation, 14 per kind) multiply the scores that rank edges.
         ``max_param_free`` (P-DARTS' cap on skip connections, extended to pools): a cell that keeps more
         parameter-free edges is derived again as the highest-scoring choice within the cap; cells within it are
-        the paper's rule unchanged.
+        the paper's rule unchanged. ``budget`` (docs/design.md, "Budgets"): where the result costs more than a
+        limit, the genotype of largest score within every limit instead (exact; ties: the cheaper), or
+        :class:`BudgetError` naming the cheapest reachable cost.
         """
         if max_param_free is not None and not 0 <= max_param_free <= 2 * NODES:
             raise GenotypeError(f"max_param_free must be in 0..{2 * NODES}, got {max_param_free}")
@@ -232,7 +235,18 @@ class Genotype:
             if max_param_free is not None and cell.count(PARAMETER_FREE) > max_param_free:
                 cell = _capped_cell(weights, ops, max_param_free)
             cells[kind] = cell
-        return cls(cells, dict(meta or {}))
+        genotype = cls(cells, dict(meta or {}))
+        if budget is None or all(table.of(genotype) <= most for table, most in budget.limits):
+            return genotype
+        states, choices = solve(_knapsack_cells(weights_of, [t for t, _ in budget.limits]), max_param_free,
+                                np.array([most - table.fixed for table, most in budget.limits], dtype=np.float64))
+        if not len(states.scores):
+            low = cheapest([t for t, _ in budget.limits], max_param_free)
+            wanted = ", ".join(f"{t.metric} <= {most:g}" for t, most in budget.limits)
+            raise BudgetError(f"no genotype fits {wanted}: the cheapest reachable network costs "
+                              + ", ".join(f"{k} {v:g}" for k, v in low.items()), low)
+        best = int(np.lexsort((states.costs[:, 0], -states.scores))[0])  # largest score, then the cheaper
+        return _from_choices([choices[c][states.picks[best, c]] for c in range(len(CELL_KINDS))], meta)
 
     @classmethod
     def random(cls, seed: int, min_conv: int = 0, meta: Mapping[str, Any] | None = None) -> "Genotype":
@@ -283,3 +297,63 @@ def _capped_cell(weights: torch.Tensor, ops: tuple[str, ...], cap: int) -> CellG
     states, nodes = solve([(scores, np.zeros((0,) + scores.shape), free, node_rows())], cap)
     best = nodes[0][int(states.picks[int(np.argmax(states.scores)), 0])]
     return CellGenotype(tuple(e for j1, o1, j2, o2 in best for e in ((ops[o1], j1), (ops[o2], j2))))
+
+
+class BudgetError(GenotypeError):
+    """No genotype fits the limits; ``cheapest`` holds, per metric, the lowest cost any genotype reaches."""
+
+    def __init__(self, message: str, cheapest: dict[str, float]) -> None:
+        super().__init__(message)
+        self.cheapest = cheapest
+
+
+class Budget(dict):  # type: ignore[type-arg]
+    """Limits on a network's costs for :meth:`Genotype.derive`: ``limits`` pairs a cost table (anything with
+    ``metric``, ``fixed``, ``ops`` per kind and ``of(genotype)``, e.g. :class:`pvnas.space.budget.CostTable`) with
+    the most it may reach. As a mapping it is what a genotype's meta records: ``{"max_<metric>": most, ...}`` and
+    the ``network`` the tables describe."""
+
+    def __init__(self, limits: Sequence[tuple[Any, float]], network: str = "") -> None:
+        super().__init__({f"max_{t.metric}": float(most) for t, most in limits}, **({"network": network} if network else {}))
+        self.limits = tuple((t, float(most)) for t, most in limits)
+
+    def __reduce__(self) -> Any:  # copy and pickle keep the tables
+        return (Budget, (self.limits, self.get("network", "")))
+
+
+def _knapsack_cells(weights: Mapping[str, torch.Tensor], tables: Sequence[Any]) -> list[Cell]:
+    """The derivation as knapsack cells (:mod:`pvnas.space.knapsack`): op scores (zero forbidden), each table's
+    costs, the parameter-free ops."""
+    cells = []
+    for kind in CELL_KINDS:
+        ops = ops_for(kind)
+        scores = weights[kind].double().numpy().copy()
+        scores[:, ops.index("zero")] = -np.inf
+        costs = np.array([t.ops[kind] for t in tables], dtype=np.float64).reshape(len(tables), *scores.shape)
+        cells.append((scores, costs, np.array([op in PARAMETER_FREE for op in ops]), node_rows()))
+    return cells
+
+
+def _from_choices(nodes_per_kind: Sequence[Sequence[Choice]], meta: Mapping[str, Any] | None) -> Genotype:
+    cells = {}
+    for kind, nodes in zip(CELL_KINDS, nodes_per_kind):
+        ops = ops_for(kind)
+        cells[kind] = CellGenotype(tuple(e for j1, o1, j2, o2 in nodes for e in ((ops[o1], j1), (ops[o2], j2))))
+    return Genotype(cells, dict(meta or {}))
+
+
+def budget_front(alphas: Mapping[str, torch.Tensor], tables: Sequence[Any],
+                 edge_weights: Mapping[str, torch.Tensor] | None = None, max_param_free: int | None = None,
+                 meta: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, list[Genotype]]:
+    """The exact front of (score, costs): every genotype that no other beats on every cost and on score, cheapest
+    first by the first table: costs (n, len(tables)), scores (n,), genotypes."""
+    states, choices = solve(_knapsack_cells(op_scores(alphas, edge_weights), tables), max_param_free)
+    genotypes = [_from_choices([choices[c][states.picks[i, c]] for c in range(len(CELL_KINDS))], meta)
+                 for i in range(len(states.scores))]
+    return states.costs + np.array([t.fixed for t in tables]), states.scores, genotypes
+
+
+def cheapest(tables: Sequence[Any], max_param_free: int | None = None) -> dict[str, float]:
+    """Per table, the lowest cost any genotype reaches (within the cap)."""
+    zeros = {k: torch.zeros(EDGES_PER_CELL, len(ops_for(k))) for k in CELL_KINDS}
+    return {t.metric: float(budget_front(zeros, [t], max_param_free=max_param_free)[0][:, 0].min()) for t in tables}

@@ -1,7 +1,7 @@
 """``pvnas pareto``: the best genotype of one search at a sweep of budgets, from the cheapest reachable network to the
 unconstrained one (docs/design.md, "Budgets"), as ``pareto.json``, ``pareto.md`` and ``pareto.png``.
 
-Each point is the exact budgeted derivation (:func:`~pvnas.space.budget.derive_within`) with its MACs and parameters
+Each point is the exact budgeted derivation (:meth:`~pvnas.space.genotype.Genotype.derive` with a budget) with its MACs and parameters
 counted from the retrained network's modules (:mod:`pvnas.metrics.cost`) and its alpha score, also as a share of the
 unconstrained genotype's.
 """
@@ -22,8 +22,9 @@ from pvnas.config import NetworkConfig  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.metrics.cost import network_costs  # noqa: E402
 from pvnas.runtime.rundir import atomic_write_bytes, load_yaml  # noqa: E402
-from pvnas.search.snapshots import load_alphas, run_max_param_free, saved_epochs  # noqa: E402
-from pvnas.space.budget import derive_within, front, genotype_score  # noqa: E402
+from pvnas.search.remedies import derive_options  # noqa: E402
+from pvnas.search.snapshots import load_alphas, run_remedies, saved_epochs  # noqa: E402
+from pvnas.space.budget import Budget, front, genotype_score  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 
 FORMAT = "pvnas-pareto/1"
@@ -47,19 +48,20 @@ def pareto_sweep(run: Path, cfg: NetworkConfig, preset: str, num_classes: int, f
     if epoch not in saved:
         raise ConfigError(f"--epoch {epoch}: no alphas of that epoch in {run / 'alphas'} (saved: {saved[0]}..{saved[-1]})")
     config = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
-    cap = run_max_param_free(run / "config.yaml", config)
+    cap = derive_options(run_remedies(run / "config.yaml", config, {})).get("max_param_free")
     alphas, edge_weights = load_alphas(run, epoch)
     macs, params = network_costs(cfg, num_classes, frames, crop)
     table = macs if metric == "gflops" else params
     scale = UNITS[metric][1]
+    network = f"{preset} C={cfg.channels} K={cfg.repeats} {frames}x{crop}x{crop} {num_classes} classes"
     plain = Genotype.derive(alphas, edge_weights=edge_weights, max_param_free=cap)
     whole = front(alphas, [table], edge_weights, cap)
     top, low = table.of(plain), float(whole.costs[:, 0].min())
     best = genotype_score(plain, alphas, edge_weights)
     rows = []
     for budget in np.linspace(low, top, points):
-        genotype = derive_within(alphas, [(table, float(budget))], edge_weights, cap,
-                                 {"source": "pareto", "run": str(run), "epoch": epoch, f"max_{metric}": budget / scale})
+        genotype = Genotype.derive(alphas, {"source": "pareto", "run": str(run), "epoch": epoch}, edge_weights, cap,
+                                   Budget([(table, float(budget))], network))
         score = genotype_score(genotype, alphas, edge_weights)
         rows.append({f"budget_{metric}": budget / scale, "gflops": macs.of(genotype) / 1e9, "params": int(params.of(genotype)),
                      "score": score, "score_share": score / best, "parameter_free": genotype.parameter_free_edges(),
