@@ -172,10 +172,25 @@ def derive(
         "the flags below override them); perturbation: DARTS-PT (what the supernet needs most on training clips; "
         "last epoch only)."),
     videos: int = typer.Option(64, "--videos", help="--select perturbation: training clips to score on."),
+    max_gflops: Optional[float] = typer.Option(
+        None, "--max-gflops", help="The best genotype (largest alpha score, exact) whose retrained network costs at most "
+        "this many GFLOPs per view (as pvnas flops; default: the run's --target-* budget, if any)."),
+    max_params: Optional[float] = typer.Option(None, "--max-params", help="... at most this many parameters."),
+    max_ms: Optional[float] = typer.Option(None, "--max-ms", help="... at most this many ms per the --latency table."),
+    latency: Optional[Path] = typer.Option(None, "--latency", help="A `pvnas latency` table, for --max-ms."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Retrain network the GFLOPs/params are counted on: L, M, tiny, demo (default: the "
+        "search's own: demo/tiny for theirs, else L)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip of that count (preset default)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Crop size of that count (preset default)."),
+    num_classes: int = typer.Option(400, "--num-classes", help="Classes of that count (as pvnas flops)."),
     remedies: Optional[dict] = None,
 ) -> None:
-    """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
+    """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation;
+    with --max-gflops/--max-params/--max-ms the best one within that budget."""
+    from pvnas.runtime.rundir import load_yaml
     from pvnas.search.remedies import SELECTIONS, selection
+    from pvnas.search.remedies.budget import budget_of
     from pvnas.search.snapshots import derive_from_run
 
     if select not in ("alpha", *SELECTIONS):
@@ -185,7 +200,15 @@ def derive(
     if remedies and select != "alpha":
         flags = ", ".join("--" + name.replace("_", "-") for name in remedies)
         raise ConfigError(f"{flags}: the alpha derivation's setting, goes with --select alpha, not --select {select}")
-    genotype = derive_from_run(run, epoch, remedies) if select == "alpha" else selection(select)(run, epoch, videos)
+    limits = (max_gflops, max_params, max_ms, latency, preset, frames, size)
+    if select != "alpha" and any(v is not None for v in limits):
+        raise ConfigError(f"--max-gflops/--max-params/--max-ms go with --select alpha, not --select {select}")
+    config_path = Path(run) / "config.yaml"
+    search = (load_yaml(config_path).get("search") or {}) if config_path.exists() else {}
+    budget = budget_of(search if isinstance(search, dict) else {}, max_gflops, max_params, max_ms, latency, preset,
+                       frames, size, num_classes)
+    genotype = (derive_from_run(run, epoch, remedies, budget) if select == "alpha"
+                else selection(select)(run, epoch, videos))
     if output is None:
         _print_json(genotype.to_dict())
     else:

@@ -12,6 +12,11 @@ network: so fixed + a genotype's edges equals ``pvnas flops`` of that genotype, 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
 
 import torch
 
@@ -21,6 +26,9 @@ from pvnas.nn.network import network_from_config
 from pvnas.space.budget import CostTable
 from pvnas.space.genotype import CellGenotype, Genotype, edge_inputs, node_rows
 from pvnas.space.ops import CELL_KINDS, ops_for
+from pvnas.version import __version__
+
+log = logging.getLogger(__name__)
 
 
 def covering_genotypes() -> list[Genotype]:
@@ -42,10 +50,46 @@ def covering_genotypes() -> list[Genotype]:
             for t in range(count)]
 
 
+# the modules whose code decides what a network computes: a change to any of them makes the cached tables stale
+_SOURCES = ("space/ops.py", "space/genotype.py", "nn/layers.py", "nn/network.py", "metrics/flops.py", "metrics/cost.py")
+
+
+def _cache_file(cfg: NetworkConfig, num_classes: int, frames: int, crop: int) -> Path:
+    """Where the tables of these arguments are kept: ``$PVNAS_CACHE`` or ``~/.cache/pvnas`` (where generated datasets
+    live too), named by a hash of the arguments, the versions and the source of the modules that build and count."""
+    root = Path(__file__).resolve().parents[1]
+    key = hashlib.sha256(json.dumps({
+        "pvnas": __version__, "torch": torch.__version__, "network": [cfg.channels, cfg.repeats, list(cfg.stages), cfg.stem_stride],
+        "input": [num_classes, frames, crop], "sources": [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in _SOURCES],
+    }).encode()).hexdigest()[:24]
+    return Path(os.environ.get("PVNAS_CACHE") or Path.home() / ".cache" / "pvnas") / "costs" / f"{key}.json"
+
+
 @functools.lru_cache(maxsize=16)
 def network_costs(cfg: NetworkConfig, num_classes: int, frames: int, crop: int) -> tuple[CostTable, CostTable]:
     """The ``macs`` (per view) and ``params`` tables of the retrain network of ``cfg`` on ``(3, frames, crop,
-    crop)`` clips with ``num_classes`` outputs. Cached: the same arguments give the same (immutable) tables."""
+    crop)`` clips with ``num_classes`` outputs. Kept on disk (:func:`_cache_file`; a file that does not read back as
+    two valid tables is counted again) and in memory: the same arguments give the same (immutable) tables."""
+    path = _cache_file(cfg, num_classes, frames, crop)
+    try:
+        macs, params = (CostTable.from_dict(d, str(path)) for d in json.loads(path.read_text()))
+        if (macs.metric, params.metric) == ("macs", "params"):
+            return macs, params
+    except (OSError, ValueError, TypeError):  # absent, unreadable or not ours: count
+        pass
+    tables = _count_costs(cfg, num_classes, frames, crop)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps([t.to_dict() for t in tables]))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home: count again next time
+        log.debug("cost tables not cached at %s (%s)", path, exc)
+    return tables
+
+
+def _count_costs(cfg: NetworkConfig, num_classes: int, frames: int, crop: int) -> tuple[CostTable, CostTable]:
+    """Count the tables (:func:`network_costs`)."""
     rows = {pair: r for r, pair in enumerate(edge_inputs())}
     found: dict[str, dict[tuple[str, int, int], int]] = {"macs": {}, "params": {}}
     fixed: dict[str, set[int]] = {"macs": set(), "params": set()}

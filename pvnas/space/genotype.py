@@ -242,9 +242,10 @@ class Genotype:
                                 np.array([most - table.fixed for table, most in budget.limits], dtype=np.float64))
         if not len(states.scores):
             low = cheapest([t for t, _ in budget.limits], max_param_free)
-            wanted = ", ".join(f"{t.metric} <= {most:g}" for t, most in budget.limits)
-            raise BudgetError(f"no genotype fits {wanted}: the cheapest reachable network costs "
-                              + ", ".join(f"{k} {v:g}" for k, v in low.items()), low)
+            wanted = ", ".join(_amount(t.metric, most) for t, most in budget.limits)
+            within = "" if max_param_free is None else f" with at most {max_param_free} parameter-free edges per cell"
+            raise BudgetError(f"no genotype fits {wanted}: the cheapest reachable network{within} costs "
+                              + ", ".join(_amount(k, v) for k, v in low.items()), low)
         best = int(np.lexsort((states.costs[:, 0], -states.scores))[0])  # largest score, then the cheaper
         return _from_choices([choices[c][states.picks[best, c]] for c in range(len(CELL_KINDS))], meta)
 
@@ -297,6 +298,14 @@ def _capped_cell(weights: torch.Tensor, ops: tuple[str, ...], cap: int) -> CellG
     states, nodes = solve([(scores, np.zeros((0,) + scores.shape), free, node_rows())], cap)
     best = nodes[0][int(states.picks[int(np.argmax(states.scores)), 0])]
     return CellGenotype(tuple(e for j1, o1, j2, o2 in best for e in ((ops[o1], j1), (ops[o2], j2))))
+
+
+UNITS = {"macs": ("GFLOPs", 1e9), "params": ("parameters", 1.0), "ms": ("ms", 1.0)}  # how a budget is said
+
+
+def _amount(metric: str, value: float) -> str:
+    name, scale = UNITS.get(metric, (metric, 1.0))
+    return f"{value / scale:.6g} {name}"
 
 
 class BudgetError(GenotypeError):
