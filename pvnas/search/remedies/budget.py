@@ -27,7 +27,7 @@ from pvnas.errors import ConfigError, PvnasError
 from pvnas.metrics.cost import network_costs
 from pvnas.search.remedies.base import Remedy, Value
 from pvnas.space.budget import CostTable
-from pvnas.space.genotype import NODES, Budget, Genotype
+from pvnas.space.genotype import NODES, Budget, Genotype, cheapest
 from pvnas.space.ops import CELL_KINDS, ops_for
 
 BAND = 0.05  # no push while the derived cost is within 5% below the target
@@ -64,6 +64,14 @@ class _Target(Remedy):
         super().__init__(value, cfg)
         self._table: CostTable | None = None
         self._costs: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def check_reachable(self) -> None:
+        """Refuse, before the search runs, a target no genotype of the space reaches (within the cap)."""
+        cap = self.cfg.remedies.get("max_param_free")
+        low = cheapest([self.table()], cap)[self.table().metric]
+        if self.limit() < low:
+            raise ConfigError(f"{self.flag()} {self.value}: below the cheapest network the search could derive "
+                              f"({low / self.scale:.6g} {self.unit} on {self.network()})")
 
     def table(self) -> CostTable:
         if self._table is None:
@@ -130,11 +138,19 @@ class TargetGflops(_Target):
             "flops): an expected-cost term in the alpha loss, and every derivation within it (exact).")
     metric, unit, scale = "macs", "gflops", 1e9
 
+    def __init__(self, value: Value, cfg: SearchConfig) -> None:
+        super().__init__(value, cfg)
+        self.check_reachable()
+
 
 class TargetParams(_Target):
     name = "target_params"
     help = "Aim the search at this many parameters of the retrained network (as --target-gflops)."
     metric, unit, scale = "params", "params", 1.0
+
+    def __init__(self, value: Value, cfg: SearchConfig) -> None:
+        super().__init__(value, cfg)
+        self.check_reachable()
 
 
 class TargetMs(_Target):
@@ -160,6 +176,7 @@ class TargetMs(_Target):
         self.ms, self._table = float(ms), CostTable.load(Path(path))
         if self._table.metric != "ms":
             raise ConfigError(f"--target-ms: {path} is a {self._table.metric} table, not a `pvnas latency` one")
+        self.check_reachable()
 
     def limit(self) -> float:
         return self.ms
