@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Search under a budget (docs/design.md, "Budgets"): the checks of issue #35 and the evidence study.
+
+    python experiments/budget.py derive RUN --preset L --out DIR        # 10 budgets: pvnas derive --max-gflops, then
+                                                                         # pvnas flops of each; derivation time
+    python experiments/budget.py target --data task:appearance --targets 0.0045 0.0055 0.0065 --seeds 0 1 2 \\
+        --epochs 6 --out DIR [--jobs 2]                                  # --target-gflops: final derived cost / target
+    python experiments/budget.py step --data task:appearance --target 0.005 --out DIR
+                                                                         # search step with / without the term,
+                                                                         # interleaved in one process
+
+Every command writes ``DIR/<command>.json`` and ``DIR/<command>.md``. Timings name the machine, its load and the
+torch threads; CPU times are the process's own (children's for the commands it runs), beside wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, override
+from pvnas.metrics.cost import network_costs
+from pvnas.runtime.rundir import load_yaml
+from pvnas.search.remedies import derive_options
+from pvnas.search.remedies.budget import budget_network
+from pvnas.search.snapshots import load_alphas, run_remedies, saved_epochs
+from pvnas.space.budget import front
+from pvnas.space.genotype import Genotype
+
+PVNAS = [sys.executable, "-m", "pvnas"]
+
+
+def machine() -> dict[str, Any]:
+    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_1min": os.getloadavg()[0], "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run a command; its wall seconds and its CPU seconds (user + system of the child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def write(out: Path, name: str, result: dict[str, Any], md: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(md)
+    print(md)
+
+
+# ------------------------------------------------------------------------------------------ derive at 10 budgets
+def check_derive(args: argparse.Namespace) -> None:
+    run, preset = Path(args.run), args.preset
+    net = NETWORK_PRESETS[preset]
+    frames, size = args.frames or net.clip.frames, args.size or net.clip.crop
+    config = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
+    cap = derive_options(run_remedies(run / "config.yaml", config, {})).get("max_param_free")
+    alphas, edges = load_alphas(run, saved_epochs(run)[-1])
+    macs, _ = network_costs(net, 400, frames, size)
+    whole = front(alphas, [macs], edges, cap)
+    plain = macs.of(Genotype.derive(alphas, edge_weights=edges, max_param_free=cap))
+    low = float(whole.costs[:, 0].min())
+    budgets = np.linspace(low, plain, args.budgets + 2)[1:-1] / 1e9  # strictly between the two ends
+    rows = []
+    for budget in budgets:
+        path = Path(args.out) / f"derive_{budget:.6f}.json"
+        done, wall, cpu = timed(PVNAS + ["derive", str(run), "--max-gflops", f"{budget:.9f}", "--preset", preset,
+                                         "--frames", str(frames), "--size", str(size), "-o", str(path)])
+        if done.returncode:
+            raise SystemExit(done.stderr)
+        flops, _, _ = timed(PVNAS + ["flops", "--genotype", str(path), "--preset", preset, "--frames", str(frames),
+                                     "--size", str(size)])
+        gflops = json.loads(flops.stdout)["gflops"]
+        window = [c for c in whole.costs[:, 0] if 0.95 * budget * 1e9 <= c <= budget * 1e9]
+        rows.append({"budget_gflops": float(budget), "flops_gflops": gflops, "share": gflops / budget,
+                     "within_5pct": gflops >= 0.95 * budget, "front_has_point_in_window": bool(window),
+                     "derive_wall_s": wall, "derive_cpu_s": cpu})
+    result = {"run": str(run), "preset": preset, "input": [3, frames, size, size], "cap": cap, "machine": machine(),
+              "cheapest_gflops": low / 1e9, "unconstrained_gflops": plain / 1e9, "front_points": len(whole.scores),
+              "rows": rows}
+    md = [f"# pvnas derive --max-gflops at {len(rows)} budgets ({run}, preset {preset}, {frames}x{size}x{size})", "",
+          f"Cheapest reachable {low / 1e9:.5g}, unconstrained {plain / 1e9:.5g} GFLOPs; exact front: "
+          f"{len(whole.scores)} points. Load {result['machine']['load_1min']:.1f} on {os.cpu_count()} cores.", "",
+          "| budget | pvnas flops | of budget | within 5% | front has a point in [0.95B, B] | derive wall s | derive CPU s |",
+          "|---:|---:|---:|---|---|---:|---:|"]
+    md += [f"| {r['budget_gflops']:.5g} | {r['flops_gflops']:.5g} | {r['share']:.1%} | {r['within_5pct']} | "
+           f"{r['front_has_point_in_window']} | {r['derive_wall_s']:.2f} | {r['derive_cpu_s']:.2f} |" for r in rows]
+    write(Path(args.out), "derive", result, "\n".join(md) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ --target-gflops runs
+def _target_unit(data: str, preset: str, target: float | None, seed: int, epochs: int, out: str) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    from pvnas.search.loop import run_search
+
+    cfg = SEARCH_PRESETS[preset]
+    remedies = {**cfg.remedies, **({"target_gflops": target} if target else {})}
+    cfg = override(cfg, epochs=epochs, seed=seed, workers=0, remedies=remedies)
+    t0 = time.perf_counter()
+    if not (Path(out) / "genotype.json").exists():
+        run_search(cfg, data, out, preset=preset)
+    wall = time.perf_counter() - t0
+    name, net = budget_network(cfg)
+    macs, _ = network_costs(net, 400, net.clip.frames, net.clip.crop)
+    records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    final = Genotype.load(Path(out) / "genotype.json")
+    alphas, edges = load_alphas(Path(out), saved_epochs(Path(out))[-1])
+    plain = Genotype.derive(alphas, edge_weights=edges, max_param_free=cfg.remedies.get("max_param_free"))
+    return {"target": target, "seed": seed, "final_gflops": macs.of(final) / 1e9, "plain_gflops": macs.of(plain) / 1e9,
+            "derived_per_epoch": [r.get("derived_gflops") for r in records],
+            "expected_per_epoch": [r.get("expected_gflops") for r in records],
+            "search_s": wall, "seconds_per_epoch": statistics.mean(r["seconds"] for r in records)}
+
+
+def check_target(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    units = [(args.data, args.preset, t, s, args.epochs, str(out / "runs" / f"t{t}_s{s}"))
+             for t in [None, *args.targets] for s in args.seeds]
+    with cf.ProcessPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(_target_unit, *zip(*units)))
+    result = {"data": args.data, "preset": args.preset, "epochs": args.epochs, "machine": machine(), "rows": rows}
+    md = [f"# --target-gflops on {args.data} (preset {args.preset}, {args.epochs} epochs)", "",
+          "| target | seed | final derived GFLOPs | of target | within 5% under | paper's rule at the end | per epoch: derived (paper's rule) | s/epoch |",
+          "|---:|---:|---:|---:|---|---:|---|---:|"]
+    for r in rows:
+        share = r["final_gflops"] / r["target"] if r["target"] else None
+        md.append(f"| {r['target'] or 'none'} | {r['seed']} | {r['final_gflops']:.5g} | "
+                  f"{'' if share is None else f'{share:.1%}'} | {'' if share is None else 0.95 <= share <= 1} | "
+                  f"{r['plain_gflops']:.5g} | {' '.join(f'{d:.4g}' for d in r['derived_per_epoch'] if d)} | "
+                  f"{r['seconds_per_epoch']:.1f} |")
+    write(out, "target", result, "\n".join(md) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ step time ratio
+def check_step(args: argparse.Namespace) -> None:
+    """Search steps with and without the term, alternating in one process on the same batches: the ratio of the
+    median step times (thread CPU time, and wall)."""
+    from pvnas.nn.supernet import supernet_from_config
+    from pvnas.search.loop import make_state, search_step
+    from pvnas.search.remedies import alpha_terms, remedies_of
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    base = SEARCH_PRESETS[args.preset]
+    with_term = override(base, remedies={**base.remedies, "target_gflops": args.target})
+    remedies = {"without": remedies_of(base), "with": remedies_of(with_term)}
+    model = supernet_from_config(base, 8, remedies["with"])  # the same forwards; only the alpha loss differs
+    state = make_state(model, base)
+    clip = base.clip
+    clips = torch.randn(base.batch_size, 3, clip.frames, clip.crop, clip.crop)
+    labels = torch.randint(0, 8, (base.batch_size,))
+    times: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+    for step in range(2 * (args.steps + 2)):
+        name = ("without", "with")[step % 2]
+        c0, w0 = time.thread_time(), time.perf_counter()
+        search_step(state, clips, labels, update_alpha=True,
+                    alpha_terms=lambda name=name: alpha_terms(remedies[name], model, 0.75))
+        if step >= 4:  # two warm-up steps each
+            times[name].append((time.thread_time() - c0, time.perf_counter() - w0))
+    med = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in times.items()}
+    result = {"preset": args.preset, "target_gflops": args.target, "steps_each": args.steps, "machine": machine(),
+              "median_cpu_s": {k: v[0] for k, v in med.items()}, "median_wall_s": {k: v[1] for k, v in med.items()},
+              "ratio_cpu": med["with"][0] / med["without"][0], "ratio_wall": med["with"][1] / med["without"][1]}
+    md = (f"# Search step with / without the --target-gflops term ({args.preset} preset, batch {base.batch_size}, "
+          f"{args.steps} steps each, alternating, {args.threads} thread)\n\n"
+          f"Median step: {med['without'][0] * 1e3:.1f} ms CPU ({med['without'][1] * 1e3:.1f} ms wall) without, "
+          f"{med['with'][0] * 1e3:.1f} ms CPU ({med['with'][1] * 1e3:.1f} ms wall) with: ratio "
+          f"{result['ratio_cpu']:.3f} CPU, {result['ratio_wall']:.3f} wall. Load {result['machine']['load_1min']:.1f}.\n")
+    write(Path(args.out), "step", result, md)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("derive")
+    d.add_argument("run")
+    d.add_argument("--preset", default="L")
+    d.add_argument("--frames", type=int)
+    d.add_argument("--size", type=int)
+    d.add_argument("--budgets", type=int, default=10)
+    t = sub.add_parser("target")
+    t.add_argument("--data", required=True)
+    t.add_argument("--preset", default="demo")
+    t.add_argument("--targets", type=float, nargs="+", required=True)
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--epochs", type=int, default=6)
+    t.add_argument("--jobs", type=int, default=2)
+    s = sub.add_parser("step")
+    s.add_argument("--preset", default="demo")
+    s.add_argument("--target", type=float, default=0.005)
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--threads", type=int, default=1)
+    for p in (d, t, s):
+        p.add_argument("--out", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    {"derive": check_derive, "target": check_target, "step": check_step}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
