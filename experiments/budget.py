@@ -132,7 +132,7 @@ def _target_unit(data: str, preset: str, target: float | None, seed: int, epochs
 def check_target(args: argparse.Namespace) -> None:
     out = Path(args.out)
     units = [(args.data, args.preset, t, s, args.epochs, str(out / "runs" / f"t{t}_s{s}"))
-             for t in [None, *args.targets] for s in args.seeds]
+             for t in ([None] if args.baseline else []) + args.targets for s in args.seeds]
     with cf.ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(_target_unit, *zip(*units)))
     result = {"data": args.data, "preset": args.preset, "epochs": args.epochs, "machine": machine(), "rows": rows}
@@ -202,6 +202,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument("--jobs", type=int, default=2)
+    t.add_argument("--baseline", action="store_true", help="Also the searches without a target.")
     s = sub.add_parser("step")
     s.add_argument("--preset", default="demo")
     s.add_argument("--target", type=float, default=0.005)
