@@ -44,6 +44,10 @@ def test_a_target_search_derives_within_the_budget_and_logs_its_costs(target_run
     assert records[-1]["derived_gflops"] == pytest.approx(MACS.of(plain) / 1e9)
     # derive reproduces the run's genotype (its targets are the default budget); --max-* replace them
     capsys.readouterr()
+    assert main(["derive", str(target_run), "--epoch", "1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["meta"]["budget"] == genotype.meta["budget"]
+    assert first["cells"] == records[0]["genotype"]["cells"]
     assert main(["derive", str(target_run)]) == 0
     assert json.loads(capsys.readouterr().out)["cells"] == genotype.to_dict()["cells"]
     assert main(["derive", str(target_run), "--max-gflops", "0.003", "--max-params", "60000", "-o",
