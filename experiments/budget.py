@@ -5,9 +5,20 @@
                                                                          # pvnas flops of each; derivation time
     python experiments/budget.py target --data task:appearance --targets 0.0045 0.0055 0.0065 --seeds 0 1 2 \\
         --epochs 6 --out DIR [--jobs 2]                                  # --target-gflops: final derived cost / target
-    python experiments/budget.py step --data task:appearance --target 0.005 --out DIR
-                                                                         # search step with / without the term,
+    python experiments/budget.py step --target 0.005 --out DIR          # search step with / without the term,
                                                                          # interleaved in one process
+    python experiments/budget.py study --tasks appearance order --out DIR --jobs 2
+                                                                         # the evidence study (issue #35, item 6)
+
+The study, per task (the first of ``--tasks`` the tuning task, the others held out) and search seed, at two budgets
+(``--fractions`` of the way from the cheapest genotype the demo search can derive to the mean cost of its plain
+searches' genotypes, on the demo retrain network): (a) the plain search derived at the budget, (b) a search with
+``--target-gflops`` at the budget, (c) ``--randoms`` random genotypes rejection-sampled to within 3% under the
+budget (and within the search's cap on parameter-free edges), (d) the plain search's genotype with the retrain
+network's channels narrowed to the widest that fits. Every genotype is retrained ``--retrain-seeds`` times with the
+suite's protocol (experiments/search_quality.py: the same units, cached in ``DIR/runs``); noise is the pooled
+spread over retrain seeds. Writes ``DIR/study.json``, ``DIR/study.md`` and ``DIR/study.png`` (accuracy against
+GFLOPs, all four).
 
 Every command writes ``DIR/<command>.json`` and ``DIR/<command>.md``. Timings name the machine, its load and the
 torch threads; CPU times are the process's own (children's for the commands it runs), beside wall times.
@@ -186,6 +197,132 @@ def check_step(args: argparse.Namespace) -> None:
     write(Path(args.out), "step", result, md)
 
 
+# ------------------------------------------------------------------------------------------ the evidence study
+def check_study(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from search_quality import (key_of, pooled_noise, resolve_budget, retrain_stats, retrain_unit, run_units,
+                                search_unit)
+
+    from pvnas.search.snapshots import derive_from_run
+    from pvnas.space.genotype import Budget, cheapest
+
+    out = Path(args.out)
+    sq_args = argparse.Namespace(search_preset="demo", train_preset="demo", search_epochs=args.search_epochs,
+                                 quick=args.quick, epochs=args.epochs, workers=0, set=[], randoms=args.randoms,
+                                 retrain_seeds=args.retrain_seeds, stop_at=0.0, max_param_free=None, select="alpha",
+                                 variant="budget", views=None)
+    plain = resolve_budget(sq_args)
+    cap = plain.search.remedies.get("max_param_free")
+    net_name, net = budget_network(plain.search)
+    macs, _ = network_costs(net, 400, net.clip.frames, net.clip.crop)
+    low = cheapest([macs], cap)["macs"]
+    tasks = []
+    for role, task in [("tuning", args.tasks[0])] + [("held out", t) for t in args.tasks[1:]]:
+        data = task if ":" in task else f"task:{task}"
+        slug = data.replace(":", "_").replace("?", "_").replace("=", "")
+        runs = out / "runs" / slug
+
+        def retrain_units(genotypes: list[tuple[str, float, dict[str, Any], Any]]) -> list[tuple]:
+            return [(retrain_unit, data, g, r, b, runs / f"train_{key_of(g['cells'])}_c{b.network.channels}_r{r}")
+                    for _, _, g, b in genotypes for r in plain.retrain_seeds]
+
+        searches = run_units(args.jobs, 1, [(search_unit, data, s, plain, runs / f"search_plain_s{s}") for s in args.seeds])
+        top = statistics.fmean(macs.of(Genotype.from_dict(r["genotype"])) for r in searches)
+        budgets = [low + f * (top - low) for f in args.fractions]
+        genotypes: list[tuple[str, float, dict[str, Any], Any]] = []  # (variant, budget, genotype, study budget)
+        for budget in budgets:
+            target = dataclasses.replace(plain, search=override(plain.search, remedies={**plain.search.remedies,
+                                                                                       "target_gflops": budget / 1e9}))
+            aimed = run_units(args.jobs, 1, [(search_unit, data, s, target, runs / f"search_t{budget / 1e9:.6f}_s{s}")
+                                             for s in args.seeds])
+            limit = Budget([(macs, budget)], f"{net_name} 400 classes")
+            for s, a in zip(args.seeds, aimed):
+                genotypes.append(("(a) plain search, derived at the budget", budget,
+                                  derive_from_run(runs / f"search_plain_s{s}", budget=limit).to_dict(), plain))
+                genotypes.append(("(b) search with --target-gflops", budget, a["genotype"], target))
+            found, i = [], 0
+            while len(found) < args.randoms:  # rejection sampling: within 3% under the budget, within the cap
+                g = Genotype.random(5000 + i, min_conv=0)
+                i += 1
+                if 0.97 * budget <= macs.of(g) <= budget and (cap is None or max(g.parameter_free_edges().values()) <= cap):
+                    found.append(g)
+            genotypes += [("(c) random, within 3% under", budget, g.to_dict(), plain) for g in found]
+            for s, r in zip(args.seeds, searches):  # (d) the widest channels that fit
+                g = Genotype.from_dict(r["genotype"])
+                for c in range(net.channels, 0, -1):
+                    narrow = override(net, channels=c)
+                    if network_costs(narrow, 400, net.clip.frames, net.clip.crop)[0].of(g) <= budget:
+                        break
+                genotypes.append((f"(d) plain genotype narrowed", budget, g.to_dict(),
+                                  dataclasses.replace(plain, network=override(plain.network, channels=c))))
+        units = retrain_units(genotypes)
+        trained = run_units(args.jobs, 1, units)
+        per: dict[tuple[str, float, str, int], list[dict[str, Any]]] = {}
+        for (_, _, g, r, b, _), res in zip(units, trained):
+            per.setdefault((key_of(g["cells"]), b.network.channels), []).append(res)
+        noise = pooled_noise([[x["top1"] for x in v] for v in per.values()])
+        rows = []
+        for variant, budget, g, b in genotypes:
+            stats = retrain_stats(per[(key_of(g["cells"]), b.network.channels)])
+            cost = network_costs(b.network, 400, net.clip.frames, net.clip.crop)[0].of(Genotype.from_dict(g))
+            rows.append({"variant": variant, "budget_gflops": budget / 1e9, "gflops": cost / 1e9,
+                         "channels": b.network.channels, "top1": stats["top1"], "top1_each": stats["top1_each"]})
+        tasks.append({"task": data, "role": role, "budgets_gflops": [b / 1e9 for b in budgets],
+                      "unconstrained_mean_gflops": top / 1e9, "cheapest_gflops": low / 1e9, "retrain_noise": noise,
+                      "rows": rows})
+        write(out, "study", {"machine": machine(), "args": vars(args), "tasks": tasks}, study_markdown(tasks))
+    study_plot(tasks, out / "study.png")
+
+
+def study_markdown(tasks: list[dict[str, Any]]) -> str:
+    lines = ["# Search under a budget: accuracy of four ways to meet a GFLOPs budget", ""]
+    for t in tasks:
+        noise = "n/a" if t["retrain_noise"] is None else f"{100 * t['retrain_noise']:.1f}"
+        lines += [f"## {t['task']} ({t['role']})", "",
+                  f"Budgets {', '.join(f'{b:.5g}' for b in t['budgets_gflops'])} GFLOPs (cheapest reachable "
+                  f"{t['cheapest_gflops']:.5g}, plain searches' mean {t['unconstrained_mean_gflops']:.5g}); retrain noise "
+                  f"(one retrain's top-1 std) {noise} points.", "",
+                  "| budget | variant | genotypes | GFLOPs | top-1 (mean over genotypes and retrains) | spread over genotypes |",
+                  "|---:|---|---:|---:|---:|---:|"]
+        groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+        for r in t["rows"]:
+            groups.setdefault((r["budget_gflops"], r["variant"]), []).append(r)
+        for (budget, variant), rs in sorted(groups.items()):
+            top1 = [r["top1"] for r in rs]
+            lines.append(f"| {budget:.5g} | {variant} | {len(rs)} | {statistics.fmean(r['gflops'] for r in rs):.5g} | "
+                         f"{100 * statistics.fmean(top1):.1f} | "
+                         + ("" if len(top1) < 2 else f"{100 * statistics.stdev(top1):.1f}") + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def study_plot(tasks: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    markers = {"(a)": "o", "(b)": "s", "(c)": "x", "(d)": "^"}
+    for ax, t in zip(axes[0], tasks):
+        for key, marker in markers.items():
+            rs = [r for r in t["rows"] if r["variant"].startswith(key)]
+            if rs:
+                ax.plot([r["gflops"] * 1e3 for r in rs], [100 * r["top1"] for r in rs], marker, ls="none",
+                        label=rs[0]["variant"])
+        for b in t["budgets_gflops"]:
+            ax.axvline(b * 1e3, ls="--", color="#999999")
+        ax.set_xlabel("MFLOPs per view (demo network)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(f"{t['task']} ({t['role']})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,14 +345,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     s.add_argument("--target", type=float, default=0.005)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--threads", type=int, default=1)
-    for p in (d, t, s):
+    y = sub.add_parser("study")
+    y.add_argument("--tasks", nargs="+", default=["appearance", "order"], help="the first: the tuning task")
+    y.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    y.add_argument("--fractions", type=float, nargs="+", default=[1 / 3, 2 / 3])
+    y.add_argument("--randoms", type=int, default=5)
+    y.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1])
+    y.add_argument("--epochs", type=int, help="retrain epochs (default: the suite's 30)")
+    y.add_argument("--search-epochs", type=int, help="search epochs (default: the demo preset's)")
+    y.add_argument("--jobs", type=int, default=2)
+    y.add_argument("--quick", action="store_true", help="tiny data and budget (search_quality's --quick)")
+    for p in (d, t, s, y):
         p.add_argument("--out", required=True)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    {"derive": check_derive, "target": check_target, "step": check_step}[args.command](args)
+    {"derive": check_derive, "target": check_target, "step": check_step, "study": check_study}[args.command](args)
     return 0
 
 

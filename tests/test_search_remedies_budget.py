@@ -12,7 +12,7 @@ from pvnas.nn.supernet import Supernet
 from pvnas.search.remedies import REMEDIES, remedies_of
 from pvnas.search.remedies.budget import BAND, budget_network
 from pvnas.space.budget import CostTable
-from pvnas.space.genotype import NODES, Genotype
+from pvnas.space.genotype import NODES, Budget, Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
 
 TINY = override(SEARCH_PRESETS["tiny"], channels=4)
@@ -36,6 +36,8 @@ def test_a_target_search_derives_within_the_budget_and_logs_its_costs(target_run
     genotype = Genotype.load(target_run / "genotype.json")
     assert MACS.of(genotype) <= 0.0035e9
     assert genotype.meta["budget"] == {"max_macs": 0.0035e9, "network": "tiny C=8 K=1 4x32x32 400 classes"}
+    assert type(Genotype.derive(torch.load(target_run / "alphas" / "epoch_002.pt"), {"budget": Budget([(MACS, 1e9)])})
+                .meta["budget"]) is dict  # plain data: YAML and JSON write it
     records = [json.loads(line) for line in (target_run / "metrics.jsonl").read_text().splitlines()]
     for r in records:  # beside the entropy, every epoch
         assert r["target_gflops"] == 0.0035 and "entropy_drop" in r and r["expected_gflops"] > 0

@@ -218,6 +218,7 @@ class Genotype:
         if max_param_free is not None and not 0 <= max_param_free <= 2 * NODES:
             raise GenotypeError(f"max_param_free must be in 0..{2 * NODES}, got {max_param_free}")
         weights_of = op_scores(alphas, edge_weights)
+        meta = {k: dict(v) if isinstance(v, Budget) else v for k, v in (meta or {}).items()}  # recorded as plain data
         cells = {}
         for kind in CELL_KINDS:
             ops = ops_for(kind)
