@@ -88,7 +88,7 @@ def check_derive(args: argparse.Namespace) -> None:
     whole = front(alphas, [macs], edges, cap)
     plain = macs.of(Genotype.derive(alphas, edge_weights=edges, max_param_free=cap))
     low = float(whole.costs[:, 0].min())
-    budgets = np.linspace(low, plain, args.budgets + 2)[1:-1] / 1e9  # strictly between the two ends
+    budgets = [float(b) for b in np.linspace(low, plain, args.budgets + 2)[1:-1] / 1e9]  # strictly between the ends
     rows = []
     for budget in budgets:
         path = Path(args.out) / f"derive_{budget:.6f}.json"
@@ -101,7 +101,7 @@ def check_derive(args: argparse.Namespace) -> None:
         gflops = json.loads(flops.stdout)["gflops"]
         window = [c for c in whole.costs[:, 0] if 0.95 * budget * 1e9 <= c <= budget * 1e9]
         rows.append({"budget_gflops": float(budget), "flops_gflops": gflops, "share": gflops / budget,
-                     "within_5pct": gflops >= 0.95 * budget, "front_has_point_in_window": bool(window),
+                     "within_5pct": bool(gflops >= 0.95 * budget), "front_has_point_in_window": bool(window),
                      "derive_wall_s": wall, "derive_cpu_s": cpu})
     result = {"run": str(run), "preset": preset, "input": [3, frames, size, size], "cap": cap, "machine": machine(),
               "cheapest_gflops": low / 1e9, "unconstrained_gflops": plain / 1e9, "front_points": len(whole.scores),
