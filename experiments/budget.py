@@ -117,9 +117,14 @@ def check_derive(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------ --target-gflops runs
-def _target_unit(data: str, preset: str, target: float | None, seed: int, epochs: int, out: str) -> dict[str, Any]:
+def _target_unit(data: str, preset: str, target: float | None, seed: int, epochs: int, out: str,
+                 weight: float | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     from pvnas.search.loop import run_search
+    from pvnas.search.remedies import budget as budget_remedy
+
+    if weight is not None:  # tuning the term's weight (--weight): the study of it, not a user setting
+        budget_remedy.WEIGHT = weight
 
     cfg = SEARCH_PRESETS[preset]
     remedies = {**cfg.remedies, **({"target_gflops": target} if target else {})}
@@ -142,11 +147,12 @@ def _target_unit(data: str, preset: str, target: float | None, seed: int, epochs
 
 def check_target(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    units = [(args.data, args.preset, t, s, args.epochs, str(out / "runs" / f"t{t}_s{s}"))
+    units = [(args.data, args.preset, t, s, args.epochs, str(out / "runs" / f"t{t}_s{s}"), args.weight)
              for t in ([None] if args.baseline else []) + args.targets for s in args.seeds]
     with cf.ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(_target_unit, *zip(*units)))
-    result = {"data": args.data, "preset": args.preset, "epochs": args.epochs, "machine": machine(), "rows": rows}
+    result = {"data": args.data, "preset": args.preset, "epochs": args.epochs, "weight": args.weight,
+              "machine": machine(), "rows": rows}
     md = [f"# --target-gflops on {args.data} (preset {args.preset}, {args.epochs} epochs)", "",
           "| target | seed | final derived GFLOPs | of target | within 5% under | paper's rule at the end | per epoch: derived (paper's rule) | s/epoch |",
           "|---:|---:|---:|---:|---|---:|---|---:|"]
@@ -340,6 +346,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument("--jobs", type=int, default=2)
     t.add_argument("--baseline", action="store_true", help="Also the searches without a target.")
+    t.add_argument("--weight", type=float, help="The term's weight (default: the remedy's WEIGHT).")
     s = sub.add_parser("step")
     s.add_argument("--preset", default="demo")
     s.add_argument("--target", type=float, default=0.005)
