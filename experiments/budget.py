@@ -93,11 +93,11 @@ def check_derive(args: argparse.Namespace) -> None:
     for budget in budgets:
         path = Path(args.out) / f"derive_{budget:.6f}.json"
         done, wall, cpu = timed(PVNAS + ["derive", str(run), "--max-gflops", f"{budget:.9f}", "--preset", preset,
-                                         "--frames", str(frames), "--size", str(size), "-o", str(path)])
+                                         "--frames", str(frames), "--crop", str(size), "-o", str(path)])
         if done.returncode:
             raise SystemExit(done.stderr)
         flops, _, _ = timed(PVNAS + ["flops", "--genotype", str(path), "--preset", preset, "--frames", str(frames),
-                                     "--size", str(size)])
+                                     "--crop", str(size)])
         gflops = json.loads(flops.stdout)["gflops"]
         window = [c for c in whole.costs[:, 0] if 0.95 * budget * 1e9 <= c <= budget * 1e9]
         rows.append({"budget_gflops": float(budget), "flops_gflops": gflops, "share": gflops / budget,

@@ -41,7 +41,7 @@ def test_the_table_matches_pvnas_flops_on_the_cpu(tmp_path, capsys):
         "params": params.of(genotype), "gflops": macs.of(genotype) / 1e9}
     macs, params = network_costs(NETWORK_PRESETS["demo"], 400, 4, 32)  # and through the command line
     genotype.save(tmp_path / "g.json")
-    assert main(["flops", "--genotype", str(tmp_path / "g.json"), "--preset", "demo", "--frames", "4", "--size", "32"]) == 0
+    assert main(["flops", "--genotype", str(tmp_path / "g.json"), "--preset", "demo", "--frames", "4", "--crop", "32"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert round(result["gflops"] * 1e9) == macs.of(genotype) and result["params"] == params.of(genotype)
 
