@@ -290,18 +290,31 @@ def study_markdown(tasks: list[dict[str, Any]]) -> str:
                   f"Budgets {', '.join(f'{b:.5g}' for b in t['budgets_gflops'])} GFLOPs (cheapest reachable "
                   f"{t['cheapest_gflops']:.5g}, plain searches' mean {t['unconstrained_mean_gflops']:.5g}); retrain noise "
                   f"(one retrain's top-1 std) {noise} points.", "",
-                  "| budget | variant | genotypes | GFLOPs | top-1 (mean over genotypes and retrains) | spread over genotypes |",
-                  "|---:|---|---:|---:|---:|---:|"]
+                  "| budget | variant | genotypes | GFLOPs | top-1 (mean over genotypes and retrains) | spread over genotypes "
+                  "| margin over (c) ± noise |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
         groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
         for r in t["rows"]:
             groups.setdefault((r["budget_gflops"], r["variant"]), []).append(r)
         for (budget, variant), rs in sorted(groups.items()):
             top1 = [r["top1"] for r in rs]
+            randoms = next((v for (b, name), v in groups.items() if b == budget and name.startswith("(c)")), [])
             lines.append(f"| {budget:.5g} | {variant} | {len(rs)} | {statistics.fmean(r['gflops'] for r in rs):.5g} | "
                          f"{100 * statistics.fmean(top1):.1f} | "
-                         + ("" if len(top1) < 2 else f"{100 * statistics.stdev(top1):.1f}") + " |")
+                         + ("" if len(top1) < 2 else f"{100 * statistics.stdev(top1):.1f}") + " | "
+                         + ("" if variant.startswith("(c)") or not randoms else _margin(rs, randoms, t["retrain_noise"]))
+                         + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _margin(rows: list[dict[str, Any]], randoms: list[dict[str, Any]], noise: float | None) -> str:
+    """Mean top-1 of ``rows`` less the randoms', in points, ± the margin noise: one retrain's spread (pooled over
+    genotypes) x sqrt(1/n + 1/m) over the n and m retrains the two means average (the suite's rule)."""
+    n, m = sum(len(r["top1_each"]) for r in rows), sum(len(r["top1_each"]) for r in randoms)
+    margin = 100 * (statistics.fmean(x for r in rows for x in r["top1_each"])
+                    - statistics.fmean(x for r in randoms for x in r["top1_each"]))
+    return f"{margin:+.1f}" + ("" if noise is None else f" ± {100 * noise * (1 / n + 1 / m) ** 0.5:.1f}")
 
 
 def study_plot(tasks: list[dict[str, Any]], path: Path) -> None:
