@@ -10,6 +10,14 @@ from pvnas.errors import ConfigError, DataError
 from pvnas.estimate.project import project_search
 
 
+@pytest.fixture(autouse=True)
+def few_timed_steps(monkeypatch):
+    """The command's answers, not its precision: 3 timed steps instead of a 30 s budget's worth."""
+    import pvnas.estimate.step as step
+
+    monkeypatch.setattr(step, "MAX_TIMED_STEPS", 3)
+
+
 def test_estimate_projection_arithmetic():
     out = project_search(step_seconds=2.0, dataset_size=1000, batch=32, epochs=80)
     assert out["steps_per_epoch"] == 31  # the loader drops the last partial batch
