@@ -482,8 +482,9 @@ class Run:
             due = progress.step % READ_EVERY == 0
             if due:
                 read()
-            # (a stop is agreed on by every rank at each read; alone, at every step: nothing to wait for)
-            if (due or not self.env.enabled) and any_rank(stop.requested, self.env):
+            # a stop is agreed on by every rank at each read, and at every step where agreeing costs no device sync
+            # (alone; gloo on CPUs): a SIGTERM then stops after the step it came in, as in a one-process run
+            if (due or not self.env.enabled or self.env.device.type != "cuda") and any_rank(stop.requested, self.env):
                 read()
                 progress.seconds += time.perf_counter() - t0
                 self.checkpoint()
