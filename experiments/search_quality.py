@@ -51,6 +51,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
+from pvnas.data.generators.single_frame import FrameCheck  # noqa: E402
 from pvnas.data.generators.task_suite import TASKS  # noqa: E402
 from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
@@ -256,6 +257,80 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
             "seeds": len(rows)}
 
 
+# ---------------------------------------------------------------- does one frame tell the class? (full size)
+SINGLE_FRAME_RAW = (300, 100)  # raw frames: training and test clips per class, drawn apart from the task's splits
+SINGLE_FRAME_DRAWS = 4  # through the pipeline: train on the train splits of task seeds 1..4, test on seed 0's val
+
+
+def single_frame_unit(name: str, clip: Any, out: Path) -> dict[str, Any]:
+    """The single-frame classifier (:mod:`pvnas.data.generators.single_frame`) on one task, at full size: on raw
+    rendered frames and through the pipeline (mp4 in the cache, decoded, the retrain preset's clip settings: its
+    frames, scale and crop, training augmentation on the training side). Cached in ``out``."""
+    import numpy as np
+
+    from pvnas.data import build_dataset
+    from pvnas.data.generators.single_frame import Frames, single_frame_check
+    from pvnas.data.generators.task_suite import render_clip
+
+    if out.exists():
+        return json.loads(out.read_text())
+    task = TASKS[name]
+    k, rng = len(task.classes), np.random.default_rng(0)
+    blind = task.frame_blind or tuple(range(k))  # a task whose frames tell the class: a positive control
+    blind_k = len(set(blind))
+    train_n, test_n = SINGLE_FRAME_RAW
+    fit = [(render_clip(task, i % k, 10**7 + i), blind[i % k]) for i in range(train_n * k)]
+    held = [(render_clip(task, i % k, 2 * 10**7 + i), blind[i % k]) for i in range(test_n * k)]
+    t0 = time.perf_counter()
+    raw = single_frame_check(Frames.of_clips(*zip(*fit), rng, per_clip=4), Frames.of_clips(*zip(*held), rng, 1),
+                             blind_k)
+    raw_seconds = time.perf_counter() - t0
+
+    def pipeline_frames(spec: str, split: str, views: str, per_clip: int) -> Frames:
+        data = build_dataset(spec, split, clip, seed=0, views=views)
+        pixels, times, labels = [], [], []
+        for i in range(len(data)):
+            x, label, _ = data[(i, i)] if views == "train" else data[i]  # (3, T, H, W)
+            frames = x.shape[1]
+            for j in rng.choice(frames, per_clip, replace=False):
+                pixels.append(x[:, j])
+                times.append(j / max(frames - 1, 1))
+                labels.append(blind[task.classes.index(data.classes[label])])  # (a folder's classes are sorted)
+        return Frames(torch.stack(pixels), torch.tensor(times, dtype=torch.float32), torch.tensor(labels))
+
+    t0 = time.perf_counter()
+    train = [pipeline_frames(f"task:{name}?seed={s}", "train", "train", 2) for s in range(1, SINGLE_FRAME_DRAWS + 1)]
+    train_frames = Frames(*(torch.cat([getattr(f, a) for f in train]) for a in ("pixels", "times", "labels")))
+    piped = single_frame_check(train_frames, pipeline_frames(f"task:{name}", "val", "single", 1), blind_k)
+    result = {"task": name, "raw": {**raw.to_dict(), "train_clips": train_n * k, "seconds": raw_seconds},
+              "pipeline": {**piped.to_dict(), "train_clips": len(train_frames.labels) // 2,
+                           "seconds": time.perf_counter() - t0},
+              "clip": to_dict(clip)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def single_frame_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Does one frame tell the class?", "",
+             "A small 2D CNN that sees one frame, its time in the clip and the pixel coordinates, trained on single "
+             "frames and tested on one frame per held-out clip (`pvnas.data.generators.single_frame`). Raw: rendered "
+             "frames; pipeline: the mp4 files decoded with the retrain preset's clip settings. At chance: within 2 "
+             "binomial standard errors.", "",
+             "| task | a frame tells (README) | chance | raw top-1 (z) | raw clips train/test | pipeline top-1 (z) | "
+             "pipeline clips train/test | at chance |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        raw, pipe = r["raw"], r["pipeline"]
+        ok = FrameCheck(raw["accuracy"], raw["chance"], raw["n_test"], 0).at_chance() and \
+            FrameCheck(pipe["accuracy"], pipe["chance"], pipe["n_test"], 0).at_chance()
+        told = TASKS[r["task"]].single_frame + (" (checked: the direction)" if TASKS[r["task"]].hidden else "")
+        lines.append(f"| {r['task']} | {told} | {100 * raw['chance']:.1f} | "
+                     f"{100 * raw['accuracy']:.1f} ({raw['z']:+.1f}) | {raw['train_clips']}/{raw['n_test']} | "
+                     f"{100 * pipe['accuracy']:.1f} ({pipe['z']:+.1f}) | {pipe['train_clips']}/{pipe['n_test']} | "
+                     f"{'yes' if ok else 'no'} |")
+    return lines + [""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     b = result["budget"]
     s, n = b["search"], b["network"]
@@ -304,6 +379,8 @@ def markdown(result: dict[str, Any]) -> str:
               "|---|" + "---|" * result["budget"]["randoms"]]
     for t in result["tasks"]:
         lines.append(f"| {t['data']} | " + " | ".join(f"{100 * r['top1']:.1f}" for r in t["randoms"]) + " |")
+    if result.get("single_frame"):
+        lines += [""] + single_frame_markdown(result["single_frame"])
     lines += ["", "## Derived cells", ""]
     for t in result["tasks"]:
         for x in t["rows"]:
@@ -355,6 +432,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="units of work in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per unit of work")
     p.add_argument("--workers", type=int, help="loader workers per unit (preset default)")
+    p.add_argument("--single-frame", action="store_true",
+                   help="also train a single-frame classifier per task at full size (raw and through the pipeline): "
+                   "does one frame tell the class?")
     p.add_argument("--quick", action="store_true", help="tiny data and budget: the whole protocol in minutes")
     return p.parse_args(argv)
 
@@ -393,6 +473,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    "train_preset": args.train_preset},
         "tasks": tasks,
     }
+    if args.single_frame:
+        names = [t["task"] for t in tasks if t["task"] in TASKS]
+        result["single_frame"] = run_units(args.jobs, args.threads, [
+            (single_frame_unit, n, budget.network.clip, args.out / "single_frame" / f"{n}.json") for n in names])
     result["wall_seconds"] = time.perf_counter() - t_start
     name = "results" if budget.variant == "default" else f"results_{budget.variant}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,7 @@ in [0, 1].
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +32,7 @@ from pvnas.data.generators.moving_patterns import CLASSES as MOTIONS
 from pvnas.data.generators.moving_patterns import moving_pattern_clip
 
 FRAMES, SIZE, FPS = 16, 40, 15.0  # a clip is the demo preset's window: 16 frames at 15 fps
+EVAL_STD = 0.02  # validation splits hold enough clips for a binomial std of top-1 of at most 2 points (625)
 SHAPES = ("disk", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar")
 
 Renderer = Callable[[int, np.random.Generator], np.ndarray]
@@ -47,7 +49,18 @@ class Task:
     single_frame: str  # what one frame tells of the class: "nothing" (checked in tests), "the class", "the shape"
     render: Renderer
     train_per_class: int
-    val_per_class: int
+    val_per_class: int = 0  # 0: enough for an evaluation noise of at most EVAL_STD (see __post_init__)
+    hidden: tuple[int, ...] | None = None  # per class, the part of it no single frame tells (with "the shape")
+
+    def __post_init__(self) -> None:
+        if not self.val_per_class:  # the binomial std sqrt(p (1 - p) / n) is largest at p = 0.5
+            object.__setattr__(self, "val_per_class", math.ceil(0.25 / EVAL_STD**2 / len(self.classes)))
+
+    @property
+    def frame_blind(self) -> tuple[int, ...] | None:
+        """Per class, the label of what no single frame may tell: the class itself where a frame tells "nothing",
+        a part of it (``hidden``) where it tells the rest, None where a frame tells the class."""
+        return tuple(range(len(self.classes))) if self.single_frame == "nothing" else self.hidden
 
     @property
     def train_size(self) -> int:
@@ -243,22 +256,23 @@ def render_fine_motion(label: int, rng: np.random.Generator) -> np.ndarray:
 TASKS: dict[str, Task] = {
     "motion": Task(
         "motion", MOTIONS, "tell 8 slow motions of a low-contrast, noisy texture apart; no single frame helps",
-        ("T-NC", "T-RC"), "nothing", render_motion, 40, 25),
+        ("T-NC", "T-RC"), "nothing", render_motion, 40),
     "appearance": Task(
         "appearance", SHAPES, "recognise one of 8 small shapes drifting over clutter; any frame shows the class",
-        ("S-NC", "S-RC"), "the class", render_appearance, 40, 25),
+        ("S-NC", "S-RC"), "the class", render_appearance, 40),
     "appearance_motion": Task(
         "appearance_motion", tuple(f"{s}_{m}" for s in APPEARANCE_MOTION_SHAPES for m in APPEARANCE_MOTION_MOVES),
         "recognise the shape of one object and the direction it moves in", ("S-NC", "S-RC", "T-NC", "T-RC"),
-        "the shape", render_appearance_motion, 36, 22),
+        "the shape", render_appearance_motion, 36,
+        hidden=tuple(i % len(APPEARANCE_MOTION_MOVES) for i in range(9))),  # the direction
     "order": Task(
         "order", tuple("_then_".join(o) for o in ORDERS),
         "tell in which order an object moved two ways (left then right is not right then left)",
-        ("T-NC", "T-RC"), "nothing", render_order, 50, 30),
+        ("T-NC", "T-RC"), "nothing", render_order, 50),
     "fine_motion": Task(
         "fine_motion", tuple(f"dot_{d}" for d in FINE_DIRECTIONS),
         "find the one small dot that moves steadily among look-alike dots that jitter and flicker, and its direction",
-        ("S-NC", "T-NC", "T-RC"), "nothing", render_fine_motion, 80, 50),
+        ("S-NC", "T-NC", "T-RC"), "nothing", render_fine_motion, 80),
 }
 
 
