@@ -14,6 +14,12 @@ over all genotypes of a task. A seed wins when the searched genotype's mean top-
 randoms, and wins clearly when it does so by more than the noise of that difference
 (``noise * sqrt(1/R + 1/(R * randoms))`` for R retrain seeds).
 
+The noise has parts, reported apart: evaluation noise (the binomial std of a top-1 measured on the validation
+clips) and training noise (seeds: the rest). How consistent the searches are is measured too: the (node,
+input, op) choices that two seeds' cells share, against what two random cells share by chance.
+``--single-frame`` adds the check that no single frame tells a class where the task says so (a small 2D CNN on
+single frames, raw and through the pipeline, at full size).
+
 Every unit of work (one search, one retrain) is cached in ``OUT/runs`` and reused, so an interrupted study
 resumes where it stopped and a study with other search settings (``--set``, ``--variant``) reuses the random
 genotypes' retrains. ``--jobs`` runs units in parallel processes (one torch thread each by default: the
@@ -55,8 +61,8 @@ from pvnas.data.generators.single_frame import FrameCheck  # noqa: E402
 from pvnas.data.generators.task_suite import TASKS  # noqa: E402
 from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
-from pvnas.space.genotype import Genotype  # noqa: E402
-from pvnas.space.ops import CELL_KINDS  # noqa: E402
+from pvnas.space.genotype import NODES, Genotype  # noqa: E402
+from pvnas.space.ops import CELL_KINDS, ops_for  # noqa: E402
 from protocol import check_seeds, derive, fmt_pm, mean_std, retrain, run_main, search  # noqa: E402
 
 log = logging.getLogger("search_quality")
@@ -213,6 +219,45 @@ def pooled_noise(groups: list[list[float]]) -> float | None:
     return math.sqrt(ss / sum(len(g) - 1 for g, _ in pairs))
 
 
+def noise_parts(results: list[dict[str, Any]], total: float | None) -> dict[str, Any]:
+    """The retrain noise split into its parts: evaluation (the binomial std of a top-1 measured on ``videos``
+    clips, at each retrain's own accuracy, pooled) and training (seeds: what is left, in quadrature)."""
+    videos = [r.get("videos") for r in results]
+    if not results or not all(videos):
+        return {"val_videos": None, "eval_noise": None, "train_noise": None}
+    eval_var = statistics.fmean(r["top1"] * (1 - r["top1"]) / r["videos"] for r in results)
+    train = None if total is None else math.sqrt(max(0.0, total**2 - eval_var))
+    return {"val_videos": min(videos), "eval_noise": math.sqrt(eval_var), "train_noise": train}
+
+
+def shared_choices(a: dict[str, Any], b: dict[str, Any], kind: str) -> int:
+    """How many (node, input, op) choices two genotypes' cells of one kind share (of 8)."""
+    def choices(g: dict[str, Any]) -> set[tuple[int, int, str]]:
+        edges = Genotype.from_dict(g).cells[kind].edges
+        return {(2 + i // 2, j, op) for i, (op, j) in enumerate(edges)}
+
+    return len(choices(a) & choices(b))
+
+
+def chance_shared(kind: str) -> float:
+    """What two uniformly random cells share on average: node k picks 2 of its k inputs and an op for each, so
+    input j of node k is shared with probability (2/k)^2 and its op with 1/ops: sum over k of 4 / (k * ops)."""
+    ops = len(ops_for(kind)) - 1  # never zero
+    return sum(4 / (k * ops) for k in range(2, 2 + NODES))
+
+
+def consistency(genotypes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per cell kind, the choices that the searched genotypes of different seeds share, pair by pair, against
+    what random cells share by chance: are the alphas a signal or seed noise?"""
+    pairs = [(a, b) for i, a in enumerate(genotypes) for b in genotypes[i + 1:]]
+    out: dict[str, Any] = {}
+    for kind in CELL_KINDS:
+        shared = [shared_choices(a, b, kind) for a, b in pairs]
+        out[kind] = {"pairs": shared, "mean": statistics.fmean(shared) if shared else None,
+                     "chance": chance_shared(kind)}
+    return out
+
+
 def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
     """Searches and retrains of one task; returns its per-seed rows and summary."""
     slug = task_data.replace(":", "_").replace("/", "_")
@@ -253,6 +298,7 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
                      "supernet_acc": res["supernet_acc"]})
     return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
             "rows": rows, "randoms": random_stats, "random_mean_top1": random_mean, "retrain_noise": noise,
+            **noise_parts(trained, noise), "consistency": consistency([res["genotype"] for res in searches]),
             "margin_noise": margin_noise, "wins": sum(x["win"] for x in rows), "clear_wins": sum(x["clear_win"] for x in rows),
             "seeds": len(rows)}
 
@@ -362,6 +408,26 @@ def markdown(result: dict[str, Any]) -> str:
             f"{fmt_pm(*mean_std(searched), 100)} | {100 * t['random_mean_top1']:.1f} | {fmt_pm(*mean_std(margins), 100)} | "
             f"{noise} | {'/'.join(str(pf[k]) for k in CELL_KINDS)} | {needs} | "
             f"{fmt_pm(*mean_std([x['search_seconds'] / 60 for x in t['rows']]), 1, 1)} |")
+    lines += ["", "## Noise", "",
+              "| task | val clips | evaluation noise (binomial) | retrain noise | training noise (seeds) | margin noise |",
+              "|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for t in result["tasks"]:
+        lines.append(f"| {t['data']} | {t.get('val_videos') or '-'} | {pct(t.get('eval_noise'))} | "
+                     f"{pct(t['retrain_noise'])} | {pct(t.get('train_noise'))} | {pct(t['margin_noise'])} |")
+    lines += ["", "Points of top-1. Retrain noise: the std of one genotype over retrain seeds, pooled; evaluation noise: "
+              "the binomial std of a top-1 on the validation clips at the retrains' accuracies; training noise: the "
+              "rest (sqrt(retrain^2 - evaluation^2)). Margin noise: retrain noise x sqrt(1/R + 1/(R x randoms)).", "",
+              "## Search consistency across seeds", "",
+              "| task | " + " | ".join(CELL_KINDS) + " |", "|---|" + "---|" * len(CELL_KINDS)]
+    for t in result["tasks"]:
+        c = t.get("consistency") or {}
+        cells = [("-" if not c.get(k) or c[k]["mean"] is None else
+                  f"{c[k]['mean']:.2f} ({' '.join(map(str, c[k]['pairs']))}; chance {c[k]['chance']:.2f})")
+                 for k in CELL_KINDS]
+        lines.append(f"| {t['data']} | " + " | ".join(cells) + " |")
+    lines += ["", "(node, input, op) choices of 8 that two seeds' searched cells share: mean over pairs of seeds (each "
+              "pair); chance: what two uniformly random cells share on average."]
     lines += ["", "Top-1 in %, multi-view, mean over retrain seeds. A win: the searched genotype beats the mean of the "
               "randoms; a clear win: by more than the margin noise. Param-free: identity or pooling edges of 8 per cell.",
               "", "## Per seed", "",
