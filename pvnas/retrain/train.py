@@ -15,7 +15,8 @@ skipped videos), ``checkpoint.pt`` (everything --resume needs, also written on S
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
-from pvnas.retrain.diagnose import blind_to_motion, diagnose
+from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, early_check
 from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
 from pvnas.retrain.evaluate import evaluate
@@ -66,16 +67,24 @@ def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.SGD:
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor,
-    device: torch.device, env: DistEnv = DistEnv(),
+    device: torch.device, env: DistEnv = DistEnv(), *, label_smoothing: float = 0.0, grad_clip: float = 0.0,
+    stats: dict[str, float] | None = None,
 ) -> tuple[float, float, bool]:
-    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update)."""
+    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update).
+
+    ``grad_clip`` > 0 clips the global gradient norm; ``stats`` (if given) receives that norm before clipping,
+    ``grad_norm``, which the early check of a retrain reads."""
     with autocast(device):
         logits = model(clips)
-    loss = F.cross_entropy(logits.float(), labels)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     finite = not any_rank(not torch.isfinite(loss).item(), env)
     if finite:
         loss.backward()
         average_gradients(model.parameters(), env)
+        if grad_clip > 0 or stats is not None:
+            norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+            if stats is not None:
+                stats["grad_norm"] = norm
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
@@ -130,18 +139,26 @@ class TrainEpochs:
     classes: list[str]
     steps_per_epoch: int
     lr: float = 0.0
+    warned: bool = False  # the early check warns once per run (a resumed run reads it from its records)
+    grad_norms: list[torch.Tensor] = field(default_factory=list)  # this epoch's, summed up at its end
 
     def begin_epoch(self, epoch: int) -> None:
         self.model.train()
         self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs  # DARTS' linear ramp
+        self.grad_norms = []
 
     def step(self, batch: Any) -> tuple[float, float, bool]:
         p, env = self.run.progress, self.run.env
         self.lr = train_lr(self.cfg, p.epoch + (p.step - 1) / self.steps_per_epoch, env.world)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        return train_step(self.forward, self.optimizer, to_device(batch.clips, env.device),
-                          batch.labels.to(env.device, non_blocking=True), env.device, env)
+        stats: dict[str, Any] = {}
+        out = train_step(self.forward, self.optimizer, to_device(batch.clips, env.device),
+                         batch.labels.to(env.device, non_blocking=True), env.device, env,
+                         label_smoothing=self.cfg.label_smoothing, grad_clip=self.cfg.grad_clip, stats=stats)
+        if "grad_norm" in stats:
+            self.grad_norms.append(stats["grad_norm"].detach())
+        return out
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         run, cfg, model, env = self.run, self.cfg, self.model, self.run.env
@@ -158,6 +175,14 @@ class TrainEpochs:
             skipped.update(val["skipped_files"])
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
         record["skipped"] = len(skipped)
+        if self.grad_norms:  # (one host sync per epoch)
+            record["grad_norm"] = float(torch.stack(self.grad_norms).float().mean())
+        if env.is_main and not self.warned and epoch + 1 in check_epochs(cfg.epochs, cfg.warmup_epochs or 0):
+            if warning := early_check(run.metrics.read() + [record], len(self.classes), cfg.epochs):
+                record["early_warning"] = warning
+                self.warned = True
+                log.warning("this retrain looks %s at epoch %d of %d (%s). Try: %s", warning["kind"], epoch + 1,
+                            cfg.epochs, warning["saw"], warning["try"])
         if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
             record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(self.classes), model.genotype)
             if not diagnosis["learned"]:
@@ -212,6 +237,7 @@ def run_train(
     epochs = TrainEpochs(cfg, run, model, optimizer, compiled(model, compile), val_loader, train.classes,
                          train.steps_per_epoch)
     epochs.lr = train_lr(cfg, run.progress.epoch + run.progress.step / train.steps_per_epoch, env.world)
+    epochs.warned = any("early_warning" in r for r in run.metrics.read())
     run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=epochs.begin_epoch,
              lr=lambda: epochs.lr)
     return {"model": str(run.out / "model.pt"), **run.last_record}
