@@ -23,6 +23,7 @@ from pvnas.config import SEARCH_PRESETS, override
 from pvnas.estimate.memory import peak_rss, reset_peak_rss
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.search.loop import make_state, search_step
+from pvnas.search.remedies import remedies_of
 
 
 def variants(partial: int) -> dict[str, tuple[str, int]]:
@@ -37,7 +38,7 @@ def build(args: argparse.Namespace, impl: str, partial: int, device: torch.devic
     """A supernet and its search state at the benchmark config, with a fixed seed per variant."""
     torch.manual_seed(0)
     cfg = override(SEARCH_PRESETS["search"], channels=args.channels, partial_channels=partial, impl=impl)
-    model = supernet_from_config(cfg, args.classes).to(device)
+    model = supernet_from_config(cfg, args.classes, remedies_of(cfg)).to(device)
     return make_state(model, cfg)
 
 

@@ -41,6 +41,7 @@ from pvnas.retrain.evaluate import view_logits
 from pvnas.retrain.train import make_optimizer, train_step
 from pvnas.nn.network import network_from_config
 from pvnas.nn.supernet import supernet_from_config
+from pvnas.search.remedies import remedies_of
 from pvnas.estimate.search import estimate as estimate_search
 from pvnas.search.loop import make_state, search_step
 from pvnas.space.genotype import Genotype
@@ -95,7 +96,7 @@ def batch(shape: tuple[int, ...], n: int, device: torch.device, seed: int = 1) -
 
 def search_state(cfg, device: torch.device, compile: bool = False, amp: bool = True):
     torch.manual_seed(0)
-    model = supernet_from_config(cfg, CLASSES).to(device)
+    model = supernet_from_config(cfg, CLASSES, remedies_of(cfg)).to(device)
     cuda_layout(model, device)
     state = make_state(model, cfg, compile)
     state.amp = amp

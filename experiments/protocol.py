@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -34,10 +34,10 @@ def search(cfg: SearchConfig, data: str, run: Path, preset: str) -> float:
     return time.perf_counter() - t0
 
 
-def derive(run: Path, epoch: int | None = None, max_param_free: int | None | Literal["run"] = "run") -> Genotype:
+def derive(run: Path, epoch: int | None = None, overrides: dict[str, Any] | None = None) -> Genotype:
     """The genotype of a saved epoch (as ``pvnas derive RUN --epoch N [--max-param-free K]``, edge weights
-    included; ``max_param_free``: as :func:`derive_from_run`)."""
-    genotype = derive_from_run(run, epoch, max_param_free)
+    included; ``overrides``: remedy values replacing the run's, as :func:`derive_from_run`)."""
+    genotype = derive_from_run(run, epoch, overrides)
     return Genotype(genotype.cells, {**genotype.meta, "run": f"{run.parent.name}/{run.name}"})
 
 

@@ -59,6 +59,8 @@ import torch  # noqa: E402
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
 from pvnas.data.generators.single_frame import FrameCheck  # noqa: E402
 from pvnas.data.generators.task_suite import TASKS  # noqa: E402
+from pvnas.search.remedies import REMEDIES, SELECTIONS, remedies_of, selection  # noqa: E402
+from pvnas.search.remedies import settings as remedy_settings  # noqa: E402
 from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.space.genotype import NODES, Genotype  # noqa: E402
@@ -89,21 +91,28 @@ class Budget:
         return self.select if self.max_param_free is None else f"{self.select}_pf{self.max_param_free}"
 
 
-def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value``: search config fields (their names in :class:`~pvnas.config.SearchConfig`)."""
-    fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
-    out: dict[str, Any] = {}
+def parse_sets(items: Sequence[str], base: SearchConfig) -> SearchConfig:
+    """``--set key=value``: search config fields (their names in :class:`~pvnas.config.SearchConfig`) or remedies
+    (their names in :data:`~pvnas.search.remedies.REMEDIES`), applied to ``base``."""
+    fields = {f.name for f in dataclasses.fields(SearchConfig)} - {"clip", "seed", "remedies"}
+    changes: dict[str, Any] = {}
+    chosen = dict(base.remedies)
     for item in items:
         key, _, value = item.partition("=")
-        if key not in fields or key in ("clip", "seed"):
-            raise ConfigError(f"--set {item}: {key!r} is not a search setting; one of {', '.join(sorted(fields))}")
-        current = getattr(SEARCH_PRESETS["demo"], key)
+        if key not in fields | set(REMEDIES):
+            raise ConfigError(f"--set {item}: {key!r} is not a search setting; one of "
+                              f"{', '.join(sorted(fields | set(REMEDIES)))}")
+        current = REMEDIES[key].type() if key in REMEDIES else getattr(base, key)
         try:
-            out[key] = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else (
+            parsed = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else (
                 None if value == "none" else type(current if current is not None else 0.0)(value))
         except ValueError:
             raise ConfigError(f"--set {item}: {value!r} is not a value of {key}") from None
-    return out
+        if key in REMEDIES:
+            chosen[key] = parsed
+        else:
+            changes[key] = parsed
+    return dataclasses.replace(base, **changes, remedies=chosen)
 
 
 def resolve_budget(args: argparse.Namespace) -> Budget:
@@ -115,14 +124,15 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
     epochs = args.epochs or (2 if args.quick else 30)
     network = override(network, epochs=epochs, warmup_epochs=min(network.warmup_epochs or 0, epochs - 1),
                        val_videos=10**6, workers=args.workers if args.workers is not None else network.workers)
-    search_cfg = dataclasses.replace(search_cfg, **parse_sets(args.set), workers=network.workers)
+    search_cfg = dataclasses.replace(parse_sets(args.set, search_cfg), workers=network.workers)
+    remedies_of(search_cfg)  # a bad remedy value: one line, before anything runs
     if args.randoms < 1 or not args.retrain_seeds or not 0 <= args.stop_at < 1:
         raise ConfigError("--randoms must be >= 1, --retrain-seeds non-empty, --stop-at in [0, 1)")
     if args.max_param_free is not None and (args.select != "alpha" or not 0 <= args.max_param_free <= 8):
         raise ConfigError(f"--max-param-free must be in 0..8 and goes with --select alpha, got {args.max_param_free} "
                           f"with --select {args.select}")
     cap = None if args.select != "alpha" else (
-        args.max_param_free if args.max_param_free is not None else search_cfg.max_param_free)
+        args.max_param_free if args.max_param_free is not None else search_cfg.remedies.get("max_param_free"))
     views = args.views or f"{network.clip.test_clips}x{network.clip.test_crops}"
     return Budget(search_cfg, network, views, args.randoms, tuple(args.retrain_seeds), args.stop_at, args.select,
                   args.variant, cap)
@@ -136,6 +146,13 @@ def key_of(obj: Any) -> str:
 def settings_of(cfg: Any) -> dict[str, Any]:
     """A config's fields that decide results (torch threads do not: every unit pins its own)."""
     return {k: v for k, v in to_dict(cfg).items() if k != "threads"}
+
+
+def search_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """What decides a search's run: its settings and the remedies that change training (those that change only the
+    derivation do not: searches with and without them share their folder)."""
+    trains = {k: v for k, v in remedy_settings(cfg).items() if REMEDIES[k].trains and v != REMEDIES[k].off}
+    return {**{k: v for k, v in settings_of(cfg).items() if k != "remedies"}, "remedies": trains}
 
 
 # ---------------------------------------------------------------- units of work (run in worker processes)
@@ -156,17 +173,15 @@ def search_unit(data: str, seed: int, budget: Budget, run: Path) -> dict[str, An
             shutil.rmtree(run)
         seconds = search(override(budget.search, seed=seed), data, run, "study")
         final = MetricsLog(run / "metrics.jsonl").read()[-1]
-        result = {"seconds": seconds, "alpha": derive(run, max_param_free=None).to_dict(),  # the paper's rule
+        result = {"seconds": seconds, "alpha": derive(run, overrides={"max_param_free": None}).to_dict(),  # the paper's rule
                   "entropy_drop": final["entropy_drop"], "supernet_acc": final["acc"], "decays": final.get("decays")}
     if budget.derivation not in result:  # perturbation: scored on the trained supernet, once
-        from pvnas.search.perturbation import derive_by_perturbation
-
-        result[budget.derivation] = (derive_by_perturbation(run) if budget.select == "perturbation"
-                                     else derive(run, max_param_free=budget.max_param_free)).to_dict()
+        result[budget.derivation] = (selection(budget.select)(run) if budget.select != "alpha"
+                                     else derive(run, overrides={"max_param_free": budget.max_param_free})).to_dict()
     stop_epoch = max(1, round(budget.stop_at * budget.search.epochs)) if budget.stop_at else None
     stop_key = f"stop_{stop_epoch}" + ("" if budget.max_param_free is None else f"_pf{budget.max_param_free}")
     if stop_epoch and stop_key not in result:
-        result[stop_key] = derive(run, stop_epoch, budget.max_param_free).to_dict()
+        result[stop_key] = derive(run, stop_epoch, {"max_param_free": budget.max_param_free}).to_dict()
     done.write_text(json.dumps(result, indent=2))
     genotype = result[budget.derivation]
     return {**result, "genotype": genotype, "param_free": Genotype.from_dict(genotype).parameter_free_edges(),
@@ -261,8 +276,7 @@ def consistency(genotypes: list[dict[str, Any]]) -> dict[str, Any]:
 def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
     """Searches and retrains of one task; returns its per-seed rows and summary."""
     slug = task_data.replace(":", "_").replace("/", "_")
-    # the derivation's cap does not change the search: searches with and without it share their folder
-    settings = key_of({k: v for k, v in settings_of(budget.search).items() if k != "max_param_free"})
+    settings = key_of(search_settings(budget.search))
     search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
     randoms = [Genotype.random(RANDOM_SEED_BASE + i, min_conv=4).to_dict() for i in range(budget.randoms)]
     train_key = key_of({"network": settings_of(budget.network), "views": budget.views})
@@ -387,8 +401,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Wall time {result['wall_seconds'] / 60:.1f} min on {result['machine']['cpus']} CPU cores ({result['jobs']} "
         f"jobs x {result['threads']} torch thread(s)), load average at start {result['machine']['load_start']}.", "",
         f"- Search `{b['variant']}` (preset `{b['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
-        f"{s['batch_size']}, alpha lr budget {s['a_lr_budget']}, warm-up {s['a_warmup']}, op dropout {s['op_dropout']}, "
-        f"skip noise {s['skip_noise']}, beta decay {s['beta_decay']}, schedule {s['schedule']}; selection {b['select']}{cap}.",
+        f"{s['batch_size']}, alpha lr budget {s['a_lr_budget']}, warm-up {s['a_warmup']}, "
+        f"remedies {', '.join(f'{k} {v}' for k, v in s['remedies'].items() if k != 'max_param_free') or 'none'}, "
+        f"schedule {s['schedule']}; selection {b['select']}{cap}.",
         f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} warm-up, "
         f"cosine to 0), batch {n['batch_size']}, lr {n['lr']}; seeds {b['retrain_seeds']}; test {b['views']} views; "
         f"{b['randoms']} random genotypes (>= 4 convs per cell), the same for every task and seed.", "",
@@ -484,7 +499,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1], help="retrains per genotype (default 0 1)")
     p.add_argument("--epochs", type=int, help="retrain epochs (default 30: the plateau of the suite)")
     p.add_argument("--stop-at", type=float, default=0.5, help="stop-at-epoch ablation: share of the search epochs (0: off)")
-    p.add_argument("--select", choices=["alpha", "perturbation"], default="alpha", help="how genotypes are derived")
+    p.add_argument("--select", choices=["alpha", *SELECTIONS], default="alpha", help="how genotypes are derived")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="search settings, e.g. skip_noise=0.3")
     p.add_argument("--max-param-free", type=int, default=None,
                    help="--select alpha: derive with at most this many identity/pool edges per cell (default: the "
@@ -532,7 +547,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "command": command, "seeds": seeds, "jobs": args.jobs, "threads": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "load_start": load_start},
-        "budget": {"search": to_dict(budget.search), "network": to_dict(budget.network), "views": budget.views,
+        "budget": {"search": {**to_dict(budget.search), "remedies": remedy_settings(budget.search)}, "network": to_dict(budget.network), "views": budget.views,
                    "randoms": budget.randoms, "retrain_seeds": list(budget.retrain_seeds), "stop_at": budget.stop_at,
                    "select": budget.select, "max_param_free": budget.max_param_free, "variant": budget.variant,
                    "search_preset": args.search_preset,

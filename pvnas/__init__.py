@@ -38,16 +38,17 @@ def build_supernet(
     partial_channels: int = 1,
     impl: str | None = None,
 ) -> "nn.Module":
-    """The search network of docs/design.md §2; ``channels`` overrides the preset's C.
+    """The search network of docs/design.md §2 with the preset's remedies; ``channels`` overrides the preset's C.
 
     ``partial_channels=K`` mixes ops on 1/K of the channels (PC-DARTS); ``impl`` picks the cell
     implementation ("reference" is the literal DARTS MixedOp, the oracle); None is the preset's (fast).
     """
     from pvnas.config import SEARCH_PRESETS, get_preset, override
     from pvnas.nn.supernet import supernet_from_config
+    from pvnas.search.remedies import remedies_of
 
     cfg = override(get_preset(SEARCH_PRESETS, preset), channels=channels, partial_channels=partial_channels, impl=impl)
-    return supernet_from_config(cfg, num_classes)
+    return supernet_from_config(cfg, num_classes, remedies_of(cfg))
 
 
 def build_network(

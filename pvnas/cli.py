@@ -12,12 +12,14 @@ import os
 # Passive waiting costs ~5% alone (README, troubleshooting). It must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from enum import Enum  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Optional  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
 
 import typer  # noqa: E402
 
@@ -61,6 +63,35 @@ TENSORBOARD_OPT = typer.Option(False, "--tensorboard", help="Also log to RUN/ten
 COMPILE_OPT = typer.Option(False, "--compile", help="Run the network through torch.compile (off: on CPU it does not pay).")
 
 
+def remedy_options(at_derive: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """One option per registered search remedy (``--skip-noise``, ...; :mod:`pvnas.search.remedies`), added to a
+    command whose ``remedies`` parameter receives the given ones as ``{name: value}``; ``at_derive``: only the
+    remedies that change the derivation (``pvnas derive`` overrides the run's values with them)."""
+    from pvnas.config import SEARCH_PRESETS
+    from pvnas.search.remedies import REMEDIES
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        chosen = {name: cls for name, cls in REMEDIES.items() if cls.at_derive or not at_derive}
+        signature = inspect.signature(command)
+        params = [p for p in signature.parameters.values() if p.name != "remedies"]
+        presets = lambda name: ", ".join(f"{p} {c.remedies.get(name, REMEDIES[name].off)}"  # noqa: E731
+                                         for p, c in SEARCH_PRESETS.items())
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[cls.type],
+                                   default=typer.Option(None, cls.flag(), help=f"{cls.help} Presets: {presets(name)}."))
+                 for name, cls in chosen.items()]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            given = {name: value for name in chosen if (value := kwargs.pop(name, None)) is not None}
+            command(**kwargs, remedies=given)
+
+        wrapper.__signature__ = signature.replace(parameters=params + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params + added}
+        return wrapper
+
+    return decorate
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun (or a plain single process): the only one that prints results."""
     import os
@@ -73,6 +104,7 @@ def _print_json(obj: object) -> None:
 
 
 @app.command()
+@remedy_options(at_derive=False)
 def search(
     data: str = typer.Option(..., "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
@@ -84,17 +116,8 @@ def search(
     alpha_lr: Optional[float] = typer.Option(None, "--alpha-lr", help="Adam lr of the alphas (preset default)."),
     alpha_lr_budget: Optional[float] = typer.Option(
         None, "--alpha-lr-budget", help="Alpha lr x alpha updates: the lr follows from the run's length (preset default)."),
-    op_dropout: Optional[float] = typer.Option(
-        None, "--op-dropout", help="DropNAS operation dropout: each op left out of a forward with this probability."),
-    skip_noise: Optional[float] = typer.Option(
-        None, "--skip-noise", help="NoisyDARTS: noise on skip connections, std = this x the node's std (preset: 0)."),
-    beta_decay: Optional[float] = typer.Option(
-        None, "--beta-decay", help="beta-DARTS: weight of the alphas' mean logsumexp in the alpha loss (preset: 0)."),
     alpha_warmup: Optional[float] = typer.Option(
         None, "--alpha-warmup", help="Share of the steps that train the weights only, alphas frozen (preset default)."),
-    max_param_free: Optional[int] = typer.Option(
-        None, "--max-param-free", help="Derive with at most this many identity/pool edges per cell (demo preset: 4; "
-        "8 or the search preset: no cap, the paper's rule)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C."),
     workers: Optional[int] = WORKERS_OPT,
@@ -110,21 +133,23 @@ def search(
     partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="PC-DARTS: mix ops on 1/K of the channels."),
     edge_norm: bool = typer.Option(False, "--edge-norm", help="PC-DARTS edge normalisation (needs the fast impl)."),
     compile: bool = COMPILE_OPT,
+    remedies: Optional[dict] = None,
 ) -> None:
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
     import dataclasses
 
     from pvnas.config import SEARCH_PRESETS, RunOptions, get_preset, override, override_clip
     from pvnas.search.loop import run_search
+    from pvnas.search.remedies import remedies_of
 
     base = get_preset(SEARCH_PRESETS, preset)
     cfg = override(
         base, epochs=epochs, seed=seed, schedule=schedule, a_warmup=alpha_warmup,
-        op_dropout=op_dropout, skip_noise=skip_noise, beta_decay=beta_decay, max_param_free=max_param_free,
         batch_size=batch_size, channels=channels, workers=workers, threads=threads,
-        impl=impl,
+        impl=impl, remedies={**base.remedies, **(remedies or {})},
         clip=override_clip(base.clip, frames, crop, scale), partial_channels=partial_channels, edge_norm=edge_norm or None,
     )
+    remedies_of(cfg)  # a bad remedy value: one line, before anything runs
     if alpha_lr is not None and alpha_lr_budget is not None:
         raise ConfigError("give --alpha-lr or --alpha-lr-budget, not both: one sets the lr, the other derives it")
     if alpha_lr is not None or alpha_lr_budget is not None:  # the one given replaces the preset's rule
@@ -137,31 +162,30 @@ def search(
 
 
 @app.command()
+@remedy_options(at_derive=True)
 def derive(
     run: Path = typer.Argument(..., help="Search run directory."),
     epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch whose alphas to use (default: last)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Genotype JSON to write (default: stdout)."),
     select: str = typer.Option(
-        "alpha", "--select", help="alpha: the paper's rule (largest alphas); perturbation: DARTS-PT (what the supernet "
-        "needs most on training clips; last epoch only)."),
+        "alpha", "--select", help="alpha: the paper's rule (largest alphas; the run's derivation remedies apply, "
+        "the flags below override them); perturbation: DARTS-PT (what the supernet needs most on training clips; "
+        "last epoch only)."),
     videos: int = typer.Option(64, "--videos", help="--select perturbation: training clips to score on."),
-    max_param_free: Optional[int] = typer.Option(
-        None, "--max-param-free", help="--select alpha: at most this many identity/pool edges per cell (P-DARTS' "
-        "cap on skip connections; default: the search's setting, e.g. 4 for --preset demo; 8: no cap, the paper's rule)."),
+    remedies: Optional[dict] = None,
 ) -> None:
     """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
-    from pvnas.search.perturbation import derive_by_perturbation
+    from pvnas.search.remedies import SELECTIONS, selection
     from pvnas.search.snapshots import derive_from_run
 
-    if select not in ("alpha", "perturbation"):
-        raise ConfigError(f"--select must be alpha or perturbation, got {select!r}")
+    if select not in ("alpha", *SELECTIONS):
+        raise ConfigError(f"--select must be one of alpha, {', '.join(SELECTIONS)}; got {select!r}")
     if videos < 1:
         raise ConfigError(f"--videos must be >= 1, got {videos}")
-    if max_param_free is not None and (select != "alpha" or not 0 <= max_param_free <= 8):
-        raise ConfigError(f"--max-param-free must be in 0..8 and goes with --select alpha, got {max_param_free} "
-                          f"with --select {select}")
-    genotype = (derive_from_run(run, epoch, "run" if max_param_free is None else max_param_free) if select == "alpha"
-                else derive_by_perturbation(run, epoch, videos))
+    if remedies and select != "alpha":
+        flags = ", ".join("--" + name.replace("_", "-") for name in remedies)
+        raise ConfigError(f"{flags}: the alpha derivation's setting, goes with --select alpha, not --select {select}")
+    genotype = derive_from_run(run, epoch, remedies) if select == "alpha" else selection(select)(run, epoch, videos)
     if output is None:
         _print_json(genotype.to_dict())
     else:

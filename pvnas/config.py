@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 from pvnas.errors import ConfigError
 from pvnas.lr_schedules import SEARCH_SCHEDULES
@@ -101,12 +101,9 @@ class SearchConfig:
     a_betas: tuple[float, float] = (0.0, 0.999)
     a_weight_decay: float = 0.0
     a_warmup: float = 0.0  # share of the steps that train the weights only (PC-DARTS freezes alpha 15 of 50 epochs)
-    op_dropout: float = 0.0  # DropNAS grouped operation dropout: each op left out of a forward with this probability
-    skip_noise: float = 0.0  # NoisyDARTS: Gaussian noise on skip connections, std = this x the node's std
-    beta_decay: float = 0.0  # beta-DARTS: weight of mean logsumexp(alpha) in the alpha loss, ramped up from 0
-    # derivation (genotype.json, `pvnas derive`): at most this many identity/pool edges per cell (P-DARTS' cap on
-    # skip connections); None: the paper's rule
-    max_param_free: int | None = None
+    # remedies against collapse by name (pvnas.search.remedies, which checks the values), e.g. {"skip_noise": 0.2};
+    # none: the paper's search
+    remedies: Mapping[str, float | int | None] = field(default_factory=dict)
     partial_channels: int = 1  # PC-DARTS: ops mix 1/K of the channels (fast supernet only)
     edge_norm: bool = False  # PC-DARTS edge normalisation (betas in the arch parameters)
     impl: str = "fast"  # supernet cells: "fast", or "reference" (the literal DARTS MixedOp, the oracle)
@@ -136,11 +133,8 @@ class SearchConfig:
                "two values in [0, 1)", self.a_betas)
         _check(self.a_weight_decay >= 0, "a_weight_decay", None, ">= 0", self.a_weight_decay)
         _check(0 <= self.a_warmup < 1, "a_warmup", "--alpha-warmup", "in [0, 1)", self.a_warmup)
-        _check(0 <= self.op_dropout < 1, "op_dropout", "--op-dropout", "in [0, 1)", self.op_dropout)
-        _check(self.skip_noise >= 0, "skip_noise", "--skip-noise", ">= 0", self.skip_noise)
-        _check(self.beta_decay >= 0, "beta_decay", "--beta-decay", ">= 0", self.beta_decay)
-        _check(self.max_param_free is None or 0 <= self.max_param_free <= 8, "max_param_free", "--max-param-free",
-               "in 0..8 (8: no cap) or None", self.max_param_free)
+        _check(isinstance(self.remedies, Mapping) and all(isinstance(k, str) for k in self.remedies), "remedies",
+               None, "a mapping of remedy names to values", self.remedies)
         _check(self.impl in IMPLS, "impl", "--impl", f"one of {', '.join(IMPLS)}", self.impl)
         k = self.partial_channels
         _check(k >= 1 and self.channels % k == 0, "partial_channels", "--partial-channels",
@@ -266,9 +260,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         epochs=20,
         a_lr_budget=12.0,
         a_warmup=0.5,
-        op_dropout=0.5,
-        skip_noise=0.2,
-        max_param_free=4,
+        remedies={"op_dropout": 0.5, "skip_noise": 0.2, "max_param_free": 4},
         workers=2,
         threads=1,
     ),
@@ -344,9 +336,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# the remedies SearchConfig held as fields of its own before they moved into `remedies`
+LEGACY_REMEDIES: tuple[str, ...] = ("op_dropout", "skip_noise", "beta_decay", "max_param_free")
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Rebuild a config dataclass from :func:`to_dict` output (lists back to tuples)."""
     kwargs: dict[str, Any] = {}
+    if cls is SearchConfig and any(k in data for k in LEGACY_REMEDIES):  # a config.yaml written before `remedies`
+        legacy = {k: data[k] for k in LEGACY_REMEDIES if k in data}
+        data = {**{k: v for k, v in data.items() if k not in legacy}, "remedies": {**legacy, **data.get("remedies", {})}}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
             continue

@@ -160,7 +160,7 @@ RUN_CASES = [
     (["derive", "{listed}"], "epoch_001.pt: expected a dict of cell kind -> tensor, got list"),
     (["derive", "{stray}"], "no epoch_NNN.pt files yet"),
     (["derive", "{badyaml}"], "config.yaml: cannot read it as YAML"),
-    (["derive", "{badcap}"], "config.yaml: search.max_param_free must be an integer in 0..8 or null, got 'lots'"),
+    (["derive", "{badcap}"], "config.yaml: search.remedies.max_param_free (--max-param-free) must be in 0..8 (8: no cap) or None, got 'lots'"),
     (["plot", "{corrupt}"], "epoch_001.pt: cannot read it as an alpha snapshot"),
     (["plot", "{badmetrics}"], "metrics.jsonl:2: not a JSON record"),
     (["search", "--data", "csv:{csv}", "--out", "{tmp}/r", *TINY], "latin1.csv: not UTF-8 text (byte 12"),

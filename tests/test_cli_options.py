@@ -29,7 +29,7 @@ def test_search_with_partial_channels_edge_norm_converge_tensorboard_and_timed_c
                  "--op-dropout", "0.3", "--max-param-free", "0", "--tensorboard", "--checkpoint-every", "1e-9"]) == 0
     config = yaml.safe_load((run / "config.yaml").read_text())["search"]
     assert (config["partial_channels"], config["edge_norm"], config["schedule"], config["a_warmup"], config["a_lr_budget"],
-            config["op_dropout"], config["max_param_free"]) == (2, True, "converge", 0.25, 3.0, 0.3, 0)
+            config["remedies"]["op_dropout"], config["remedies"]["max_param_free"]) == (2, True, "converge", 0.25, 3.0, 0.3, 0)
     # 2 steps per epoch: a timed checkpoint after every step, and one at each epoch end
     assert writes == ["checkpoint.pt"] * 6
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -101,14 +101,25 @@ def test_predict_names_the_class_of_a_clip_it_was_trained_to_recognise(tmp_path,
 
 
 def test_the_command_line_waits_passively_and_imports_torch_after_setting_it():
-    """OpenMP reads OMP_WAIT_POLICY when torch loads it: the CLI must set it first (a user's own value wins)."""
-    code = "import sys, os, pvnas.cli; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
+    """OpenMP reads OMP_WAIT_POLICY when torch loads it: the CLI must set it first (a user's own value wins). An
+    import hook records the policy at the moment torch is first imported, whoever imports it."""
+    code = "\n".join([
+        "import os, sys",
+        "class Spy:",
+        "    seen = []",
+        "    def find_spec(self, name, path=None, target=None):",
+        "        if name == 'torch' and not Spy.seen: Spy.seen.append(os.environ.get('OMP_WAIT_POLICY'))",
+        "sys.meta_path.insert(0, Spy())",
+        "import pvnas.cli",
+        "import torch",
+        "print(Spy.seen[0], os.environ['OMP_WAIT_POLICY'])",
+    ])
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["False", "PASSIVE"]
+    assert out.split() == ["PASSIVE", "PASSIVE"]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, check=True).stdout
-    assert out.split() == ["False", "ACTIVE"]
+    assert out.split() == ["ACTIVE", "ACTIVE"]
 
 
 def test_search_help_lists_the_new_options(capsys):

@@ -93,7 +93,7 @@ def pc_supernet(net: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
 def _built_twins(k: int, edge_norm: bool, channels: int, dtype: torch.dtype):
     torch.manual_seed(0)
     cfg = override(SEARCH_PRESETS["tiny"], channels=channels, partial_channels=k, edge_norm=edge_norm)
-    fast = supernet_from_config(cfg, CLASSES).to(dtype)  # the default cells: the fast ones
+    fast = supernet_from_config(cfg, CLASSES, ()).to(dtype)  # the default cells: the fast ones
     assert all(type(cell).__name__ == "FastCell" for cell in fast.cells.values())
     with torch.no_grad():
         for p in fast.arch_parameters():

@@ -244,7 +244,9 @@ def test_a_checkpoint_of_an_earlier_release_resumes_without_the_settings_added_s
     old = tmp_path / "old"
     shutil.copytree(straight, old)
     ckpt = torch.load(old / "checkpoint.pt", weights_only=True)
-    del ckpt["config"]["search"]["beta_decay"], ckpt["config"]["compile"]  # not yet settings when it was written
+    search = ckpt["config"]["search"]
+    search.update(search.pop("remedies"))  # its remedies were flat keys of `search` then
+    del search["beta_decay"], ckpt["config"]["compile"]  # not yet settings when it was written
     torch.save(ckpt, old / "checkpoint.pt")
     run_search(CFG, DATA, old, RunOptions(resume=True))  # (its epochs are done: it resumes and finishes at once)
     with pytest.raises(ConfigError, match="search.channels"):

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from pvnas.config import SEARCH_PRESETS, get_preset, override
-from pvnas.runtime.device import cuda_layout, default_device
 from pvnas.estimate.datasets import resolve_inputs
 from pvnas.estimate.loading import clips_per_second_per_worker, loading_plan
 from pvnas.estimate.memory import meta_activations_mb, state_mb
@@ -25,7 +24,9 @@ from pvnas.estimate.step import TIME_BUDGET, cost_step, device_name, random_batc
 from pvnas.metrics.flops import count_flops
 from pvnas.nn.fast.policy import generic_kernels
 from pvnas.nn.supernet import supernet_from_config
+from pvnas.runtime.device import cuda_layout, default_device
 from pvnas.search.loop import make_state, search_step
+from pvnas.search.remedies import alpha_terms, remedies_of
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,17 @@ def estimate(
     cfg = dataclasses.replace(cfg, clip=clip)
     device = default_device()
     shape = (3, clip.frames, clip.crop, clip.crop)
+    remedies = remedies_of(cfg)  # the run's training forwards and alpha loss
     with torch.device("meta"):
-        macs = count_flops(supernet_from_config(cfg, num_classes), shape)["gflops"] * 1e9
+        macs = count_flops(supernet_from_config(cfg, num_classes, ()), shape)["gflops"] * 1e9
     with generic_kernels(device.type != "cpu"):  # count the kernels the step will take
-        activations = meta_activations_mb(lambda: supernet_from_config(cfg, num_classes), shape)
-    model = supernet_from_config(cfg, num_classes).to(device)
+        activations = meta_activations_mb(lambda: supernet_from_config(cfg, num_classes, remedies), shape)
+    model = supernet_from_config(cfg, num_classes, remedies).to(device)
     cuda_layout(model, device)
     state = make_state(model, cfg, compile)
     batch_of = random_batches(shape, num_classes, device)
-    step = cost_step(lambda b: search_step(state, *batch_of(b)), cfg.batch_size, device=device,
+    terms = lambda: alpha_terms(remedies, model, 1.0)  # noqa: E731  (at full strength: the costliest step)
+    step = cost_step(lambda b: search_step(state, *batch_of(b), alpha_terms=terms), cfg.batch_size, device=device,
                      activations_mb=activations, state_mb=state_mb(model), steps=steps, time_budget=time_budget)
     out = {
         "kind": "search", "preset": preset, "impl": cfg.impl, "device": device_name(device), "compile": compile,

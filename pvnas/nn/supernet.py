@@ -7,7 +7,7 @@ cell mixes its edges: ``cell_impl`` picks the literal reference cell or a faster
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from pvnas.nn.fast import FastCell
 from pvnas.nn.layers import preprocess, stem
 from pvnas.nn.mixed import MixedOp, skip_noise
 from pvnas.space.genotype import EDGES_PER_CELL, NODES, Genotype, edge_inputs
-from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, is_reduction, ops_for
+from pvnas.space.ops import CELL_KINDS, is_reduction, ops_for
 
 
 class ReferenceCell(nn.Module):
@@ -53,33 +53,24 @@ class ReferenceCell(nn.Module):
 CellFactory = Callable[[str, int, int, int, bool], nn.Module]
 
 
-def op_dropout_mask(ops: Sequence[str], edges: int, p: float) -> torch.Tensor:
-    """``(edges, len(ops))`` multipliers of the op weights: DropNAS' grouped operation dropout.
+class Perturbation(Protocol):
+    """What a search remedy may do to a training forward (:mod:`pvnas.search.remedies`): mask or reweight each
+    cell kind's op weights, and put noise on the skip connections (std as a share of each node's)."""
 
-    Each op but ``zero`` is left out of an edge's mixture with probability ``p``; at least one parameter-free and
-    one parameterised op stay on every edge; kept ops are scaled by 1 / (1 - p). Ops that fall behind keep being
-    trained, so the op that leads first cannot win by co-adaptation alone (the Matthew effect).
-    """
-    keep = torch.rand(edges, len(ops)) >= p
-    for group in (PARAMETER_FREE - {"zero"}, CONV_OPS):
-        columns = torch.tensor([i for i, op in enumerate(ops) if op in group])
-        empty = ~keep[:, columns].any(1)
-        keep[empty, columns[torch.randint(len(columns), (edges,))][empty]] = True
-    scale = keep.float() / (1.0 - p)
-    scale[:, ops.index("zero")] = 1.0  # (its output is zero whatever its weight)
-    return scale
+    def mixture(self, kind: str, weights: torch.Tensor) -> torch.Tensor: ...
+
+    def skip_noise(self) -> float: ...
 
 
 class Supernet(nn.Module):
     """Stem -> one cell of each kind -> global average pool -> linear, with per-kind alphas.
 
     ``edge_norm`` adds PC-DARTS edge normalisation: per-kind betas, softmax over each node's inputs.
-    ``op_dropout`` applies :func:`op_dropout_mask` to every training forward; ``skip_noise`` adds NoisyDARTS'
-    noise to the skip connections of every training forward (:func:`~pvnas.nn.mixed.skip_noise`).
+    ``perturbations`` (the search's remedies) change every training forward, in their order.
     """
 
     def __init__(self, channels: int, num_classes: int, cell: CellFactory = ReferenceCell, edge_norm: bool = False,
-                 op_dropout: float = 0.0, skip_noise: float = 0.0) -> None:
+                 perturbations: Sequence[Perturbation] = ()) -> None:
         super().__init__()
         self.channels, self.num_classes = channels, num_classes
         self.stem = stem(channels)
@@ -100,26 +91,22 @@ class Supernet(nn.Module):
         self.betas = nn.ParameterDict(
             {kind: nn.Parameter(1e-3 * torch.randn(EDGES_PER_CELL)) for kind in CELL_KINDS} if edge_norm else {}
         )
-        self.op_dropout, self.skip_noise = op_dropout, skip_noise
+        self.perturbations = list(perturbations)
 
     def forward(self, x: torch.Tensor, op_mask: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits of clips ``x``; ``op_mask`` (per cell kind, (14, n_ops) factors of the op weights) removes ops
-        or edges from the mixture (perturbation-based selection, :mod:`pvnas.search.perturbation`)."""
+        or edges from the mixture (perturbation-based selection, :mod:`pvnas.search.remedies.perturbation`)."""
         s0 = s1 = self.stem(x)
         for kind, cell in self.cells.items():
             weights = torch.softmax(self.alphas[kind], dim=-1)
-            if self.training and self.op_dropout > 0:
-                weights = weights * op_dropout_mask(ops_for(kind), EDGES_PER_CELL, self.op_dropout).to(weights)
+            if self.training:
+                for perturbation in self.perturbations:
+                    weights = perturbation.mixture(kind, weights)
             if op_mask is not None:
                 weights = weights * op_mask[kind].to(weights)
-            noise = self.skip_noise if self.training else 0.0
+            noise = sum(p.skip_noise() for p in self.perturbations) if self.training else 0.0
             s0, s1 = s1, cell(s0, s1, weights, self.edge_weights(kind), noise)
         return self.classifier(self.pool(s1).flatten(1))
-
-    def beta_decay_loss(self) -> torch.Tensor:
-        """beta-DARTS' regulariser: the mean over every edge of logsumexp(alpha), whose gradient (softmax(alpha))
-        keeps the alphas' values and spread from growing, so that no op runs away early."""
-        return torch.cat([torch.logsumexp(a, dim=-1) for a in self.alphas.values()]).mean()
 
     def edge_weights(self, kind: str) -> torch.Tensor | None:
         """PC-DARTS edge factors of a cell kind: softmax of beta over each node's incoming edges."""
@@ -145,22 +132,21 @@ class Supernet(nn.Module):
         """Per-kind normalised edge weights (empty without edge normalisation), saved beside the alphas."""
         return {kind: self.edge_weights(kind).detach().cpu() for kind in self.betas}  # type: ignore[union-attr]
 
-    def genotype(self, max_param_free: int | None = None, **meta) -> Genotype:
-        """The derivation of the current alphas (``max_param_free``: see :meth:`Genotype.derive`)."""
-        edge_weights = self.edge_weight_dict()
-        if max_param_free is not None:
-            meta["max_param_free"] = max_param_free
-        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta}, edge_weights=edge_weights or None,
-                               max_param_free=max_param_free)
+    def genotype(self, options: Mapping[str, Any] | None = None, **meta: Any) -> Genotype:
+        """The derivation of the current alphas; ``options``: keyword arguments of :meth:`Genotype.derive` (the
+        remedies' constraints), recorded in the genotype's meta."""
+        options = dict(options or {})
+        return Genotype.derive(self.alpha_dict(), meta={"source": "search", **meta, **options},
+                               edge_weights=self.edge_weight_dict() or None, **options)
 
 
 CELL_IMPLS: dict[str, CellFactory] = {"fast": FastCell, "reference": ReferenceCell}
 assert tuple(CELL_IMPLS) == IMPLS, "pvnas.config.IMPLS names the cell implementations"
 
 
-def supernet_from_config(cfg: SearchConfig, num_classes: int) -> Supernet:
-    """The supernet of a search config (its cells: ``cfg.impl``; the config has checked K and the impl)."""
+def supernet_from_config(cfg: SearchConfig, num_classes: int, perturbations: Sequence[Perturbation]) -> Supernet:
+    """The supernet of a search config (its cells: ``cfg.impl``; the config has checked K and the impl) with the
+    search's remedies (:func:`pvnas.search.remedies.remedies_of`; ``()``: none)."""
     k = cfg.partial_channels
     cell = CELL_IMPLS[cfg.impl] if k == 1 else partial(CELL_IMPLS[cfg.impl], partial_channels=k)
-    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm, op_dropout=cfg.op_dropout,
-                    skip_noise=cfg.skip_noise)
+    return Supernet(cfg.channels, num_classes, cell=cell, edge_norm=cfg.edge_norm, perturbations=perturbations)

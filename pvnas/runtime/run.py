@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from tqdm.auto import tqdm
 
@@ -246,18 +246,19 @@ class Run:
         return f"checkpoint written to {self.checkpoint_path}. Resume with the same command plus --resume"
 
     def start(self, record: dict[str, Any], state: dict[str, Stateful], classes: list[str],
-              mutable: Iterable[str] = ()) -> Progress:
+              mutable: Iterable[str] = (), renamed: Mapping[str, str] | None = None) -> Progress:
         """Register the config ``record`` (command, version, preset, data, world size and ``classes`` are added) and
         the objects a checkpoint holds; resume them or record a fresh start.
 
-        ``mutable``: dotted config keys (``search.epochs``) a resume may change.
+        ``mutable``: dotted config keys (``search.epochs``) a resume may change; ``renamed``: old dotted keys of
+        checkpoints written by earlier releases -> their names now.
         """
         self.record = {"command": self.command, "version": __version__, "preset": self.preset, "data": self.data,
                        "world_size": self.env.world, "classes": classes, **record}
         self.state = state
         self.board = TensorBoard(self.out, self.options.tensorboard and self.env.is_main)
         if self.options.resume:
-            self._restore(set(mutable) | ALWAYS_MUTABLE)
+            self._restore(set(mutable) | ALWAYS_MUTABLE, renamed or {})
             if self.env.is_main:
                 self.metrics.truncate_after("epoch", self.progress.epoch)
         if self.env.is_main:
@@ -280,7 +281,7 @@ class Run:
             self.checkpoint_path,
         )
 
-    def _restore(self, mutable: set[str]) -> None:
+    def _restore(self, mutable: set[str], renamed: Mapping[str, str]) -> None:
         path = self.checkpoint_path
         ckpt = load_torch(path, f"a `pvnas {self.command}` checkpoint")
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -289,7 +290,7 @@ class Run:
         if ckpt.get("command") != self.command:
             raise ConfigError(f"--resume: {path} is a `pvnas {ckpt.get('command')}` checkpoint, not a "
                               f"`pvnas {self.command}` one; resume it with `pvnas {ckpt.get('command')} ... --resume`")
-        then, now = _flatten(ckpt["config"]), _flatten(self.record)
+        then, now = {renamed.get(k, k): v for k, v in _flatten(ckpt["config"]).items()}, _flatten(self.record)
         for key in sorted(set(then) | set(now)):
             if key not in then:  # a setting added by a later release: the checkpoint ran without it
                 continue

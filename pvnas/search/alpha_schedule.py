@@ -19,14 +19,6 @@ def alpha_active(cfg: SearchConfig, progress: float) -> bool:
     return progress >= cfg.a_warmup
 
 
-def beta_decay_weight(cfg: SearchConfig, progress: float) -> float:
-    """beta-DARTS' regulariser weight at ``progress``: ``beta_decay`` times the share of the alpha updates done,
-    a linear ramp from 0, so that it constrains the alphas more as they move."""
-    if cfg.beta_decay == 0 or progress < cfg.a_warmup:
-        return 0.0
-    return cfg.beta_decay * (progress - cfg.a_warmup) / (1.0 - cfg.a_warmup)
-
-
 def alpha_lr(cfg: SearchConfig, total_steps: int) -> float:
     """Adam's lr for the alphas: ``a_lr``, or ``a_lr_budget`` spread over the run's alpha updates (the steps after
     the warm-up), so that the alphas can move as far in a short run as in a long one."""

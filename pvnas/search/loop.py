@@ -20,15 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvnas.config import RunOptions, SearchConfig, override, to_dict
+from pvnas.config import LEGACY_REMEDIES, RunOptions, SearchConfig, override, to_dict
+from pvnas.lr_schedules import search_lr
+from pvnas.nn.supernet import supernet_from_config
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
 from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
-from pvnas.runtime.rundir import save_torch
 from pvnas.runtime.run import Run
-from pvnas.nn.supernet import supernet_from_config
+from pvnas.runtime.rundir import save_torch
+from pvnas.search.alpha_schedule import ConvergenceMonitor, alpha_active, alpha_lr
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
-from pvnas.lr_schedules import search_lr
-from pvnas.search.alpha_schedule import ConvergenceMonitor, alpha_active, alpha_lr, beta_decay_weight
+from pvnas.search.remedies import Remedy, alpha_terms, derive_options, remedies_of, resumable, settings
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,13 @@ def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
 
 def search_step(
     state: SearchState, clips: torch.Tensor, labels: torch.Tensor, env: DistEnv = DistEnv(), update_alpha: bool = True,
-    beta_decay: float = 0.0,
+    alpha_terms: Callable[[], list[torch.Tensor]] = list,
 ) -> tuple[float, float, bool]:
     """One iteration of Alg. 1 on one batch: (weight-step loss, accuracy, whether both losses were finite).
 
-    ``update_alpha=False`` is the weights-only warm-up: step 1 is skipped. ``beta_decay`` weighs beta-DARTS'
-    regulariser in the alpha loss. A non-finite loss (on any rank) skips that update, so one bad batch cannot
-    poison alpha or w.
+    ``update_alpha=False`` is the weights-only warm-up: step 1 is skipped. ``alpha_terms()``: the remedies' terms
+    added to the alpha loss (e.g. beta-DARTS' regulariser). A non-finite loss (on any rank) skips that update, so
+    one bad batch cannot poison alpha or w.
     """
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
@@ -95,8 +96,8 @@ def search_step(
         # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
         with frozen(weights):
             loss_a = F.cross_entropy(state.logits(clips), labels)
-            if beta_decay > 0:
-                loss_a = loss_a + beta_decay * state.model.beta_decay_loss()
+            for term in alpha_terms():
+                loss_a = loss_a + term
         finite = not any_rank(not torch.isfinite(loss_a).item(), env)
         if finite:
             loss_a.backward(inputs=arch)
@@ -137,6 +138,7 @@ class SearchEpochs:
     state: SearchState
     monitor: ConvergenceMonitor
     steps_per_epoch: int
+    remedies: list[Remedy]
     lr: float = 0.0
 
     @property
@@ -149,10 +151,11 @@ class SearchEpochs:
         self.lr = search_lr(self.scaled, t / self.total_steps, self.monitor.decays)
         for group in self.state.weight_opt.param_groups:
             group["lr"] = self.lr
-        active = alpha_active(self.cfg, t / self.total_steps)
+        progress = t / self.total_steps
+        active = alpha_active(self.cfg, progress)
         result = search_step(self.state, to_device(batch.clips, env.device),
                              batch.labels.to(env.device, non_blocking=True), env, update_alpha=active,
-                             beta_decay=beta_decay_weight(self.cfg, t / self.total_steps))
+                             alpha_terms=lambda: alpha_terms(self.remedies, model, progress))
         if active and self.cfg.schedule == "converge" and self.monitor.observe(t + 1, model.alpha_dict()):
             log.info("converge: the alphas converged at step %d of %d: weight lr x%g (decay %d)",
                      t + 1, self.total_steps, self.cfg.step_gamma, self.monitor.decays)
@@ -162,7 +165,7 @@ class SearchEpochs:
         run, model, cfg = self.run, self.state.model, self.cfg
         alphas = model.alpha_dict()
         check_same_on_all_ranks(alphas.values(), "alphas", run.env)
-        genotype = model.genotype(cfg.max_param_free, epoch=epoch + 1, dataset=run.data)
+        genotype = model.genotype(derive_options(self.remedies), epoch=epoch + 1, dataset=run.data)
         if run.env.is_main:
             save_torch(alphas, run.out / "alphas" / f"epoch_{epoch + 1:03d}.pt")
             if model.betas:  # PC-DARTS edge normalisation: the edge weights rank edges at derivation
@@ -178,6 +181,8 @@ class SearchEpochs:
             "skipped_files": p.skipped[:100], **collapse_stats(alphas),
             "collapsed": warn_if_collapsed(genotype, epoch + 1, cfg.schedule), "genotype": genotype.to_dict(),
         }
+        for remedy in self.remedies:
+            record.update(remedy.epoch_record(model))
         log.info("epoch %d/%d loss %.4f acc %.3f lr %.3g (%.1fs)", epoch + 1, cfg.epochs, record["loss"],
                  record["acc"], self.lr, p.seconds)
         return record
@@ -198,10 +203,11 @@ def run_search(
     replace a run in ``out`` and how often to checkpoint; SIGTERM/SIGINT checkpoint and raise
     :class:`~pvnas.runtime.run.Preempted`. ``compile`` runs the supernet through ``torch.compile``.
     """
+    remedies = remedies_of(cfg)  # checked before the run directory is touched
     run, train = Run.open("search", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
                           workers=cfg.workers, seed=cfg.seed, threads=cfg.threads)
     env = run.env
-    model = supernet_from_config(cfg, len(train.classes)).to(env.device)
+    model = supernet_from_config(cfg, len(train.classes), remedies).to(env.device)
     cuda_layout(model, env.device)
     broadcast_module(model, env)
     # the paper's lr is per GPU: gradients are averaged, so the weight lr scales with the world size
@@ -209,15 +215,16 @@ def run_search(
     state = make_state(model, scaled, compile)
     total_steps = train.steps_per_epoch * cfg.epochs
     monitor = ConvergenceMonitor(round(cfg.converge_window * total_steps), cfg.converge_tol)
-    run.start({"search": to_dict(cfg), "compile": compile},
+    run.start({"search": {**to_dict(cfg), "remedies": settings(cfg)}, "compile": compile},
               {"model": model, "alpha_opt": state.alpha_opt, "weight_opt": state.weight_opt, "converge": monitor},
-              train.classes, mutable={"search.epochs", "search.workers", "search.threads", "search.max_param_free", "compile"})
+              train.classes, mutable={"search.epochs", "search.workers", "search.threads", "compile", *resumable()},
+              renamed={f"search.{name}": f"search.remedies.{name}" for name in LEGACY_REMEDIES})
     for group in state.alpha_opt.param_groups:  # after start(): a resume's --epochs may differ from the checkpoint's
         group["lr"] = alpha_lr(cfg, total_steps)
-    epochs = SearchEpochs(cfg, scaled, run, state, monitor, train.steps_per_epoch)
+    epochs = SearchEpochs(cfg, scaled, run, state, monitor, train.steps_per_epoch, remedies)
     run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=lambda epoch: model.train(),
              lr=lambda: epochs.lr)
-    genotype = model.genotype(cfg.max_param_free, epoch=run.progress.epoch, dataset=data)
+    genotype = model.genotype(derive_options(remedies), epoch=run.progress.epoch, dataset=data)
     if env.is_main:
         genotype.save(run.out / "genotype.json")
     return SearchResult(genotype, model.alpha_dict())

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Mapping
 
 import torch
 
-from pvnas.runtime.rundir import load_torch, load_yaml
+from pvnas.config import LEGACY_REMEDIES, SearchConfig, from_dict
 from pvnas.errors import ConfigError
+from pvnas.runtime.rundir import load_torch, load_yaml
+from pvnas.search.remedies import REMEDIES, Remedy, derive_options, remedies_of, unknown
 from pvnas.space.genotype import Genotype, check_alphas
 
 SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
@@ -38,10 +40,11 @@ def load_alphas(run: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[st
     return alphas, check_alphas(load_torch(edges, "edge weights (dict of cell kind -> tensor)"), str(edges), per_edge=True)
 
 
-def derive_from_run(run: Path, epoch: int | None = None, max_param_free: int | None | Literal["run"] = "run") -> Genotype:
-    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch". ``max_param_free`` caps
-    each cell's identity/pool edges (see :meth:`Genotype.derive`): ``"run"`` (default) the search's own setting, so
-    that the last epoch gives the run's genotype.json; ``None`` no cap, the paper's rule."""
+def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str, Any] | None = None) -> Genotype:
+    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch", derived as the search
+    derives: with the derivation its remedies ask for (e.g. the parameter-free cap), so that the last epoch gives
+    the run's genotype.json. ``overrides``: remedy values that replace the run's (``{"max_param_free": 8}``: the
+    paper's rule)."""
     run = Path(run)
     saved = saved_epochs(run)
     if not saved:
@@ -54,21 +57,26 @@ def derive_from_run(run: Path, epoch: int | None = None, max_param_free: int | N
     config = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
     if config:
         meta["dataset"] = config.get("data")
-    if max_param_free == "run":
-        max_param_free = run_max_param_free(run / "config.yaml", config)
-    if max_param_free is not None:
-        meta["max_param_free"] = max_param_free
+    options = derive_options(run_remedies(run / "config.yaml", config, overrides or {}))
     alphas, edge_weights = load_alphas(run, epoch)
-    return Genotype.derive(alphas, meta=meta, edge_weights=edge_weights, max_param_free=max_param_free)
+    return Genotype.derive(alphas, meta={**meta, **options}, edge_weights=edge_weights, **options)
 
 
-def run_max_param_free(path: Path, config: dict[str, Any]) -> int | None:
-    """The derivation cap a search ran with (``search.max_param_free`` of its config.yaml; absent: none)."""
+def run_remedies(path: Path, config: dict[str, Any], overrides: Mapping[str, Any]) -> list[Remedy]:
+    """The derivation remedies a search ran with (its config.yaml's ``search``, the remedies of an earlier release's
+    flat keys included), with ``overrides`` applied; a bad value is one line naming the file and the key."""
     search = config.get("search")
-    value = search.get("max_param_free") if isinstance(search, dict) else None
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 8):
-        raise ConfigError(f"{path}: search.max_param_free must be an integer in 0..8 or null, got {value!r}")
-    return value
+    search = search if isinstance(search, dict) else {}
+    try:
+        values = {**from_dict(SearchConfig, {k: search[k] for k in (*LEGACY_REMEDIES, "remedies") if k in search}).remedies,
+                  **overrides}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: search.{exc}") from None
+    unknown(values, f"{path}: search.remedies")
+    try:
+        return remedies_of(SearchConfig(remedies={k: v for k, v in values.items() if not REMEDIES[k].trains}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: search.remedies.{exc}") from None
 
 
 def alpha_history(run: Path) -> tuple[list[int], dict[str, torch.Tensor]]:

@@ -25,9 +25,9 @@ from torch import nn
 from pvnas.config import SearchConfig, from_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import Skipped
-from pvnas.runtime.rundir import load_torch, load_yaml
 from pvnas.errors import ConfigError
 from pvnas.nn.supernet import supernet_from_config
+from pvnas.runtime.rundir import load_torch, load_yaml
 from pvnas.search.snapshots import saved_epochs
 from pvnas.space.genotype import EDGES_PER_CELL, NODES, CellGenotype, Genotype, edge_inputs
 from pvnas.space.ops import CELL_KINDS, ops_for
@@ -43,7 +43,7 @@ def load_supernet(run: Path) -> tuple[nn.Module, dict, SearchConfig]:
     if record.get("command") != "search":
         raise ConfigError(f"{run}: not a search run (config.yaml says command {record.get('command')!r})")
     cfg = from_dict(SearchConfig, record["search"])
-    model = supernet_from_config(cfg, len(record["classes"]))
+    model = supernet_from_config(cfg, len(record["classes"]), ())  # scored in eval mode: remedies change training only
     ckpt = load_torch(run / "checkpoint.pt", "a `pvnas search` checkpoint")
     try:
         model.load_state_dict(ckpt["state"]["model"])

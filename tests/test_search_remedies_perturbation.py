@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pvnas.cli import main
-from pvnas.search import perturbation
+from pvnas.search.remedies import perturbation
 from pvnas.space.genotype import EDGES_PER_CELL, Genotype, edge_inputs
 from pvnas.space.ops import CELL_KINDS, ops_for
 
