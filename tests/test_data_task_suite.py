@@ -59,6 +59,11 @@ def test_task_spec_is_written_once_and_read_like_user_data(tmp_path, monkeypatch
         build_dataset("task:nope", "train", clip)
     with pytest.raises(ConfigError, match="seed"):
         build_dataset("task:order?seed=x", "train", clip)
+    fewer = build_dataset("task:order?train=2", "train", clip)  # fewer training clips, the same validation clips
+    assert len(fewer) == 2 * len(task.classes) and (tmp_path / f"task-v{VERSION}" / "order-s0-train2").is_dir()
+    for bad, message in (("task:order?train=0", "N >= 1"), ("task:order?nope=1", "unknown option")):
+        with pytest.raises(ConfigError, match=message):
+            build_dataset(bad, "train", clip)
 
 
 def _clean(monkeypatch):
