@@ -60,8 +60,10 @@ def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -
     return override(cfg, epochs=epochs, warmup_epochs=warmup)  # (NetworkConfig checks both)
 
 
-def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.SGD:
-    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2); the lr is set every step."""
+def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2), or AdamW; the lr is set every step."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
