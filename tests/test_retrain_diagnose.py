@@ -8,6 +8,7 @@ import numpy as np
 from pvnas.config import NETWORK_PRESETS, override
 from pvnas.data.encode import write_video
 from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, early_check, temporal_ops
+from pvnas.retrain.evaluate import run_eval
 from pvnas.retrain.train import run_train
 from pvnas.runtime.run import NonFiniteLossError
 from pvnas.space.genotype import CellGenotype, Genotype
@@ -57,6 +58,8 @@ def test_a_retrain_records_its_diagnosis_and_warns_when_the_network_is_blind(tmp
     assert last["diagnosis"] == result["diagnosis"] and set(last["diagnosis"]) >= {"learned", "causes", "chance"}
     if not last["diagnosis"]["learned"]:
         assert "did not learn" in caplog.text and "no temporal op" in last["diagnosis"]["causes"][0]
+    evaluated = run_eval(tmp_path / "run" / "model.pt", "synthetic:8", views="1x1")  # one epoch: near chance
+    assert evaluated["at_chance"] and "within 3 standard errors of chance" in caplog.text
 
 
 def test_the_early_check_looks_after_the_warm_up_and_at_an_eighth_a_quarter_and_half_of_the_run():
