@@ -273,8 +273,10 @@ def consistency(genotypes: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
-    """Searches and retrains of one task; returns its per-seed rows and summary."""
+def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int,
+               search_only: bool = False) -> dict[str, Any]:
+    """Searches and retrains of one task; returns its per-seed rows and summary (``search_only``: the searches, their
+    genotypes and how consistent they are, no retrain)."""
     slug = task_data.replace(":", "_").replace("/", "_")
     settings = key_of(search_settings(budget.search))
     search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
@@ -285,8 +287,14 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
         return out / "runs" / slug / f"train_{train_key}" / f"{key_of(genotype['cells'])}_r{seed}"
 
     searches = run_units(jobs, threads, [(search_unit, task_data, s, budget, search_dirs[s]) for s in seeds] +
-                         [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for g in randoms
-                          for r in budget.retrain_seeds])[: len(seeds)]
+                         ([] if search_only else [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r))
+                                                  for g in randoms for r in budget.retrain_seeds]))[: len(seeds)]
+    if search_only:
+        return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
+                "consistency": consistency([res["genotype"] for res in searches]), "seeds": len(seeds),
+                "rows": [{"seed": seed, "genotype": res["genotype"], "param_free": res["param_free"],
+                          "entropy_drop": res["entropy_drop"], "search_seconds": res["seconds"],
+                          "supernet_acc": res["supernet_acc"]} for seed, res in zip(seeds, searches)]}
     genotypes = [(s, "searched", res["genotype"]) for s, res in zip(seeds, searches)]
     genotypes += [(s, "stop_at", res["stop_at"]["genotype"]) for s, res in zip(seeds, searches) if res["stop_at"]]
     units = [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for _, _, g in genotypes for r in budget.retrain_seeds]
@@ -391,7 +399,37 @@ def single_frame_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def consistency_lines(tasks: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Search consistency across seeds", "",
+             "| task | " + " | ".join(CELL_KINDS) + " |", "|---|" + "---|" * len(CELL_KINDS)]
+    for t in tasks:
+        c = t.get("consistency") or {}
+        cells = [("-" if not c.get(k) or c[k]["mean"] is None else
+                  f"{c[k]['mean']:.2f} ({' '.join(map(str, c[k]['pairs']))}; chance {c[k]['chance']:.2f})")
+                 for k in CELL_KINDS]
+        lines.append(f"| {t['data']} | " + " | ".join(cells) + " |")
+    return lines + ["", "(node, input, op) choices of 8 that two seeds' searched cells share: mean over pairs of seeds "
+                    "(each pair); chance: what two uniformly random cells share on average."]
+
+
+def search_only_markdown(result: dict[str, Any]) -> str:
+    s = result["budget"]["search"]
+    lines = ["# Search consistency: searches only", "", f"Command: `{result['command']}`  ",
+             f"Wall time {result['wall_seconds'] / 60:.1f} min on {result['machine']['cpus']} CPU cores ({result['jobs']} "
+             f"jobs x {result['threads']} torch thread(s)), load average at start {result['machine']['load_start']}.", "",
+             f"- Search (preset `{result['budget']['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
+             f"{s['batch_size']}; remedies {s['remedies']}.", ""] + consistency_lines(result["tasks"])
+    lines += ["", "| task | seed | param-free S-NC/S-RC/T-NC/T-RC | supernet train acc | search (min) |", "|---|---|---|---|---|"]
+    for t in result["tasks"]:
+        for x in t["rows"]:
+            lines.append(f"| {t['data']} | {x['seed']} | {'/'.join(str(x['param_free'][k]) for k in CELL_KINDS)} | "
+                         f"{x['supernet_acc']:.2f} | {x['search_seconds'] / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    if result.get("search_only"):
+        return search_only_markdown(result)
     b = result["budget"]
     s, n = b["search"], b["network"]
     cap = "" if b.get("max_param_free") is None else f", at most {b['max_param_free']} parameter-free edges per cell"
@@ -433,16 +471,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Points of top-1. Retrain noise: the std of one genotype over retrain seeds, pooled; evaluation noise: "
               "the binomial std of a top-1 on the validation clips at the retrains' accuracies; training noise: the "
               "rest (sqrt(retrain^2 - evaluation^2)). Margin noise: retrain noise x sqrt(1/R + 1/(R x randoms)).", "",
-              "## Search consistency across seeds", "",
-              "| task | " + " | ".join(CELL_KINDS) + " |", "|---|" + "---|" * len(CELL_KINDS)]
-    for t in result["tasks"]:
-        c = t.get("consistency") or {}
-        cells = [("-" if not c.get(k) or c[k]["mean"] is None else
-                  f"{c[k]['mean']:.2f} ({' '.join(map(str, c[k]['pairs']))}; chance {c[k]['chance']:.2f})")
-                 for k in CELL_KINDS]
-        lines.append(f"| {t['data']} | " + " | ".join(cells) + " |")
-    lines += ["", "(node, input, op) choices of 8 that two seeds' searched cells share: mean over pairs of seeds (each "
-              "pair); chance: what two uniformly random cells share on average."]
+              ""] + consistency_lines(result["tasks"])
     lines += ["", "Top-1 in %, multi-view, mean over retrain seeds. A win: the searched genotype beats the mean of the "
               "randoms; a clear win: by more than the margin noise. Param-free: identity or pooling edges of 8 per cell.",
               "", "## Per seed", "",
@@ -513,6 +542,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="units of work in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per unit of work")
     p.add_argument("--workers", type=int, help="loader workers per unit (preset default)")
+    p.add_argument("--search-only", action="store_true",
+                   help="only the searches: their genotypes and how consistent they are across seeds (no retrain)")
     p.add_argument("--single-frame", action="store_true",
                    help="also train a single-frame classifier per task at full size (raw and through the pipeline): "
                    "does one frame tell the class?")
@@ -540,7 +571,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tasks = []
     for spec in specs:
         log.info("task %s", spec)
-        t = study_task(spec, budget, seeds, args.out, args.jobs, args.threads)
+        t = study_task(spec, budget, seeds, args.out, args.jobs, args.threads, args.search_only)
         t["role"] = "tuning" if t["task"] in args.tuning else ("held out" if t["task"] else "data")
         tasks.append(t)
     result: dict[str, Any] = {
@@ -552,7 +583,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    "select": budget.select, "max_param_free": budget.max_param_free, "variant": budget.variant,
                    "search_preset": args.search_preset,
                    "train_preset": args.train_preset},
-        "tasks": tasks,
+        "tasks": tasks, "search_only": args.search_only,
     }
     if args.single_frame:
         names = [t["task"] for t in tasks if t["task"] in TASKS]
@@ -562,7 +593,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     name = "results" if budget.variant == "default" else f"results_{budget.variant}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(markdown(result))
-    plot(result, args.out / ("search_quality.png" if budget.variant == "default" else f"search_quality_{budget.variant}.png"))
+    if not args.search_only:
+        plot(result, args.out / ("search_quality.png" if budget.variant == "default" else f"search_quality_{budget.variant}.png"))
     return result
 
 

@@ -127,3 +127,13 @@ def test_search_consistency_counts_shared_choices_against_chance():
     for kind in ("S-NC", "T-NC"):
         counted = sum(study.shared_choices(x, y, kind) for x, y in pairs) / len(pairs)
         assert study.chance_shared(kind) == pytest.approx(counted, abs=0.07)
+
+
+def test_search_only_reports_how_consistent_the_searches_are_without_retraining(tmp_path):
+    study = load_script(SCRIPT)
+    out = tmp_path / "s"
+    assert study.main(["--quick", "--out", str(out), "--seeds", "0", "1", "--search-only", "--stop-at", "0"]) == 0
+    (task,) = json.loads((out / "results.json").read_text())["tasks"]
+    assert len(task["consistency"]["T-NC"]["pairs"]) == 1 and len(task["rows"]) == 2
+    assert "Search consistency" in (out / "results.md").read_text()
+    assert not list((out / "runs").rglob("train_*"))  # nothing retrained
