@@ -77,6 +77,11 @@ def test_early_check_flags_a_diverging_or_flat_run_and_not_a_learning_one():
     assert warning["kind"] == "not learning" and warning["epoch"] == 8 and "--seed" in warning["try"]
     assert early_check(flat[:4], k, 30) is None  # before a quarter of the run: too early to say
     assert early_check(records([0.12] * 7 + [0.30], [ln_k] * 7 + [1.9]), k, 30) is None  # it started learning
+    fits = [{**r, "val_top1": 0.13, "val_videos": 160}  # training accuracy leaves chance, validation does not
+            for r in records([0.12] * 7 + [0.25] * 7 + [0.28], [ln_k] * 7 + [1.95] * 7 + [1.9])]
+    assert early_check(fits, k, 30)["kind"] == "memorising"  # half the run: training 0.28, validation at chance
+    assert early_check(fits[:8], k, 30) is None  # a quarter: the runs that learned were still at chance here
+    assert early_check([*fits[:14], {**fits[14], "val_top1": 0.29}], k, 30) is None  # validation left chance
 
 
 def _dark_and_bright(root):
