@@ -14,7 +14,7 @@ time), ``OUT/ablation.png`` and ``OUT/collapse.png``; the run directories under 
 are ordinary pvnas runs (``pvnas plot``/``report`` work on them).
 
     python experiments/ablation.py                       # demo, seeds 0 1 2: ~20-30 min on 2 CPU cores
-    python experiments/ablation.py --quick --out /tmp/q  # synthetic data, tiny budget: under a minute
+    python experiments/ablation.py --quick --out runs/ablation_quick  # synthetic data, tiny budget: under a minute
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ class Budget:
 
 
 def default_budget() -> Budget:
-    """~20-30 min for 3 seeds on `demo` on a shared 2-core CPU (docs/RESULTS.md has the timings).
+    """~20-30 min for 3 seeds on `demo` on a shared 2-core CPU (docs/history.md has the timings of one run).
 
     Spelled out from the paper defaults rather than from the `demo` presets, so that tuning the
-    demo does not silently change the numbers docs/RESULTS.md reports.
+    demo does not silently change the numbers docs/history.md reports.
 
     The supernet is searched at C=4 and the genotypes retrained at C=8 (DARTS also searches
     narrower than it trains): the search is half of the cost, and C=4 takes a third less time.
@@ -331,7 +331,7 @@ def plot_collapse(result: dict[str, Any], path: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset spec (default: demo; with --quick: synthetic:16)")
+    p.add_argument("--data", help="dataset spec (default: demo; with --quick: synthetic:8)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2; with --quick: 0)")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output directory (must be new or empty)")
     p.add_argument("--quick", action="store_true", help="tiny budget: the whole protocol in about a minute")
@@ -371,7 +371,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """The whole protocol; returns what ``results.json`` holds."""
     t_start = time.perf_counter()
     budget = resolve_budget(args)
-    data = args.data or ("synthetic:16" if args.quick else "demo")
+    data = args.data or ("synthetic:8" if args.quick else "demo")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     check_seeds(seeds)
     out: Path = args.out

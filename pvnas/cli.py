@@ -1,7 +1,7 @@
 """The ``pvnas`` command line (docs/design.md §6): thin typed wrappers over the Python API.
 
 User mistakes (bad paths, specs, presets, genotypes, configs) end in one line on stderr and exit
-code 2; ``--debug`` shows the traceback instead. Commands that print JSON print nothing else.
+code 2; ``--debug`` (anywhere on the line) shows the traceback too. Commands that print JSON print nothing else.
 """
 
 from __future__ import annotations
@@ -37,13 +37,23 @@ log = logging.getLogger("pvnas")
 _debug = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pvnas.version import __version__
+
+        typer.echo(f"pvnas {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors (also after the command's name)."),
     log_level: str = typer.Option("INFO", "--log-level", help="Python logging level (DEBUG, INFO, WARNING)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     global _debug
-    _debug = debug
+    _debug = _debug or debug
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise ConfigError(f"--log-level must be one of DEBUG, INFO, WARNING, ERROR; got {log_level!r}")
@@ -56,11 +66,26 @@ SCALE_OPT = typer.Option(None, "--scale", help="Random short-side range MIN,MAX 
 WORKERS_OPT = typer.Option(None, "--workers", help="Loader worker processes.")
 THREADS_OPT = typer.Option(
     None, "--threads", help="Torch threads on CPU (default: the preset's, 1 for tiny/demo, else every core; 0: every core).")
-RESUME_OPT = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt.")
+RESUME_OPT = typer.Option(
+    None, "--resume", metavar="[auto]", help="Continue from RUN/checkpoint.pt. `--resume auto`: start, continue, or "
+    "(finished) do nothing, whatever RUN needs: one command line for requeued and restarted jobs.")
 OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the run already in --out (without it, it is kept).")
 CHECKPOINT_EVERY_OPT = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N minutes (besides every epoch).")
 TENSORBOARD_OPT = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard.")
 COMPILE_OPT = typer.Option(False, "--compile", help="Run the network through torch.compile (off: on CPU it does not pay).")
+CONFIG_OPT = typer.Option(
+    None, "--config", help="Start from a run's config.yaml (or any YAML of that schema); the flags given override it.")
+# the top-level keys of a run's config.yaml besides its command's section(s): what the run was, not settings
+RUN_KEYS = ("command", "version", "preset", "data", "world_size", "classes", "compile", "restarts")
+
+
+def _resume(value: str | None) -> bool | str:
+    """``--resume`` alone (main() gives it the value ""), ``--resume auto``, or absent."""
+    if value is None:
+        return False
+    if value not in ("", "auto"):
+        raise ConfigError(f"--resume takes no value or `auto`, got {value!r}")
+    return value or True
 
 
 def remedy_options(at_derive: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -92,6 +117,54 @@ def remedy_options(at_derive: bool) -> Callable[[Callable[..., None]], Callable[
     return decorate
 
 
+def _config_file(path: Path | None, command: str, sections: tuple[str, ...]) -> dict[str, Any]:
+    """The ``--config`` file of ``command`` as a mapping (empty without one); a key that is neither a run key nor
+    one of ``sections`` is refused by name, as is another command's config. Its sections are checked field by
+    field by :func:`pvnas.config.apply_values`."""
+    if path is None:
+        return {}
+    from pvnas.runtime.rundir import load_yaml
+
+    data = load_yaml(path)
+    if data.get("command", command) != command:
+        raise ConfigError(f"--config {path} is the config of a `pvnas {data['command']}` run, not a `pvnas {command}` one")
+    allowed = RUN_KEYS + sections
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"--config {path}: unknown key {key!r}; a `pvnas {command}` config has: "
+                              f"{', '.join(allowed)}")
+    return data
+
+
+def _from_file(presets: dict[str, Any], preset: str | None, default: str, file: dict[str, Any], section: str,
+               path: Path | None) -> tuple[Any, str]:
+    """The base config of a run and its preset name: ``--preset``, else the file's preset, else ``default``; then
+    the file's ``section`` over it (what the file leaves out stays the preset's)."""
+    from pvnas.config import apply_values, get_preset
+
+    name = preset or (file.get("preset") if file.get("preset") in presets else None) or default
+    base = get_preset(presets, name)
+    if section in file:
+        base = apply_values(base, file[section], f"--config {path}: {section}")
+    return base, preset or file.get("preset") or default
+
+
+def _required(data: str | None, file: dict[str, Any]) -> str:
+    """``--data``, else the --config file's."""
+    if data is None and not isinstance(file.get("data"), str):
+        raise ConfigError("give --data SPEC (or a --config file that names its data)")
+    return data if data is not None else file["data"]
+
+
+def _renamed(value: Any, old_value: Any, name: str, old: str) -> Any:
+    """An option given by its name or by the old name it replaced (still accepted, hidden from --help)."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ConfigError(f"give {name} or its old name {old}, not both")
+    return old_value
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun (or a plain single process): the only one that prints results."""
     import os
@@ -106,9 +179,11 @@ def _print_json(obj: object) -> None:
 @app.command()
 @remedy_options(at_derive=False)
 def search(
-    data: str = typer.Option(..., "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT "
+                                       "(required unless the --config file names one)."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
-    preset: str = typer.Option("search", "--preset", help="search (paper), tiny, demo."),
+    config: Optional[Path] = CONFIG_OPT,
+    preset: Optional[str] = typer.Option(None, "--preset", help="search (paper, default), tiny, demo."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Search epochs (preset default)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     schedule: Optional[str] = typer.Option(
@@ -123,7 +198,7 @@ def search(
     workers: Optional[int] = WORKERS_OPT,
     threads: Optional[int] = THREADS_OPT,
     impl: Optional[str] = typer.Option(None, "--impl", help="Supernet cells: fast (default) or reference."),
-    resume: bool = RESUME_OPT,
+    resume: Optional[str] = RESUME_OPT,
     overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
     tensorboard: bool = TENSORBOARD_OPT,
@@ -138,11 +213,15 @@ def search(
     """Supernet search (paper Alg. 1); writes genotype.json, alphas/, metrics.jsonl, checkpoint.pt."""
     import dataclasses
 
-    from pvnas.config import SEARCH_PRESETS, RunOptions, get_preset, override, override_clip
+    from pvnas.config import SEARCH_PRESETS, RunOptions, override, override_clip
     from pvnas.search.loop import run_search
-    from pvnas.search.remedies import remedies_of
+    from pvnas.search.remedies import remedies_of, unknown
 
-    base = get_preset(SEARCH_PRESETS, preset)
+    file = _config_file(config, "search", ("search",))
+    unknown((file.get("search") or {}).get("remedies") or {}, f"--config {config}: search.remedies")
+    base, preset = _from_file(SEARCH_PRESETS, preset, "search", file, "search", config)
+    data = _required(data, file)
+    compile = compile or bool(file.get("compile", False))
     cfg = override(
         base, epochs=epochs, seed=seed, schedule=schedule, a_warmup=alpha_warmup,
         batch_size=batch_size, channels=channels, workers=workers, threads=threads,
@@ -154,7 +233,8 @@ def search(
         raise ConfigError("give --alpha-lr or --alpha-lr-budget, not both: one sets the lr, the other derives it")
     if alpha_lr is not None or alpha_lr_budget is not None:  # the one given replaces the preset's rule
         cfg = dataclasses.replace(cfg, a_lr=cfg.a_lr if alpha_lr is None else alpha_lr, a_lr_budget=alpha_lr_budget)
-    options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
+    options = RunOptions(resume=_resume(resume), overwrite=overwrite, checkpoint_every=checkpoint_every,
+                         tensorboard=tensorboard)
     result = run_search(cfg, data, out, options, preset=preset, compile=compile)
     if is_main_process():
         typer.echo(result.genotype.describe())
@@ -212,21 +292,31 @@ def random_genotype(
 
 @app.command()
 def train(
-    genotype: Path = typer.Option(..., "--genotype", help="Genotype JSON (from search, derive or random)."),
-    data: str = typer.Option(..., "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT."),
+    genotype: Optional[Path] = typer.Option(
+        None, "--genotype", help="Genotype JSON (from search, derive or random; default: the --init model's, else "
+                                 "the --config file's)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec, e.g. synthetic, demo, ucf101:ROOT "
+                                       "(required unless the --config file names one)."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
-    preset: str = typer.Option("L", "--preset", help="L, M (paper), tiny, demo."),
+    config: Optional[Path] = CONFIG_OPT,
+    preset: Optional[str] = typer.Option(None, "--preset", help="L (default), M (paper), tiny, demo."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Start from a trained RUN/model.pt (transfer): matching tensors load, a new classifier "
+                             "where the classes differ."),
+    freeze: float = typer.Option(
+        0.0, "--freeze", help="With --init: the share of the epochs that trains the classifier alone, stem and cells "
+                              "fixed (linear probe), before fine-tuning everything (0.25: the first quarter)."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", help="Epochs (default: the preset's, else the dataset's: 196, UCF-101 128); warm-up scales."
+        None, "--epochs", help="Epochs (default: the preset's, else the dataset's: 196, UCF-101/HMDB-51 128); warm-up scales."
     ),
     seed: Optional[int] = typer.Option(None, "--seed"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process and step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Base lr per process (paper 0.01), times the world size."),
     workers: Optional[int] = WORKERS_OPT,
     threads: Optional[int] = THREADS_OPT,
-    resume: bool = RESUME_OPT,
+    resume: Optional[str] = RESUME_OPT,
     overwrite: bool = OVERWRITE_OPT,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY_OPT,
     tensorboard: bool = TENSORBOARD_OPT,
@@ -236,20 +326,33 @@ def train(
     impl: Optional[str] = typer.Option(None, "--impl", help="Network forward: fast (default) or reference (Conv3d)."),
     compile: bool = COMPILE_OPT,
 ) -> None:
-    """Retrain a genotype from scratch (paper §4.2); writes model.pt, metrics.jsonl, checkpoint.pt."""
-    from pvnas.config import NETWORK_PRESETS, RunOptions, get_preset, override, override_clip
+    """Retrain a genotype from scratch (paper §4.2), or from a trained model with --init; writes model.pt,
+    metrics.jsonl, checkpoint.pt."""
+    from pvnas.config import NETWORK_PRESETS, RunOptions, override, override_clip
+    from pvnas.retrain.modelfile import init_genotype
     from pvnas.retrain.train import resolve_schedule, run_train
     from pvnas.space.genotype import Genotype
 
-    geno = Genotype.load(genotype)
-    base = get_preset(NETWORK_PRESETS, preset)
+    file = _config_file(config, "train", ("network", "genotype"))
+    if genotype is not None:
+        geno = Genotype.load(genotype)
+    elif init is not None:
+        geno = init_genotype(init)
+    elif "genotype" in file:
+        geno = Genotype.from_dict(file["genotype"], f"--config {config}: genotype")
+    else:
+        raise ConfigError("give --genotype FILE (or --init MODEL.pt, or a --config file that holds a genotype)")
+    base, preset = _from_file(NETWORK_PRESETS, preset, "L", file, "network", config)
+    data = _required(data, file)
+    compile = compile or bool(file.get("compile", False))
     cfg = override(
         base, channels=channels, repeats=repeats, seed=seed, batch_size=batch_size,
         lr=lr, workers=workers, threads=threads, clip=override_clip(base.clip, frames, crop, scale), impl=impl,
     )
     cfg = resolve_schedule(cfg, data, epochs)
-    options = RunOptions(resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, tensorboard=tensorboard)
-    result = run_train(geno, cfg, data, out, options, preset=preset, compile=compile)
+    options = RunOptions(resume=_resume(resume), overwrite=overwrite, checkpoint_every=checkpoint_every,
+                         tensorboard=tensorboard)
+    result = run_train(geno, cfg, data, out, options, preset=preset, compile=compile, init=init, freeze=freeze)
     if is_main_process():
         _print_json(result)
 
@@ -295,25 +398,47 @@ def predict(
 
 @app.command()
 def flops(
-    genotype: Path = typer.Option(..., "--genotype", help="Genotype JSON."),
-    preset: str = typer.Option("L", "--preset", help="L, M (paper), tiny, demo."),
-    frames: int = typer.Option(8, "--frames", help="Frames per clip."),
-    size: int = typer.Option(224, "--size", help="Crop size (pixels)."),
-    num_classes: int = typer.Option(400, "--num-classes"),
+    genotype: Optional[Path] = typer.Option(None, "--genotype", help="Genotype JSON (or give --checkpoint)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="RUN/model.pt written by `pvnas train`: its network, clip and classes."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="With --genotype: L (default), M (paper), tiny, demo."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default: the preset's or model's)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Crop size in pixels (default: the preset's or model's)."),
+    size: Optional[int] = typer.Option(None, "--size", hidden=True),  # the old name of --crop
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec whose classes to count, e.g. folder:ROOT."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes (default: from --data, else 400)."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
 ) -> None:
-    """Parameters and GFLOPs (multiply-adds / 1e9, per view) of the retrain network, as JSON."""
-    from pvnas import build_network
+    """Parameters and GMACs (multiply-adds / 1e9 per view, the paper's "GFLOPs") of a retrain network, as JSON."""
+    from pvnas.config import NETWORK_PRESETS, get_preset, override
+    from pvnas.estimate.datasets import resolve_inputs
     from pvnas.metrics.flops import count_flops
+    from pvnas.nn.network import network_from_config
+    from pvnas.retrain.modelfile import load_model
     from pvnas.space.genotype import Genotype
 
-    for name, value in (("--frames", frames), ("--size", size), ("--num-classes", num_classes)):
-        if value < 1:
+    crop = _renamed(crop, size, "--crop", "--size")
+    if (genotype is None) == (checkpoint is None):
+        raise ConfigError("give --genotype FILE or --checkpoint RUN/model.pt (one of them)")
+    for name, value in (("--frames", frames), ("--crop", crop)):
+        if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
-    model = build_network(Genotype.load(genotype), preset, num_classes, channels=channels, repeats=repeats)
-    result = count_flops(model, (3, frames, size, size))
-    _print_json({**result, "preset": preset, "input": [3, frames, size, size], "num_classes": num_classes})
+    if checkpoint is not None:
+        given = [flag for flag, value in (("--preset", preset), ("--data", data), ("--num-classes", num_classes),
+                                          ("--channels", channels), ("--repeats", repeats)) if value is not None]
+        if given:
+            raise ConfigError(f"--checkpoint counts the trained network as it is; {', '.join(given)} "
+                              f"{'go' if len(given) > 1 else 'goes'} with --genotype")
+        trained = load_model(checkpoint)
+        model, clip, preset, classes = trained.model, trained.config.clip, trained.preset, len(trained.classes)
+    else:
+        preset = preset or "L"
+        _, _, classes = resolve_inputs(data, 1, num_classes)
+        cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats)
+        model, clip = network_from_config(Genotype.load(genotype), cfg, classes), cfg.clip
+    shape = [3, frames or clip.frames, crop or clip.crop, crop or clip.crop]
+    _print_json({**count_flops(model, shape), "preset": preset, "input": shape, "num_classes": classes})
 
 
 @app.command()
@@ -322,9 +447,11 @@ def estimate(
         None, "--genotype", help="Cost retraining this genotype (else: cost the search)."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="Search preset: search (paper, default), tiny, demo; with --genotype: L (default), M, tiny, demo."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Clips per step (preset default)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step (preset default)."),
+    batch: Optional[int] = typer.Option(None, "--batch", hidden=True),  # the old name of --batch-size
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Crop size in pixels (preset default)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Crop size in pixels (preset default)."),
+    size: Optional[int] = typer.Option(None, "--size", hidden=True),  # the old name of --crop
     channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
     partial_channels: Optional[int] = typer.Option(None, "--partial-channels", help="Search: PC-DARTS K (1: exact)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Retrain: normal cells K per stage (preset default)."),
@@ -342,6 +469,7 @@ def estimate(
 
     Never runs a step that would not fit in memory: where the batch does not fit, the JSON says which does.
     """
+    batch, size = _renamed(batch_size, batch, "--batch-size", "--batch"), _renamed(crop, size, "--crop", "--size")
     common = dict(batch=batch, frames=frames, size=size, channels=channels, data=data, dataset_size=dataset_size,
                   epochs=epochs, num_classes=num_classes, steps=steps, compile=compile)
     if genotype is None:
@@ -406,13 +534,12 @@ def data_doctor(
     Exit code 0 if usable, 1 if not (2: bad spec or option). With --deep, 3 when usable but some
     listed videos would be skipped, are missing or could not be checked within the limits.
     """
-    from tqdm.auto import tqdm
-
     from pvnas.data.doctor import check_dataset, format_report
+    from pvnas.runtime.progress import progress
 
     report = check_dataset(
         spec, workers=workers, deep=deep, timeout=timeout, max_memory_mb=max_memory,
-        progress=lambda it: tqdm(it, desc="reading" if deep else "probing", leave=False),
+        progress=lambda it: progress(it, "reading" if deep else "probing"),
     )
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if not report["usable"]:
@@ -470,18 +597,43 @@ def _require_dir(path: Path) -> None:
         raise ConfigError(f"{path}: no such run directory")
 
 
+def _normalise(argv: list[str]) -> list[str]:
+    """What click cannot parse itself: ``--debug`` anywhere (taken out here), and ``--resume`` with or without a
+    value (alone it is given the value "", which :func:`_resume` reads as plain --resume)."""
+    global _debug
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg == "--debug":
+            _debug = True
+        elif arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("--resume=")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from pvnas.runtime.run import Preempted
+    import traceback
 
+    from pvnas.runtime.run import Preempted, RunFinished
+
+    global _debug
+    _debug = False
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=_normalise(sys.argv[1:] if argv is None else list(argv)), standalone_mode=False)
     except Preempted as exc:
         typer.echo(f"preempted: {exc}", err=True)
         return exc.exit_code
+    except RunFinished as exc:
+        if is_main_process():
+            typer.echo(f"finished: {exc}", err=True)
+        return exc.exit_code
     except PvnasError as exc:
         if _debug:
-            raise
+            traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
@@ -493,6 +645,14 @@ def main(argv: list[str] | None = None) -> int:
         if _is_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
             return 2
+        if "torch.distributed" in sys.modules and not _debug:
+            from pvnas.runtime.distributed import collective_failure
+
+            if collective_failure(exc):  # a rank died or stopped answering: the torchrun group is broken
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                typer.echo(f"error: lost a process of the group ({reason[:300]}); the last checkpoint is kept: rerun "
+                           "the same command with --resume auto (torchrun --max-restarts does)", err=True)
+                return 1
         raise
     return code if isinstance(code, int) else 0
 

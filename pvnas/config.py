@@ -9,6 +9,8 @@ what produced it.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
@@ -87,7 +89,7 @@ class SearchConfig:
     w_lr_min: float = 1e-4  # cosine floor
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    schedule: str = "converge"  # the paper's rule; the search-quality study (docs/RESULTS.md) supports it over step
+    schedule: str = "converge"  # the paper's rule; the demo search-quality study (docs/history.md) supports it over step
     decay_at: tuple[float, ...] = (0.25, 0.5, 0.75)  # step: progress of the decays (paper: epochs 20/40/60 of 80)
     step_gamma: float = 0.1
     converge_window: float = 0.1  # converge: alphas are compared over this share of the steps
@@ -225,13 +227,16 @@ class EvalConfig:
 class RunOptions:
     """How a run directory is used (search and train alike): start, continue or replace it, and checkpoints."""
 
-    resume: bool = False  # continue from RUN/checkpoint.pt
+    # True: continue from RUN/checkpoint.pt; "auto": start, continue or (finished) do nothing, whatever RUN needs
+    resume: bool | str = False
     overwrite: bool = False  # replace the run already in RUN
     checkpoint_every: float | None = None  # minutes between timed checkpoints (besides every epoch)
     max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.resume in (False, True, "auto"), "resume", "--resume", "given alone or as `--resume auto`",
+               self.resume)
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
         _check(self.checkpoint_every is None or self.checkpoint_every > 0, "checkpoint_every", "--checkpoint-every",
@@ -249,7 +254,7 @@ SEARCH_PRESETS: dict[str, SearchConfig] = {
         workers=0,
         threads=1,
     ),
-    # a search that decides within minutes on 2 cores (docs/RESULTS.md, "search quality"): small batches give the
+    # a search that decides within minutes on 2 cores (README, "Searching at a small budget"): small batches give the
     # alphas more updates before the supernet fits the data; half the steps train the weights only, then the alphas
     # move as far as the paper's (lr x updates = 12); DropNAS operation dropout keeps early leaders from winning
     # by co-adaptation alone; NoisyDARTS' skip noise and a derivation that keeps at most 4 parameter-free edges per
@@ -358,3 +363,67 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def apply_values(base: T, values: Mapping[str, Any], where: str) -> T:
+    """``base`` with the fields ``values`` names (a config file's section, e.g. ``RUN/config.yaml``'s ``search``;
+    ``clip`` nested) set: what a file leaves out stays ``base``'s. An unknown key or a value of the wrong type is
+    one :class:`ConfigError` naming ``where`` and the dotted key; the ranges are checked by ``base``'s class."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of {type(base).__name__} fields, got {type(values).__name__}")
+    if isinstance(base, SearchConfig) and any(k in values for k in LEGACY_REMEDIES):  # written before `remedies`
+        legacy = {k: values[k] for k in LEGACY_REMEDIES if k in values}
+        values = {**{k: v for k, v in values.items() if k not in legacy},
+                  "remedies": {**legacy, **values.get("remedies", {})}}
+    fields = {f.name: f for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(type(base))
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}; a {type(base).__name__} has: {', '.join(fields)}")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = apply_values(current, value, f"{where}.{key}")
+        elif key == "remedies":  # a mapping by remedy name (pvnas.search.remedies checks names and values)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}.remedies must be a mapping of remedy names to values, got {value!r}")
+            changes[key] = {**current, **value}
+        else:
+            changes[key] = _typed(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the type ``hint`` (int, float, bool, str, None, tuples of them and unions) or a ConfigError."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    for option in options:
+        origin = typing.get_origin(option)
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if option in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if option is float or float(value).is_integer():
+                return option(value)
+        if option is str and isinstance(value, str):
+            return value
+        if origin is tuple and isinstance(value, (list, tuple)):
+            args = typing.get_args(option)
+            items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+            if len(items) == len(value):
+                try:
+                    return tuple(_typed(v, t, where) for v, t in zip(value, items))
+                except ConfigError:
+                    continue
+    shown = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"{where} must be {shown}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} {_type_name(args[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))

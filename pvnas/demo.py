@@ -119,7 +119,7 @@ def summary_lines(summary: dict[str, Any], genotype: Genotype) -> list[str]:
     for name, m in (("searched", s), ("random  ", r)):
         lines.append(
             f"{name}: top-1 {100 * m['top1']:.1f}%  top-5 {100 * m['top5']:.1f}%  params {m['params'] / 1e6:.3f}M  "
-            f"GFLOPs {m['gflops']:.3f} per view ({summary['clip']}, {summary['views']} views, {m['videos']} videos)"
+            f"GMACs {m['gmacs']:.3f} per view ({summary['clip']}, {summary['views']} views, {m['videos']} videos)"
         )
     drops = summary["search"]["entropy_drop"]
     lines.append("alpha entropy drop after the search (nats; 0 = undecided): "
@@ -129,8 +129,8 @@ def summary_lines(summary: dict[str, Any], genotype: Genotype) -> list[str]:
             lines.append(f"warning: the {name} network did not learn: " + "; ".join(m["causes"]))
     verdict = {
         "searched": "the searched architecture beats the random one",
-        "random": "the random architecture wins at this tiny budget (README: what the demo shows)",
-        "tie": "searched and random tie at this tiny budget (README: what the demo shows)",
+        "random": "the random architecture wins at this tiny budget (README, \"What the demo shows\")",
+        "tie": "searched and random tie at this tiny budget (README, \"What the demo shows\")",
     }[summary["winner"]]
     lines.append(f"result: {verdict}; search to eval took {summary['timings']['total_s'] / 60:.1f} min")
     lines.append(f"report: {summary['report']}")

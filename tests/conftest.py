@@ -143,3 +143,28 @@ def reference_frames():
         return cache[str(path)]
 
     return decode_all
+
+
+@pytest.fixture(scope="session")
+def tiny_search_run(tmp_path_factory) -> Path:
+    """A 2-epoch `pvnas search` (tiny preset, C=4, batch 4, synthetic:8) as the CLI runs it, once per worker and
+    shared: read it, or copy it before writing into it."""
+    from pvnas.cli import main
+
+    run = tmp_path_factory.mktemp("tiny_search") / "run"
+    assert main(["search", "--data", "synthetic:8", "--preset", "tiny", "--epochs", "2", "--channels", "4",
+                 "--batch-size", "4", "--out", str(run)]) == 0
+    return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most `slow` tests first, then the files with the most tests, each file's tests in order.
+
+    `make test` runs `--dist loadfile --no-loadscope-reorder`: a worker takes the next file in this order when it
+    runs out, so the long files start at once and short ones fill the end, and no worker is left alone on a long
+    file (pytest-xdist's own order, most tests first, started the few-test end-to-end files last)."""
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = sorted(files.values(), key=lambda f: (-sum(i.get_closest_marker("slow") is not None for i in f), -len(f)))
+    items[:] = [item for f in order for item in f]

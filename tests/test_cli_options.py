@@ -127,3 +127,43 @@ def test_search_help_lists_the_new_options(capsys):
     text = capsys.readouterr().out
     for option in ("--overwrite", "--alpha-lr", "--alpha-warmup", "converge"):
         assert option in text
+
+
+def shared_options() -> dict[str, list[str]]:
+    """Every visible --option of two or more commands -> those commands, from the command line itself."""
+    import typer
+
+    from pvnas.cli import app
+
+    uses: dict[str, list[str]] = {}
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and not getattr(param, "hidden", False):
+                    uses.setdefault(opt, []).append(name)
+    return {opt: names for opt, names in uses.items() if len(names) > 1}
+
+
+def test_the_readme_table_lists_every_shared_option_once_with_its_commands():
+    """One name for one thing: the README's table of shared options is the command line's, row for row."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("### Options shared by commands", 1)[1].split("\n\n")[2]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        option, commands = [cell.strip() for cell in line.strip("|").split(" | ")][:2]
+        rows[[o for o in option.replace("`", " ").split() if o.startswith("--")][0]] = commands.split(", ")
+    assert rows == shared_options()
+
+
+def test_old_option_names_still_work_but_not_beside_the_new_ones(capsys):
+    """--batch and --size were estimate's and flops' names for --batch-size and --crop: hidden aliases now."""
+    assert main(["estimate", "--batch", "2", "--batch-size", "2"]) == 2
+    assert "give --batch-size or its old name --batch, not both" in capsys.readouterr().err
+    assert main(["flops", "--genotype", "g.json", "--crop", "32", "--size", "32"]) == 2
+    assert "give --crop or its old name --size, not both" in capsys.readouterr().err
+    for command in ("estimate", "flops"):
+        assert main([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "--crop" in text and "--size" not in text and "--batch " not in text

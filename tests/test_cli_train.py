@@ -36,6 +36,14 @@ def test_eval_prints_one_json_object_with_every_view_protocol(trained, capsys):
     assert (result["top1"], result["top5"]) == (result["by_views"]["2x3"]["top1"], result["by_views"]["2x3"]["top5"])
     assert all(0.0 <= v[k] <= 1.0 for v in result["by_views"].values() for k in ("top1", "top5"))
     assert json.loads((trained.parent / "eval_synthetic_16.json").read_text()) == result
+    # per class: the confusion matrix (true x predicted) of the 2x3 scores, its diagonal over its rows
+    classes, confusion = result["classes"], result["confusion"]
+    assert len(confusion) == len(classes) and all(len(row) == len(classes) for row in confusion)
+    assert sum(map(sum, confusion)) == 8 and sum(confusion[i][i] for i in range(len(classes))) == round(8 * result["top1"])
+    assert list(result["per_class"]) == classes
+    for i, name in enumerate(classes):
+        videos = sum(confusion[i])
+        assert result["per_class"][name] == {"videos": videos, "top1": confusion[i][i] / videos if videos else None}
 
 
 def test_eval_user_errors_are_one_line_exit_2(trained, tmp_path, capsys):
@@ -90,3 +98,36 @@ def test_export_matches_eager_on_a_real_clip(trained, real_clips, tmp_path, fmt,
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     rc, out = run_cli(capsys, "export", "--checkpoint", trained, "--format", fmt, "-o", tmp_path / "cli.out")
     assert rc == 0 and json.loads(out)["format"] == fmt and (tmp_path / "cli.out").stat().st_size > 0
+
+
+def test_train_from_a_runs_config_reproduces_its_weights(trained, tmp_path, capsys):
+    """`pvnas train --config RUN/config.yaml --out RUN2`: genotype, data and settings from the file."""
+    assert main(["train", "--config", str(trained.parent / "config.yaml"), "--out", str(tmp_path / "R2")]) == 0
+    ours, theirs = (torch.load(p, weights_only=True)["state_dict"] for p in (tmp_path / "R2" / "model.pt", trained))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert main(["train", "--config", str(trained.parent / "config.yaml"), "--out", str(tmp_path / "R3"),
+                 "--channels", "8"]) == 0  # a flag overrides the file
+    assert load_model(tmp_path / "R3" / "model.pt").config.channels == 8
+
+
+def test_flops_follows_the_preset_or_the_trained_model(trained, tmp_path, capsys):
+    from pvnas.config import NETWORK_PRESETS
+    from pvnas.metrics.flops import count_flops
+
+    model = load_model(trained)
+    clip = model.config.clip
+    rc, out = run_cli(capsys, "flops", "--checkpoint", trained)
+    result = json.loads(out)
+    expected = count_flops(model.model, (3, clip.frames, clip.crop, clip.crop))
+    assert rc == 0 and result["params"] == expected["params"] and result["gmacs"] == expected["gmacs"]
+    assert result["input"] == [3, clip.frames, clip.crop, clip.crop] and result["num_classes"] == len(model.classes)
+    model.genotype.save(tmp_path / "g.json")
+    by_genotype = ["flops", "--genotype", tmp_path / "g.json", "--preset", "tiny", "--channels", "4",
+                   "--num-classes", len(model.classes)]
+    rc, out = run_cli(capsys, *by_genotype)  # the same network built from its genotype: the preset's clip
+    tiny = NETWORK_PRESETS["tiny"].clip
+    assert rc == 0 and json.loads(out) == {**result, "input": [3, tiny.frames, tiny.crop, tiny.crop], "preset": "tiny"}
+    assert run_cli(capsys, *by_genotype, "--crop", "24")[1] == run_cli(capsys, *by_genotype, "--size", "24")[1]
+    assert json.loads(run_cli(capsys, *by_genotype[:-2])[1])["num_classes"] == 400  # Kinetics-400 by default
+    assert main(["flops", "--checkpoint", str(trained), "--preset", "L"]) == 2
+    assert "--checkpoint counts the trained network as it is; --preset goes with --genotype" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def test_ucf101(tmp_path, videos):
     assert _pairs(build_dataset(f"ucf101:{root}?split=2", "val", CLIP)) == [(a, 0)]
     with pytest.raises(ConfigError, match="split must be 1, 2 or 3"):
         build_dataset(f"ucf101:{root}?split=4", "train", CLIP)
-    with pytest.raises(DataError, match="trainlist03.txt not found"):
+    with pytest.raises(DataError, match="trainlist03.txt of split 3 not found"):
         build_dataset(f"ucf101:{root}?split=3", "train", CLIP)
     (lists / "testlist01.txt").write_text("Bowling/v_Bowling_g01_c01.avi\n")
     with pytest.raises(DataError, match=r"testlist01.txt:1: class 'Bowling' .* not in .*classInd.txt"):
@@ -134,11 +134,13 @@ def test_folder(tmp_path, videos):
     assert _pairs(train) == [(a, 0), (b, 0), (c, 1)]
     assert _pairs(build_dataset(f"folder:{root}", "val", CLIP)) == [(d, 1)]
     _place(videos["vp9.webm"], root / "validation" / "swim" / "e.webm")
-    with pytest.raises(DataError, match=r"class 'swim' has no directory in .*train"):
+    with pytest.raises(DataError, match=r"class 'swim' has no folder in the training split"):
         build_dataset(f"folder:{root}", "val", CLIP)
+    with pytest.raises(ConfigError, match=r"\?val and \?seed draw a validation split, but .* has one \(validation/\)"):
+        build_dataset(f"folder:{root}?val=0.3", "val", CLIP)
     only_train = tmp_path / "only_train"
-    _place(videos["h264.mkv"], only_train / "train" / "jump" / "a.mkv")
-    with pytest.raises(DataError, match="validation split not found .* val or validation or test"):
+    _place(videos["h264.mkv"], only_train / "train" / "jump" / "a.mkv")  # one video: it stays in training
+    with pytest.raises(DataError, match=r"only_train/train \(val split\): lists no videos"):
         build_dataset(f"folder:{only_train}", "val", CLIP)
 
 
@@ -166,6 +168,7 @@ def test_zero_readable_videos_is_an_error(tmp_path, bad_videos):
     root = tmp_path / "bad"
     for name, path in bad_videos.items():
         _place(path, root / "train" / "x" / name)
+        _place(path, root / "val" / "x" / name)
     with pytest.raises(DataError, match=r"none of the 5 videos is readable \(e.g. .*audio_only.mp4: no video stream"):
         build_dataset(f"folder:{root}", "train", CLIP)
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pvnas.data.doctor import check_dataset, deep_check_files, format_report
-from pvnas.errors import ConfigError
+from pvnas.errors import ConfigError, DataError
 
 
 @pytest.fixture()
@@ -39,15 +39,32 @@ def test_report_lists_classes_counts_and_unreadable_files(tree):
     assert "usable" in text and "truncated.mp4" in text and "classes without a readable video: swim" in text
 
 
-def test_unusable_dataset(tree):
+def test_unusable_dataset_by_the_rule_runs_apply(tree):
+    """`pvnas data` calls a split unusable exactly when building it for a run fails, with the same reason."""
+    from pvnas.config import ClipConfig
+    from pvnas.data import build_dataset
+
     shutil.rmtree(tree / "val")
-    report = check_dataset(f"folder:{tree}")
-    assert report["usable"] is False and "error" in report["splits"]["val"]
-    assert "NOT usable" in format_report(report)
     (tree / "val" / "cook").mkdir(parents=True)
     (tree / "val" / "cook" / "x.mp4").write_text("not a video")
     report = check_dataset(f"folder:{tree}")
-    assert report["usable"] is False and any("none of the 1 listed videos is readable" in p for p in report["problems"])
+    assert report["usable"] is False and report["usable_for"] == {"search": True, "train": False, "eval": False}
+    (problem,) = [p for p in report["problems"] if "runs refuse" in p]
+    with pytest.raises(DataError) as refused:
+        build_dataset(f"folder:{tree}", "val", ClipConfig(crop=32, scale=(32, 40)))
+    assert str(refused.value).split(" (e.g.")[0] in problem and "none of the 1 videos is readable" in problem
+    text = format_report(report)
+    assert "NOT usable (only by search: it reads the training split alone)" in text
+    assert build_dataset(f"folder:{tree}", "train", ClipConfig(crop=32, scale=(32, 40)))  # what search reads works
+
+
+def test_listing_errors_are_one_line_and_a_split_is_drawn_without_val(tree):
+    shutil.rmtree(tree / "val")
+    report = check_dataset(f"folder:{tree}")  # train/ alone: validation drawn from it, as the runs do
+    assert report["usable"] is True and "train/ without a validation folder; validation drawn" in report["layout"]
+    assert report["splits"]["train"]["videos"] + report["splits"]["val"]["videos"] == 3
+    with pytest.raises(DataError, match="is not a directory"):
+        check_dataset(f"folder:{tree / 'nowhere'}")
 
 
 def test_synthetic_and_bad_spec():
@@ -105,10 +122,16 @@ def _by_name(items):
     return {item["path"].rsplit("/", 1)[-1]: item for item in items}
 
 
-def test_deep_names_what_the_quick_check_misses(damaged_tree):
+@pytest.fixture(scope="module")
+def deep_report(damaged_tree):
+    """The deep check of ``damaged_tree`` (read-only: two tests read it)."""
+    return check_dataset(f"folder:{damaged_tree}", workers=2, deep=True)
+
+
+def test_deep_names_what_the_quick_check_misses(damaged_tree, deep_report):
     quick = check_dataset(f"folder:{damaged_tree}", workers=2)
     assert list(_by_name(quick["splits"]["train"]["unreadable"])) == ["truncated.mp4"]
-    report = check_dataset(f"folder:{damaged_tree}", workers=2, deep=True)
+    report = deep_report
     json.dumps(report)
     train = report["splits"]["train"]
     unreadable, damaged = _by_name(train["unreadable"]), _by_name(train["damaged"])
@@ -130,16 +153,16 @@ def test_deep_names_what_the_quick_check_misses(damaged_tree):
     assert "damaged " in text and "zero80.avi: frames [163]" in text and "3 damaged but readable" in text
 
 
-def test_deep_names_every_file_training_and_predict_skip(damaged_tree):
+def test_deep_names_every_file_training_and_predict_skip(damaged_tree, deep_report):
     """The promise of --deep: a file that a training clip or a test view cannot read was named."""
     from pvnas.config import SEARCH_PRESETS, ClipConfig
     from pvnas.data import list_samples
     from pvnas.data.datasets.video import VideoDataset
     from pvnas.data.loader import Skipped
 
-    report = check_dataset(f"folder:{damaged_tree}", deep=True)
+    report = deep_report
     named = {u["path"] for split in report["splits"].values() for u in split["unreadable"]}
-    samples, classes, _, _ = list_samples("folder", str(damaged_tree), {}, "train")
+    samples, classes, _, _, _ = list_samples("folder", str(damaged_tree), {}, "train")
     skipped = set()
     for clip in (SEARCH_PRESETS["tiny"].clip, ClipConfig(frames=8, window_seconds=8 / 25, crop=32, scale=(32, 40))):
         for views, seeds in (("train", range(8)), ("multi", [0])):

@@ -54,6 +54,8 @@ def test_bad_videos_skipped_once_with_labels_intact(tmp_path, generated_videos, 
     bad_names = sorted(bad_videos)
     for i, name in enumerate(bad_names):
         shutil.copyfile(bad_videos[name], root / "abc"[i % 3] / f"bad_{name}")
+    (tmp_path / "tree" / "val" / "a").mkdir(parents=True)  # (a validation folder: the training split stays whole)
+    shutil.copyfile(generated_videos["h264.mkv"], tmp_path / "tree" / "val" / "a" / "v.mkv")
     ds = build_dataset(f"folder:{tmp_path / 'tree'}", "train", CLIP)
     expected = {i: label for i, (_, label) in enumerate(ds.samples)}
     for workers in (0, 2):

@@ -6,7 +6,9 @@ import torch
 import pvnas
 from pvnas.config import EvalConfig
 from pvnas.data.loader import Batch, Skipped
-from pvnas.retrain.evaluate import aggregate_views, evaluate, parse_views, sanitise, topk_hits, view_logits
+from pvnas.retrain.evaluate import (
+    aggregate_views, evaluate, parse_views, per_class, sanitise, topk_hits, view_logits,
+)
 from pvnas.errors import ConfigError
 
 
@@ -81,3 +83,17 @@ def test_evaluate_counts_videos_views_and_skips():
 def test_sanitise():
     assert sanitise("synthetic") == "synthetic"
     assert sanitise("ucf101:/data/ucf?split=2") == "ucf101_data_ucf_split_2"
+
+
+def test_confusion_and_per_class_known_answer():
+    """Rows are true classes, columns predictions (all views averaged): 3 videos, one of class 2 taken for 0."""
+    views = torch.zeros(3, 1, 3, 1, 2, 2)
+    views[0, :, 0, 0, 0, 0] = 1  # label 1, predicted 1
+    views[1, :, 0, 0, 0, 0] = 0  # label 2, predicted 0
+    views[2, :, 0, 0, 0, 0] = 0  # label 0, predicted 0
+    batches = [Batch(views, torch.tensor([1, 2, 0]), torch.tensor([0, 1, 2]), ())]
+    result = evaluate(Oracle(), batches, 1, 1, torch.device("cpu"))
+    assert result["confusion"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
+    assert per_class(result["confusion"], ["a", "b", "c"]) == {
+        "a": {"videos": 1, "top1": 1.0}, "b": {"videos": 1, "top1": 1.0}, "c": {"videos": 1, "top1": 0.0}}
+    assert per_class([[0, 0], [0, 2]], ["a", "b"])["a"] == {"videos": 0, "top1": None}

@@ -24,6 +24,7 @@ def test_schedule_defaults_follow_the_paper_per_dataset():
     assert resolve_schedule(L, "ssv2:/s").warmup_epochs == 36
     ucf = resolve_schedule(L, "ucf101:/u?split=2")
     assert (ucf.epochs, ucf.warmup_epochs) == (128, 16)
+    assert resolve_schedule(L, "hmdb51:/h?split=3").epochs == 128  # (UCF-101's size, UCF-101's schedule)
     short = resolve_schedule(L, "ucf101:/u", epochs=64)
     assert (short.epochs, short.warmup_epochs) == (64, 8)  # warm-up scaled with --epochs
     assert resolve_schedule(L, "kinetics:/k", epochs=98).warmup_epochs == 18

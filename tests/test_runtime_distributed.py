@@ -1,16 +1,25 @@
-"""torchrun on CPU (gloo): 2 processes search in lockstep, alphas identical on both ranks; a SIGTERM stops both."""
+"""torchrun on CPU (gloo): 2 processes search in lockstep, alphas identical on both ranks; a SIGTERM stops both;
+one command line (`--resume auto`) survives requeues and a lost rank."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
+import yaml
 from processes import children, environment, sigterm_group_when
+
+from pvnas.errors import ConfigError
+from pvnas.runtime.distributed import collective_timeout
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -43,27 +52,24 @@ def test_ddp_search_keeps_alphas_and_convergence_decisions_identical_on_every_ra
     assert (run / "genotype.json").exists()
 
 
-SEARCH = ["-m", "pvnas", "search", "--data", "synthetic:48", "--preset", "tiny", "--epochs", "1", "--channels", "4",
-          "--batch-size", "4", "--workers", "1"]  # 6 steps per rank
+# one command line for every start of a job (SLURM --requeue, torchrun --max-restarts): `--resume auto`, and a
+# checkpoint after every step so that a stop anywhere resumes mid-epoch
+AUTO = ["-m", "pvnas", "search", "--data", "synthetic:48", "--preset", "tiny", "--epochs", "2", "--channels", "4",
+        "--batch-size", "4", "--workers", "1", "--resume", "auto", "--checkpoint-every", "0.0001"]  # 6 steps per rank
 
 
 @pytest.fixture(scope="module")
 def ddp_search_cli(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The uninterrupted run the restarted ones must reproduce."""
     run = tmp_path_factory.mktemp("ddp") / "R"
-    return torchrun(*SEARCH, "--out", str(run)), run
+    return torchrun(*AUTO, "--out", str(run)), run
 
 
 def test_ddp_search_cli(ddp_search_cli):
     proc, run = ddp_search_cli
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("genotype:") == 1  # only rank 0 prints
-    assert (run / "genotype.json").exists() and (run / "alphas/epoch_001.pt").exists()
-
-
-def ranks_loading(pid: int) -> bool:
-    """Both ranks have started their loader worker: they are in their first epoch, before any checkpoint."""
-    ranks = children(pid)
-    return len(ranks) == 2 and all(children(rank) for rank in ranks)
+    assert (run / "genotype.json").exists() and (run / "alphas/epoch_002.pt").exists()
 
 
 def rank_1(pid: int) -> int:
@@ -71,23 +77,96 @@ def rank_1(pid: int) -> int:
     return next(rank for rank in children(pid) if environment(rank).get("RANK") == "1")
 
 
-@pytest.mark.parametrize("target", [lambda pid: pid, rank_1], ids=["torchrun", "rank 1 alone"])
-def test_ddp_search_sigterm_stops_every_rank_at_one_step_then_resumes_exactly(ddp_search_cli, tmp_path, target):
-    """torchrun forwards a SIGTERM (`timeout torchrun ...`, SLURM) to each rank's process group, loader workers
-    included; a preempted node signals its own ranks only. Either way the ranks agree on the step to stop after,
-    rank 0 checkpoints, and each exits with the resume hint."""
+def checkpointed(run: Path, epoch: int) -> Callable[[int], bool]:
+    """Ready once ``run``'s checkpoint is a step or more into epoch ``epoch`` (0-based)."""
+    def ready(pid: int) -> bool:
+        try:
+            progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+        except (OSError, RuntimeError, EOFError):
+            return False
+        return progress["epoch"] == epoch and progress["step"] >= 1
+    return ready
+
+
+def epochs_of(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_final_alphas(run: Path, straight: Path) -> None:
+    done, ref = torch.load(run / "alphas/epoch_002.pt"), torch.load(straight / "alphas/epoch_002.pt")
+    assert done.keys() == ref.keys() and all(torch.equal(done[k], ref[k]) for k in ref)
+
+
+def test_the_same_command_three_times_two_stopped_mid_epoch_ends_as_an_uninterrupted_run(ddp_search_cli, tmp_path):
+    """(a) A requeued job reruns its one command line. Stopped mid-epoch twice by a SIGTERM to a process group:
+    first torchrun's (`timeout torchrun ...`, SLURM: it forwards the signal to each rank's group, loader workers
+    included), then rank 1's alone (a preempted node signals its own ranks). Either way the ranks agree on the
+    step to stop after and rank 0 checkpoints it; the third start finishes with bit-identical alphas, each epoch
+    once in metrics.jsonl and both restarts in config.yaml."""
     run = tmp_path / "R"
-    code, err = sigterm_group_when([*TORCHRUN, *SEARCH, "--out", str(run)], tmp_path / "stderr.txt", ranks_loading,
-                                   ENV, target)
-    stops = re.findall(r"preempted: stopped at search epoch 1/1, step (\d+); .* --resume", err)  # one per rank
-    assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
-    progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
-    assert (progress["epoch"], progress["step"]) == (0, int(stops[0])) and not (run / "genotype.json").exists()
-    proc = torchrun(*SEARCH, "--out", str(run), "--resume")
+    for epoch, target in ((0, lambda pid: pid), (1, rank_1)):
+        code, err = sigterm_group_when([*TORCHRUN, *AUTO, "--out", str(run)], tmp_path / f"stderr{epoch}.txt",
+                                       checkpointed(run, epoch), ENV, target)
+        stops = re.findall(rf"preempted: stopped at search epoch {epoch + 1}/2, step (\d+); .* --resume", err)
+        assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
+        progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+        assert (progress["epoch"], progress["step"]) == (epoch, int(stops[0])) and 1 <= progress["step"] < 6
+        assert not (run / "genotype.json").exists()
+    proc = torchrun(*AUTO, "--out", str(run))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    straight = torch.load(ddp_search_cli[1] / "alphas/epoch_001.pt")
-    resumed = torch.load(run / "alphas/epoch_001.pt")
-    assert all(torch.equal(resumed[kind], straight[kind]) for kind in straight)
+    assert_same_final_alphas(run, ddp_search_cli[1])
+    assert epochs_of(run) == [1, 2]
+    restarts = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
+    assert [(r["from"], r["epoch"]) for r in restarts] == [("checkpoint", 0), ("checkpoint", 1)]
+
+
+def test_a_rank_killed_mid_epoch_under_max_restarts_resumes_and_finishes_by_itself(ddp_search_cli, tmp_path):
+    """(b) SIGKILL to rank 1 in epoch 2, as the OOM killer would: rank 0 leaves at once (its peer's sockets
+    close), torchrun restarts the group, which resumes from the last checkpoint and finishes: the alphas of the
+    uninterrupted run, each epoch once in metrics.jsonl."""
+    run, log = tmp_path / "R", tmp_path / "stderr.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([TORCHRUN[0], "--max-restarts", "1", *TORCHRUN[1:], *AUTO, "--out", str(run)],
+                                stdout=subprocess.DEVNULL, stderr=f, env=ENV, start_new_session=True)
+    try:
+        ready = checkpointed(run, 1)
+        while proc.poll() is None and not ready(proc.pid):
+            time.sleep(0.02)
+        ranks = {environment(pid).get("RANK"): pid for pid in children(proc.pid)}
+        os.kill(ranks["1"], signal.SIGKILL)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "lost a process of the group" in log.read_text()  # rank 0's one line, not a hang
+    assert_same_final_alphas(run, ddp_search_cli[1])
+    assert epochs_of(run) == [1, 2]
+    [restart] = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
+    assert (restart["from"], restart["epoch"]) == ("checkpoint", 1) and restart["step"] >= 1
+
+
+def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeout(tmp_path):
+    """Rank 1 frozen (SIGSTOP: a hung node, which torchrun cannot see): rank 0 does not wait forever but leaves
+    with one line once PVNAS_COLLECTIVE_TIMEOUT (here 5 s) has passed in a collective."""
+    run, log = tmp_path / "R", tmp_path / "stderr.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([*TORCHRUN, *AUTO, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=f,
+                                env={**ENV, "PVNAS_COLLECTIVE_TIMEOUT": "5"}, start_new_session=True)
+    try:
+        ready = checkpointed(run, 0)
+        while proc.poll() is None and not ready(proc.pid):
+            time.sleep(0.02)
+        ranks = {environment(pid).get("RANK"): pid for pid in children(proc.pid)}
+        os.kill(ranks["1"], signal.SIGSTOP)
+        deadline = time.monotonic() + 120  # the default timeout (600 s) would still be waiting
+        while "lost a process of the group" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert re.search(r"error: lost a process of the group \(.*[Tt]imed? ?out", log.read_text()), log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.kill(ranks["1"], signal.SIGKILL)
+        proc.wait()
 
 
 def test_ddp_train_keeps_weights_identical_on_every_rank(tmp_path):
@@ -113,3 +192,13 @@ def test_ddp_train_cli(tmp_path):
                     "--epochs", "1", "--channels", "4", "--batch-size", "4", "--out", str(tmp_path / "R"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "R" / "model.pt").exists()
+
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon"])
+def test_a_bad_collective_timeout_is_one_error_naming_the_variable(value, monkeypatch):
+    monkeypatch.setenv("PVNAS_COLLECTIVE_TIMEOUT", value)
+    with pytest.raises(ConfigError, match=f"PVNAS_COLLECTIVE_TIMEOUT must be a number of seconds > 0, got '{value}'"):
+        collective_timeout()
+    monkeypatch.setenv("PVNAS_COLLECTIVE_TIMEOUT", "2.5")
+    assert collective_timeout() == 2.5

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, RunOptions, override
 from pvnas.runtime.run import NonFiniteGuard, NonFiniteLossError, Preempted
@@ -85,14 +86,22 @@ def test_resume_may_extend_the_epochs(tmp_path):
     assert not torch.equal(alphas(run, 1)["T-NC"], alphas(run, 2)["T-NC"])
 
 
+def in_epoch_2(run: Path) -> bool:
+    """The run's (per-step) checkpoint is a step or more into epoch 2 (of 6 steps)."""
+    try:
+        progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+    except (OSError, RuntimeError, EOFError):
+        return False
+    return progress["epoch"] == 1 and progress["step"] >= 1
+
+
 def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     run = tmp_path / "run"
-    cmd = SEARCH + ["--out", str(run)]
+    cmd = SEARCH + ["--out", str(run), "--checkpoint-every", "0.0001"]  # a checkpoint after every step
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 900
-    while not (run / "alphas/epoch_001.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # inside epoch 2 (6 steps)
+    while not in_epoch_2(run) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -275,3 +284,81 @@ def test_non_finite_losses_stop_the_search_and_keep_last_checkpoint(tmp_path, mo
     with pytest.raises(NonFiniteLossError, match="5 non-finite losses in a row"):
         run_search(CFG, DATA, run, RunOptions(resume=True))
     assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def files_of(run: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(run)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_auto_refuses_another_run_and_leaves_a_finished_one_alone(straight, tmp_path, capsys):
+    """A requeued command: into a finished run of its own config it says so, exits 0 and writes nothing; into
+    another config's or command's run it stops with one line and exit 2, before writing anything."""
+    from pvnas.cli import main
+
+    args = SEARCH[3:] + ["--resume", "auto", "--out"]
+    before = files_of(straight)
+    capsys.readouterr()
+    assert main(args + [str(straight)]) == 0
+    err = capsys.readouterr().err
+    assert "finished" in err and "nothing to do" in err and files_of(straight) == before, err
+    assert main(args[:-3] + ["--channels", "8", "--resume", "auto", "--out", str(straight)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "search.channels = 4, this run has 8" in err, err
+    other = tmp_path / "train_run"
+    shutil.copytree(straight, other)
+    ckpt = torch.load(other / "checkpoint.pt", weights_only=True)
+    ckpt["command"] = ckpt["config"]["command"] = "train"  # a `pvnas train` run in that directory
+    torch.save(ckpt, other / "checkpoint.pt")
+    before = files_of(other)
+    assert main(args + [str(other)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is a `pvnas train` run, not a `pvnas search` one" in err, err
+    assert files_of(other) == before
+
+
+def crash_at_search_step(monkeypatch, n: int) -> None:
+    """Make the n-th search step raise KeyboardInterrupt (a kill before any checkpoint was written)."""
+    import pvnas.search.loop as loop
+
+    real, calls = loop.search_step, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "search_step", crashing)
+
+
+@pytest.mark.parametrize("resume", ["auto", True], ids=["--resume auto", "--resume"])
+def test_a_run_stopped_before_its_first_checkpoint_restarts_afresh(straight, tmp_path, monkeypatch, caplog, resume):
+    """The trap: killed in its first epoch, a run leaves config.yaml but no checkpoint. Without --resume it is
+    protected; --resume auto and --resume both start it afresh (and record that), to the uninterrupted result."""
+    run = tmp_path / "run"
+    crash_at_search_step(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(CFG, DATA, run)
+    monkeypatch.undo()
+    assert (run / "config.yaml").is_file() and not (run / "checkpoint.pt").exists()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_search(CFG, DATA, run)
+    with pytest.raises(ConfigError, match="search.channels"):  # another config's run is not restarted
+        run_search(override(CFG, channels=8), DATA, run, RunOptions(resume=resume))
+    run_search(CFG, DATA, run, RunOptions(resume=resume))
+    assert "holds no checkpoint (the run stopped before its first one): starting it afresh" in caplog.text
+    assert_same_alphas(alphas(run, 2), alphas(straight, 2))
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    [restart] = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
+    assert (restart["from"], restart["epoch"], restart["step"]) == ("scratch", 0, 0)
+
+
+def test_a_finished_run_whose_checkpoint_was_removed_is_not_restarted(straight, tmp_path):
+    """Its genotype.json (a search's last output) says it finished: --resume auto refuses rather than redo it."""
+    done = tmp_path / "done"
+    shutil.copytree(straight, done)
+    (done / "checkpoint.pt").unlink()
+    before = files_of(done)
+    with pytest.raises(ConfigError, match="holds genotype.json but no checkpoint.pt"):
+        run_search(CFG, DATA, done, RunOptions(resume="auto"))
+    assert files_of(done) == before

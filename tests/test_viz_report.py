@@ -3,25 +3,30 @@
 import base64
 import json
 import logging
+import shutil
 
 import pytest
 import torch
+import yaml
 
 from pvnas.cli import main
-from pvnas.config import SEARCH_PRESETS, override
+from pvnas.config import NETWORK_PRESETS, override
+from pvnas.metrics.flops import count_flops
+from pvnas.nn.network import network_from_config
+from pvnas.retrain.modelfile import load_model
+from pvnas.retrain.train import run_train
 from pvnas.search.collapse import alpha_entropy, collapse_stats, warn_if_collapsed
-from pvnas.search.loop import run_search
 from pvnas.space.genotype import EDGES_PER_CELL, Genotype
 from pvnas.space.ops import CELL_KINDS, ops_for
+from pvnas.viz.report import build_report, search_verdict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_search_run):
     run = tmp_path_factory.mktemp("viz") / "run"
-    cfg = override(SEARCH_PRESETS["tiny"], channels=4, batch_size=4, epochs=2)
-    run_search(override(cfg, impl="reference"), "synthetic:8", run)
+    shutil.copytree(tiny_search_run, run)  # plots, the report and an eval file are written into it
     (run / "eval_val.json").write_text(json.dumps(
         {"top1": 0.5, "top5": 1.0, "videos": 8, "skipped": 0, "views": "2x3",
          "by_views": {"1x1": {"top1": 0.25, "top5": 0.75}, "2x1": {"top1": 0.375, "top5": 1.0},
@@ -108,3 +113,48 @@ def test_entropy_is_max_for_uniform_and_low_for_decided():
     assert ent["T-NC"] == pytest.approx(torch.log(torch.tensor(8.0)).item())
     decided = alpha_entropy(dominated_alphas({k: "identity" for k in CELL_KINDS}))
     assert all(v < 0.3 for v in decided.values())  # vs ln 6 = 1.79 and ln 8 = 2.08 undecided
+
+
+def search_records(drops: list[dict[str, float]], collapsed: list[list[str]], genotypes: list[str]) -> list[dict]:
+    return [{"epoch": i + 1, "entropy_drop": d, "collapsed": c, "genotype": g}
+            for i, (d, c, g) in enumerate(zip(drops, collapsed, genotypes))]
+
+
+def test_search_verdict_says_whether_the_alphas_moved_and_collapsed():
+    still = {k: 1e-4 for k in CELL_KINDS}  # the "entropy drop 0.000 after one epoch"
+    verdict = search_verdict(search_records([still], [[]], ["g"]))
+    assert verdict["undecided"] == list(CELL_KINDS) and "barely moved" in verdict["text"]
+    moved = {k: 0.2 for k in CELL_KINDS}
+    verdict = search_verdict(search_records([still, moved, moved], [[], [], ["S-NC"]], ["a", "b", "b"]))
+    assert verdict["undecided"] == [] and verdict["collapsed"] == ["S-NC"] and verdict["settled_at"] == 2
+    assert "moved in every cell" in verdict["text"] and "Collapse: S-NC" in verdict["text"]
+    # 1% of ln(#ops): 0.0208 nats for the 8 ops of a temporal cell, 0.0179 for the 6 of a spatial one
+    mixed = {"S-NC": 0.019, "S-RC": 0.019, "T-NC": 0.019, "T-RC": 0.5}
+    assert search_verdict(search_records([mixed], [[]], ["g"]))["undecided"] == ["T-NC"]
+
+
+def test_report_shows_the_search_verdict_and_the_derived_networks_cost(tiny_run):
+    assert main(["report", str(tiny_run)]) == 0
+    page = (tiny_run / "report.html").read_text()
+    assert "<h3>Verdict</h3>" in page and "The alphas" in page
+    classes = yaml.safe_load((tiny_run / "config.yaml").read_text())["classes"]
+    model = network_from_config(Genotype.load(tiny_run / "genotype.json"), NETWORK_PRESETS["tiny"], len(classes))
+    clip = NETWORK_PRESETS["tiny"].clip
+    cost = count_flops(model, (3, clip.frames, clip.crop, clip.crop))
+    assert f"<td>{cost['params']}</td>" in page and f"<td>{cost['gmacs']:.4g}</td>" in page
+    assert "GMACs per view" in page
+
+
+def test_a_train_report_shows_cost_diagnosis_and_per_class_accuracy(tmp_path):
+    run = tmp_path / "train"
+    cfg = override(NETWORK_PRESETS["tiny"], channels=4, batch_size=4, epochs=1, seed=1)
+    run_train(Genotype.random(1, min_conv=4), cfg, "synthetic:16", run)
+    page = build_report(run).read_text()
+    trained = load_model(run / "model.pt")
+    cost = count_flops(trained.model, (3, cfg.clip.frames, cfg.clip.crop, cfg.clip.crop))
+    assert f"<td>{cost['params']}</td>" in page and "GMACs per view" in page
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "<h3>Diagnosis</h3>" in page and ("learned" if last["diagnosis"]["learned"] else "did not learn") in page
+    assert "<h3>Per-class accuracy</h3>" in page and all(f"<td>{c}</td>" in page for c in trained.classes)
+    assert (run / "plots" / "confusion_val.png").read_bytes().startswith(PNG_MAGIC)
+    assert sum(map(sum, last["val_confusion"])) == last["val_videos"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from pvnas.config import ClipConfig
@@ -40,22 +41,28 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return kind, arg, options
 
 
-def list_samples(
-    kind: str, arg: str, options: dict[str, str], split: str
-) -> tuple[list[tuple[str, int]], list[str], str, bool | None]:
-    """The ``(path, label)`` pairs, class names, source description and flip default of a file spec.
+class SplitListing(NamedTuple):
+    """One split of a file spec as listed (no decoding): ``(path, label)`` pairs, class names, the manifest or folder
+    read (with the split), the flip default (None: the clip config decides) and the layout found, in words."""
 
-    Only reads manifests and directory listings (no decoding); :func:`parse_spec` gives the
-    arguments. ``flip`` is None where the clip config decides.
-    """
+    samples: list[tuple[str, int]]
+    classes: list[str]
+    source: str
+    flip: bool | None
+    layout: str
+
+
+def list_samples(kind: str, arg: str, options: dict[str, str], split: str) -> SplitListing:
+    """One split of a file spec, from manifests and directory listings only; :func:`parse_spec` gives the
+    arguments."""
     lister = KINDS[kind].lister if kind in KINDS else None
     if lister is None:
         raise ConfigError(f"{kind} is not a file dataset; expected one of: {SPEC_HELP}")
-    samples, classes, source = lister(arg, split, options)
+    listing = lister(arg, split, options)
     flip = KINDS[kind].flip
     if "flip" in options:
         flip = _BOOL[options["flip"].lower()]
-    return samples, classes, f"{source} ({split} split)", flip
+    return SplitListing(listing.samples, listing.classes, f"{listing.source} ({split} split)", flip, listing.layout)
 
 
 def build_dataset(
@@ -81,11 +88,12 @@ def build_dataset(
     * ``"multi"``  — ``test_clips`` x ``test_crops`` views (10 x 3 = 30 by default) for final
       evaluation: ``(V, 3, T, crop, crop)``, clip-major; average the V scores per video.
 
-    Spec options after ``?``: ``split=1|2|3`` (ucf101), ``flip=0|1`` (override the default:
+    Spec options after ``?``: ``split=1|2|3`` (ucf101, hmdb51), ``flip=0|1`` (override the default:
     on, except ssv2 and demo whose labels say left/right), ``decoder=pyav|decord``,
     ``missing=error|skip`` (listed videos that do not exist: fail before training, the default,
-    or leave them out with a warning — real Kinetics copies always lack a few).
-    ``seed`` only changes the content of ``synthetic``; clip randomness comes from the sampler.
+    or leave them out with a warning — real Kinetics copies always lack a few), ``val`` and ``seed``
+    (folder, list: the validation split drawn from data without one), ``root`` (list: where paths start).
+    The ``seed`` argument only changes the content of ``synthetic``; clip randomness comes from the sampler.
     File datasets raise :class:`~pvnas.errors.DataError` when a manifest is missing, names an
     unknown label or a file that does not exist, or when no listed video is readable.
     """
@@ -100,7 +108,7 @@ def build_dataset(
     build = KINDS[kind].build
     if build is not None:
         return build(arg, split, clip, seed, views)
-    samples, classes, source, flip = list_samples(kind, arg, options, split)
+    samples, classes, source, flip, _ = list_samples(kind, arg, options, split)
     if decoder is None:
         decoder = get_decoder(options.get("decoder", "pyav"))
     return VideoDataset(

@@ -1,8 +1,10 @@
 """``pvnas data SPEC``: check a dataset before spending hours on it.
 
 Lists classes and videos per split, opens every video and reports what cannot be read and why,
-with duration, frame-rate and resolution summaries. ``usable`` says whether training could start:
-both splits list videos and each has at least one readable one.
+with duration, frame-rate and resolution summaries, and the layout that was found. ``usable`` says whether
+runs can start on it, by the rule the runs themselves apply (:func:`~pvnas.data.datasets.video.refusal`): each
+split lists videos, none is missing (unless ``?missing=skip``) and at least one is readable; ``usable_for`` says
+it per command (a search reads the training split only).
 
 The default check opens each file (the decoder's demux pass plus one decoded frame): quick, but a
 file damaged further in passes it and is then skipped mid-run. ``deep=True`` reads every frame of
@@ -31,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from pvnas.data import SPLITS, list_samples, parse_spec
+from pvnas.data.datasets.video import check_labels, refusal
 from pvnas.data.decode import DecodeError, Decoder, PyAVDecoder, get_decoder
-from pvnas.errors import ConfigError, DataError
+from pvnas.errors import ConfigError
 
 CHUNK_BYTES = 256 * 2**20  # RGB bytes one deep-check read may return: bounds a worker's memory per read
 
@@ -260,9 +263,6 @@ def _split_report(
     return report
 
 
-Listed = dict[str, "tuple[list[tuple[str, int]], list[str], str] | str"]  # per split: (samples, classes, source) or error
-
-
 def check_dataset(
     spec: str,
     *,
@@ -274,11 +274,14 @@ def check_dataset(
 ) -> dict:
     """Check every video of ``spec``; returns a JSON-ready report (see :func:`format_report`).
 
-    Keys: ``spec``, ``deep``, ``classes``, ``splits`` (per split: ``videos`` listed, ``readable``,
-    ``unreadable`` [{path, reason}], ``missing`` [path], ``readable_per_class``, and min/median/max
-    of ``duration_s``, ``frames``, ``fps``, ``width``, ``height``; or ``error`` when the split
-    cannot even be listed), ``problems`` (one line each) and ``usable``. ``progress`` wraps the
-    per-video iteration (e.g. ``tqdm``). Bad specs raise :class:`~pvnas.errors.ConfigError`.
+    Keys: ``spec``, ``deep``, ``layout`` (the layout found, in words), ``classes``, ``splits`` (per split:
+    ``source``, ``videos`` listed, ``readable``, ``unreadable`` [{path, reason}], ``missing`` [path],
+    ``readable_per_class``, and min/median/max of ``duration_s``, ``frames``, ``fps``, ``width``, ``height``),
+    ``problems`` (one line each), ``usable_for`` (``search``: the training split passes; ``train`` and ``eval``:
+    the validation split too) and ``usable`` (all of them). A split passes when
+    :func:`~pvnas.data.datasets.video.refusal`, the rule runs apply, finds nothing. ``progress`` wraps the
+    per-video iteration (e.g. ``tqdm``). Bad specs, and datasets whose manifests cannot be listed (no known
+    layout, a missing ROOT, a malformed line), raise: the one line a run would stop with.
 
     ``deep``: ``unreadable`` are the files training, eval and predict would skip (with
     ``frames``: the header's count, the packets, the frames a straight decode gives), and each
@@ -288,23 +291,23 @@ def check_dataset(
     """
     _check_limits(workers, deep, timeout, max_memory_mb)
     kind, arg, options = parse_spec(spec)
-    report: dict[str, Any] = {"spec": spec, "deep": deep, "classes": [], "splits": {}, "problems": []}
+    report: dict[str, Any] = {"spec": spec, "deep": deep, "layout": "", "classes": [], "splits": {}, "problems": []}
     if kind == "synthetic":
         return {**report, **_generated_in_memory(deep)}
-    listed = _list_splits(kind, arg, options)
-    paths = sorted({p for entry in listed.values() if not isinstance(entry, str) for p, _ in entry[0] if os.path.isfile(p)})
+    listed = {split: list_samples(kind, arg, options, split) for split in SPLITS}
+    paths = sorted({p for entry in listed.values() for p, _ in entry.samples if os.path.isfile(p)})
     verdicts = _verdicts(paths, options.get("decoder", "pyav"), deep, workers, timeout, max_memory_mb, progress)
+    refusals = {}
     for split in SPLITS:
         entry = listed[split]
-        if isinstance(entry, str):
-            report["splits"][split] = {"error": entry}
-            report["problems"].append(f"{split}: {entry}")
-            continue
-        samples, classes, source = entry
-        report["classes"] = report["classes"] or classes
-        report["splits"][split] = _split_report(samples, classes, source, verdicts, deep)
-        report["problems"] += _split_problems(split, report["splits"][split], options, deep)
-    report.update(_verdict(report["splits"], options, deep))
+        check_labels(entry.source, entry.samples, entry.classes)
+        report["classes"] = report["classes"] or entry.classes
+        report["layout"] = report["layout"] or entry.layout
+        r = report["splits"][split] = _split_report(entry.samples, entry.classes, entry.source, verdicts, deep)
+        refusals[split] = refusal(entry.source, r["videos"], r["missing"], r["readable"],
+                                  options.get("missing") == "skip")
+        report["problems"] += _split_problems(split, r, refusals[split], deep)
+    report.update(_verdict(report["splits"], refusals, deep))
     return report
 
 
@@ -320,19 +323,9 @@ def _generated_in_memory(deep: bool) -> dict[str, Any]:
     from pvnas.data.generators.moving_patterns import CLASSES
 
     splits = {s: {"videos": "generated in memory", "readable": 1} for s in SPLITS}
-    return {"classes": list(CLASSES), "splits": splits, "usable": True, **({"all_readable": True} if deep else {})}
-
-
-def _list_splits(kind: str, arg: str, options: dict[str, str]) -> Listed:
-    """Each split's listed samples, classes and source, or the reason it cannot be listed."""
-    listed: Listed = {}
-    for split in SPLITS:
-        try:
-            samples, classes, source, _ = list_samples(kind, arg, options, split)
-            listed[split] = (list(samples), list(classes), source)
-        except DataError as e:
-            listed[split] = str(e)
-    return listed
+    return {"layout": "generated in memory", "classes": list(CLASSES), "splits": splits,
+            "usable_for": {"search": True, "train": True, "eval": True}, "usable": True,
+            **({"all_readable": True} if deep else {})}
 
 
 def _verdicts(
@@ -351,14 +344,11 @@ def _verdicts(
         return dict(zip(paths, wrap(_Sized(probed, len(paths)))))
 
 
-def _split_problems(split: str, r: dict[str, Any], options: dict[str, str], deep: bool) -> list[str]:
-    """One line per problem of a split's report."""
-    problems = []
-    if r["readable"] == 0:
-        problems.append(f"{split}: none of the {r['videos']} listed videos is readable")
-    if r["missing"]:
-        hint = "" if options.get("missing") == "skip" else " (training refuses this; add ?missing=skip to leave them out)"
-        problems.append(f"{split}: {len(r['missing'])} listed videos are missing{hint}")
+def _split_problems(split: str, r: dict[str, Any], refused: str | None, deep: bool) -> list[str]:
+    """One line per problem of a split's report; what makes runs refuse the split comes first."""
+    problems = [f"{split}: {refused} (runs refuse this split)"] if refused else []
+    if r["missing"] and not refused:
+        problems.append(f"{split}: {len(r['missing'])} listed videos are missing (left out: ?missing=skip)")
     if r["unreadable"]:
         what = "would be skipped by training, eval and predict" if deep else "cannot be decoded"
         problems.append(f"{split}: {len(r['unreadable'])} videos {what}")
@@ -369,29 +359,32 @@ def _split_problems(split: str, r: dict[str, Any], options: dict[str, str], deep
     return problems
 
 
-def _verdict(splits: dict[str, dict[str, Any]], options: dict[str, str], deep: bool) -> dict[str, bool]:
-    """``usable``: every split lists a readable video and none is missing (unless ``?missing=skip``);
-    ``deep``: ``all_readable`` too."""
-    missing_ok = options.get("missing") == "skip" or not any(splits[s].get("missing") for s in SPLITS)
-    out = {"usable": missing_ok and all(splits[s].get("readable", 0) > 0 for s in SPLITS)}
+def _verdict(splits: dict[str, dict[str, Any]], refusals: dict[str, str | None], deep: bool) -> dict[str, Any]:
+    """``usable_for`` each command (search reads the training split only; train and eval the validation split
+    too), ``usable`` when every command can run; ``deep``: ``all_readable`` too."""
+    ok = {split: refusals[split] is None for split in SPLITS}
+    usable_for = {"search": ok["train"], "train": ok["train"] and ok["val"], "eval": ok["val"]}
+    out: dict[str, Any] = {"usable_for": usable_for, "usable": all(usable_for.values())}
     if deep:
-        out["all_readable"] = all(
-            "error" not in splits[s] and not (splits[s]["unreadable"] or splits[s]["unchecked"] or splits[s]["missing"])
-            for s in SPLITS
-        )
+        out["all_readable"] = all(not (splits[s]["unreadable"] or splits[s]["unchecked"] or splits[s]["missing"])
+                                  for s in SPLITS)
     return out
 
 
 def format_report(report: dict, max_listed: int = 20) -> str:
     """The report as text for a terminal: summary lines first, then the files that failed."""
-    lines = [f"dataset {report['spec']}: {'usable' if report['usable'] else 'NOT usable'}"]
+    verdict = "usable"
+    if not report["usable"]:
+        able = [cmd for cmd, ok in report.get("usable_for", {}).items() if ok]
+        verdict = "NOT usable" + (f" (only by {', '.join(able)}: it reads the training split alone)" if able else "")
+    lines = [f"dataset {report['spec']}: {verdict}"]
+    if report.get("layout"):
+        lines.append(f"layout: {report['layout']}")
+    lines += [f"problem: {p}" for p in report["problems"] if "runs refuse" in p]
     classes = report["classes"]
     shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
     lines.append(f"classes: {len(classes)} ({shown})")
     for split, r in report["splits"].items():
-        if "error" in r:
-            lines.append(f"{split}: error: {r['error']}")
-            continue
         unreadable = r.get("unreadable", [])
         deep = "damaged" in r
         extra = f", {len(r['damaged'])} damaged but readable, {len(r['unchecked'])} unchecked" if deep else ""

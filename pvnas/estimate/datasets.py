@@ -32,7 +32,7 @@ def dataset_of(data: str | None, split: str = "train") -> tuple[int, str, int | 
         train, val, classes = entry.known(arg)
         return train if split == "train" else val, f"{data} ({split} split)", classes
     try:
-        samples, classes, source, _ = list_samples(kind, arg, options, split)
+        samples, classes, source, _, _ = list_samples(kind, arg, options, split)
     except DataError as err:
         if official is None:
             raise

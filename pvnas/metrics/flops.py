@@ -1,4 +1,7 @@
-"""Parameters and multiply-adds of a real module (the paper's Table 1 "GFLOPs" are MACs per view).
+"""Parameters and multiply-adds of a real module, in GMACs (multiply-adds / 1e9) per view.
+
+One word for them everywhere in pvnas: GMACs (JSON fields ``gmacs``, ``gmacs_per_view``, ...). The paper's
+Table 1 "GFLOPs", like fvcore's and most video papers', count multiply-adds too: the same numbers.
 
 Counted by running the module once under :class:`torch.utils.flop_counter.FlopCounterMode`,
 so what is counted is what executes (grouped/dilated/strided convs, the classifier), not a
@@ -21,10 +24,11 @@ from pvnas.nn.network import Network
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int | float]:
-    """``{"params": int, "gflops": float}`` of ``model`` on one clip of ``input_shape``.
+    """``{"params": int, "gmacs": float}`` of ``model`` on one clip of ``input_shape`` (and ``gflops``, the same
+    number under the name pvnas 0.1 gave it, kept for the scripts that read it).
 
     ``input_shape`` is ``(3, T, H, W)`` or ``(N, 3, T, H, W)``; with N views the count is
-    divided by N, so ``gflops`` is always per view. Runs in eval mode without gradients and
+    divided by N, so ``gmacs`` is always per view. Runs in eval mode without gradients and
     restores the training flag afterwards.
     """
     shape = tuple(int(d) for d in input_shape)
@@ -45,7 +49,5 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int |
         model.train(was_training)
         if isinstance(model, Network):
             model.impl = impl
-    return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "gflops": counter.get_total_flops() / 2 / shape[0] / 1e9,
-    }
+    gmacs = counter.get_total_flops() / 2 / shape[0] / 1e9
+    return {"params": sum(p.numel() for p in model.parameters()), "gmacs": gmacs, "gflops": gmacs}

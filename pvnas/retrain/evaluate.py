@@ -3,7 +3,8 @@
 A video's V = T*S views are run through the network in chunks of at most ``batch_size`` clips,
 so memory is bounded whatever the number of views. The softmax scores of one pass give the
 accuracy of three protocols at once: ``1x1`` (the middle clip's middle crop), ``Tx1`` (all clips,
-middle crop) and ``TxS`` (all views). Views are clip-major, as the datasets return them.
+middle crop) and ``TxS`` (all views). Views are clip-major, as the datasets return them. The ``TxS`` scores
+also give the confusion matrix (rows: true class, columns: predicted) and the accuracy of each class.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
-
 from pvnas.config import EvalConfig, NetworkConfig
 from pvnas.runtime.device import autocast, compiled, cuda_layout, default_device, to_device, torch_threads
 from pvnas.runtime.distributed import DistEnv
+from pvnas.runtime.progress import progress
 from pvnas.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -118,15 +118,17 @@ def evaluate(
     """Score every video of ``loader`` (items ``(N, V, 3, T, H, W)`` or single-view ``(N, 3, T, H, W)``).
 
     Returns ``videos``, ``skipped`` (count), ``skipped_files``, ``loss`` (NLL of the all-view
-    average), ``top1``/``top5`` of ``TxS`` and ``by_views``: protocol -> ``{"top1", "top5"}``,
-    accuracies as fractions in [0, 1]. Under torchrun the counts are summed over ranks.
+    average), ``top1``/``top5`` of ``TxS``, ``by_views``: protocol -> ``{"top1", "top5"}``, accuracies as
+    fractions in [0, 1], and ``confusion``: ``[true][predicted]`` video counts of ``TxS``. Under torchrun the
+    counts are summed over ranks.
     """
     model.eval()
     names = list(view_protocols(clips, crops))
     hits = {name: {k: 0 for k in TOPK} for name in names}
     videos, nll = 0, 0.0
     skipped: list[str] = []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not env.is_main):
+    confusion: torch.Tensor | None = None
+    for batch in progress(loader, desc, disable=not env.is_main):
         skipped.extend(s.path for s in batch.skipped)
         if batch.labels.numel() == 0:
             continue
@@ -139,8 +141,16 @@ def evaluate(
         full = scores[names[-1]]
         nll -= float(full.gather(1, batch.labels.view(-1, 1)).clamp_min(1e-12).log().sum())
         videos += batch.labels.numel()
-    flat = [videos, nll, len(skipped)] + [hits[n][k] for n in names for k in TOPK]
+        n_cls = full.shape[1]
+        pairs = batch.labels.view(-1).long() * n_cls + full.argmax(1)
+        counted = torch.bincount(pairs, minlength=n_cls * n_cls).view(n_cls, n_cls)
+        confusion = counted if confusion is None else confusion + counted
+    # the class count: from the scores, or (a rank that saw no readable video) from the network's classifier
+    n_cls = confusion.shape[0] if confusion is not None else _num_classes(model, env)
+    matrix = confusion if confusion is not None else torch.zeros(n_cls, n_cls, dtype=torch.long)
+    flat = [videos, nll, len(skipped)] + [hits[n][k] for n in names for k in TOPK] + matrix.view(-1).tolist()
     videos, nll, n_skipped, *counts = _all_reduce_sum([float(x) for x in flat], env)
+    counts, cells = counts[: len(names) * len(TOPK)], counts[len(names) * len(TOPK):]
     by_views: dict[str, dict[str, float]] = {}
     for i, name in enumerate(names):
         c = counts[i * len(TOPK) : (i + 1) * len(TOPK)]
@@ -154,7 +164,26 @@ def evaluate(
         "top1": full["top1"],
         "top5": full["top5"],
         "by_views": by_views,
+        "confusion": [[int(c) for c in cells[i * n_cls : (i + 1) * n_cls]] for i in range(n_cls)],
     }
+
+
+def _num_classes(model: nn.Module, env: DistEnv) -> int:
+    """Logits per clip, the width of the confusion matrix, when this process scored no video: the out features
+    of the last linear layer (0 on a single process, where no video means no matrix)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears and env.enabled else 0
+
+
+def per_class(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Class -> ``{"videos", "top1"}`` from a confusion matrix (top-1: the diagonal over the row; None without
+    videos), the first thing read on UCF-101 or HMDB: which classes the model gets, which it confuses."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(classes):
+        row = confusion[i]
+        total = sum(row)
+        out[name] = {"videos": total, "top1": row[i] / total if total else None}
+    return out
 
 
 def sanitise(spec: str) -> str:
@@ -204,7 +233,8 @@ def run_eval(
         result = evaluate(model, loader, clips, crops, device, chunk=chunk, desc=f"eval {clips}x{crops}")
     if result["videos"] == 0:
         raise DataError(f"--data {data}: no readable video in the val split ({result['skipped']} skipped)")
-    out = {"checkpoint": str(checkpoint), "data": data, "views": f"{clips}x{crops}", **result}
+    out = {"checkpoint": str(checkpoint), "data": data, "views": f"{clips}x{crops}", **result, "classes": classes,
+           "per_class": per_class(result["confusion"], classes)}
     if at_chance(result["top1"], len(classes), result["videos"]):  # a model that did not learn says so
         out["at_chance"] = True
         log.warning("top-1 %.3f on %d videos is within 3 standard errors of chance (1/%d = %.3f): this model has not "

@@ -1,9 +1,9 @@
-"""Retraining a derived genotype from scratch (paper §4.2, docs/design.md §4).
+"""Retraining a derived genotype, from scratch (paper §4.2, docs/design.md §4) or from a trained model (transfer).
 
 SGD (momentum 0.9, weight decay 1e-4), base lr 0.01 per process times the world size, linear
 warm-up then cosine decay, set every iteration from a pure function of (epoch progress), so a
 resumed run follows exactly the schedule it would have followed. Epoch and warm-up defaults come
-from the dataset (Kinetics/SSv2 196 + 36, UCF-101 128 + 16) and shrink proportionally with
+from the dataset (Kinetics/SSv2 196 + 36, UCF-101/HMDB-51 128 + 16) and shrink proportionally with
 ``--epochs``. Drop-path ramps linearly from 0 to its configured value over the epochs, as in DARTS.
 
 The run directory gets ``config.yaml``, ``genotype.json``, ``metrics.jsonl`` (one record per
@@ -33,17 +33,19 @@ from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, earl
 from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
 from pvnas.retrain.evaluate import evaluate
-from pvnas.retrain.modelfile import model_record, save_model
+from pvnas.retrain.modelfile import fitting_model_file, init_from_model, model_record, save_model
 from pvnas.runtime.run import Run
-from pvnas.errors import DataError
+from pvnas.errors import ConfigError, DataError
 from pvnas.nn.network import Network, network_from_config
 from pvnas.lr_schedules import train_lr
 from pvnas.space.genotype import Genotype
 
 log = logging.getLogger(__name__)
 
-# paper §4.2: (epochs, warm-up epochs) per dataset; other specs (demo, folder, csv) get Kinetics'
-DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"kinetics": (196, 36), "ssv2": (196, 36), "ucf101": (128, 16)}
+# paper §4.2: (epochs, warm-up epochs) per dataset (HMDB-51, of UCF-101's size, gets UCF-101's); other specs
+# (demo, folder, list, csv) get Kinetics'
+DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"kinetics": (196, 36), "ssv2": (196, 36), "ucf101": (128, 16),
+                                                 "hmdb51": (128, 16)}
 DEFAULT_SCHEDULE = DATASET_SCHEDULES["kinetics"]
 
 
@@ -82,9 +84,10 @@ def train_step(
     finite = not any_rank(not torch.isfinite(loss).item(), env)
     if finite:
         loss.backward()
-        average_gradients(model.parameters(), env)
+        trained = [p for p in model.parameters() if p.requires_grad]  # (frozen ones stay without grad)
+        average_gradients(trained, env)
         if grad_clip > 0 or stats is not None:
-            norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+            norm = nn.utils.clip_grad_norm_(trained, grad_clip if grad_clip > 0 else math.inf)
             if stats is not None:
                 stats["grad_norm"] = norm
         optimizer.step()
@@ -116,15 +119,34 @@ def validation_subset(dataset: ClipDataset, size: int) -> ClipDataset:
     return KeyedSubset(dataset, np.linspace(0, n - 1, size).round().astype(int).tolist())
 
 
-def validation_loader(data: str, cfg: NetworkConfig, classes: list[str], env: DistEnv) -> VideoLoader | None:
-    """The single-view loader over ``cfg.val_videos`` validation videos (None without validation)."""
+def validation_loader(data: str, cfg: NetworkConfig, classes: list[str], run: Run) -> VideoLoader | None:
+    """The single-view loader over ``cfg.val_videos`` validation videos (None without validation); the files of
+    the validation split go into config.yaml's ``data_files``."""
     if cfg.val_videos == 0:
         return None
     val_set = build_dataset(data, "val", cfg.clip, seed=cfg.seed, views="single")
     if list(val_set.classes) != classes:
         raise DataError(f"--data {data}: the val split's classes differ from the train split's")
+    run.note_files("val", val_set)
     return build_loader(validation_subset(val_set, cfg.val_videos), cfg.batch_size, shuffle=False, seed=cfg.seed,
-                        workers=cfg.workers, rank=env.rank, world=env.world)
+                        workers=cfg.workers, rank=run.env.rank, world=run.env.world)
+
+
+def frozen_epochs(freeze: float, epochs: int) -> int:
+    """How many first epochs ``--freeze`` keeps the stem and cells fixed: that share of the epochs, rounded."""
+    return int(freeze * epochs + 0.5)
+
+
+def set_frozen(model: Network, frozen: bool) -> None:
+    """Fix (or free) the stem and cells: no gradients, eval mode (batch-norm statistics held, no drop-path), so the
+    features stay exactly those of the initial model while the classifier learns on them (a linear probe; the
+    dropout before it still trains)."""
+    for name, module in model.named_children():
+        if name in ("classifier", "dropout"):
+            continue
+        for p in module.parameters():
+            p.requires_grad_(not frozen)
+        module.train(not frozen and model.training)
 
 
 @dataclass
@@ -140,6 +162,7 @@ class TrainEpochs:
     val_loader: VideoLoader | None
     classes: list[str]
     steps_per_epoch: int
+    frozen_epochs: int = 0  # --freeze: the first epochs train the classifier alone
     lr: float = 0.0
     warned: bool = False  # the early check warns once per run (a resumed run reads it from its records)
     grad_norms: list[torch.Tensor] = field(default_factory=list)  # this epoch's, summed up at its end
@@ -148,6 +171,9 @@ class TrainEpochs:
         self.model.train()
         self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs  # DARTS' linear ramp
         self.grad_norms = []
+        set_frozen(self.model, epoch < self.frozen_epochs)
+        if epoch == self.frozen_epochs > 0 and self.run.env.is_main:
+            log.info("epoch %d: the stem and cells are trained from now on (--freeze)", epoch + 1)
 
     def step(self, batch: Any) -> tuple[float, float, bool]:
         p, env = self.run.progress, self.run.env
@@ -176,6 +202,8 @@ class TrainEpochs:
                            desc=f"val {epoch + 1}/{cfg.epochs}", env=env)
             skipped.update(val["skipped_files"])
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_videos=val["videos"])
+            if epoch + 1 == cfg.epochs:  # the report's per-class accuracy and confusion matrix
+                record["val_confusion"] = val["confusion"]
         record["skipped"] = len(skipped)
         if self.grad_norms:  # (one host sync per epoch)
             record["grad_norm"] = float(torch.stack(self.grad_norms).float().mean())
@@ -207,8 +235,16 @@ def run_train(
     *,
     preset: str = "custom",
     compile: bool = False,
+    init: str | Path | None = None,
+    freeze: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``genotype`` on ``data`` into run directory ``out``; returns the last epoch's record.
+
+    ``init``: start from the weights of a trained ``model.pt`` instead of from scratch (transfer, fine-tuning;
+    :func:`~pvnas.retrain.modelfile.init_from_model` says what is copied and what is refused); what was loaded,
+    re-initialised and skipped is logged and saved in config.yaml (``init``). ``freeze``: the share of the epochs
+    (in [0, 1], rounded; needs ``init``) during which only the classifier trains, the stem and cells fixed (a
+    linear probe), before everything is fine-tuned (1: a linear probe throughout).
 
     ``cfg`` is resolved with :func:`resolve_schedule` if its epochs are unset. Works alone or
     under ``torchrun``: each process trains on its shard with its own BN statistics (no SyncBN,
@@ -219,16 +255,30 @@ def run_train(
     """
     cfg = resolve_schedule(cfg, data) if cfg.epochs is None or cfg.warmup_epochs is None else cfg
     assert cfg.epochs is not None
+    if not 0 <= freeze <= 1:
+        raise ConfigError(f"--freeze must be a share of the epochs in [0, 1], got {freeze:g}")
+    if freeze and init is None:
+        raise ConfigError("--freeze keeps the initial model's cells fixed: it needs --init MODEL")
+    record = fitting_model_file(init, genotype, cfg) if init is not None else None  # (refused before any listing)
     run, train = Run.open("train", out, options, data, preset, clip=cfg.clip, batch_size=cfg.batch_size,
                           workers=cfg.workers, seed=cfg.seed, threads=cfg.threads)
     env = run.env
-    val_loader = validation_loader(data, cfg, train.classes, env)
-    model = network_from_config(genotype, cfg, len(train.classes)).to(env.device)
+    val_loader = validation_loader(data, cfg, train.classes, run)
+    model = network_from_config(genotype, cfg, len(train.classes))
+    transfer = {}
+    if record is not None:
+        report = init_from_model(model, record, train.classes, init)
+        transfer = {"init": report, "freeze_epochs": frozen_epochs(freeze, cfg.epochs)}
+        if env.is_main:
+            log.info("--init %s: loaded %d tensors; re-initialised %s; skipped from the file %s", init,
+                     len(report["loaded"]), ", ".join(report["reinitialised"]) or "none",
+                     ", ".join(report["skipped"]) or "none")
+    model = model.to(env.device)
     cuda_layout(model, env.device)
     broadcast_module(model, env)
     optimizer = make_optimizer(model, cfg)
     # (both impls have the same weights and state dict: a run may be resumed with the other)
-    run.start({"network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile},
+    run.start({"network": to_dict(cfg), "genotype": genotype.to_dict(), "compile": compile, **transfer},
               {"model": model, "optimizer": optimizer}, train.classes,
               mutable={"network.epochs", "network.warmup_epochs", "network.workers", "network.threads", "network.impl",
                        "compile"})
@@ -237,7 +287,7 @@ def run_train(
         if warning := blind_to_motion(genotype):
             log.warning("%s", warning)
     epochs = TrainEpochs(cfg, run, model, optimizer, compiled(model, compile), val_loader, train.classes,
-                         train.steps_per_epoch)
+                         train.steps_per_epoch, transfer.get("freeze_epochs", 0))
     epochs.lr = train_lr(cfg, run.progress.epoch + run.progress.step / train.steps_per_epoch, env.world)
     epochs.warned = any("early_warning" in r for r in run.metrics.read())
     run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=epochs.begin_epoch,

@@ -1,5 +1,10 @@
 """torchrun-aware process groups: nccl on GPUs, gloo on CPU; rank 0 alone writes and shows progress.
 
+A rank that dies (SIGKILL, the OOM killer, a lost node) must not leave the others waiting forever: every
+collective has a timeout (:func:`collective_timeout`, ``PVNAS_COLLECTIVE_TIMEOUT`` seconds, default 600, the
+NCCL default), after which the waiting ranks fail; gloo notices a peer whose process died at once (its sockets
+close). The failure is :func:`collective_failure`, which the command line reports as one line.
+
 We synchronise gradients by hand (one flattened all-reduce per step) instead of wrapping the model
 in DDP: the search alternates two optimizers over disjoint parameter sets and backpropagates to
 one set at a time, which DDP's reducer (expecting every parameter's gradient) does not allow.
@@ -8,14 +13,19 @@ one set at a time, which DDP's reducer (expecting every parameter's gradient) do
 from __future__ import annotations
 
 import os
+import traceback
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from pvnas.errors import PvnasError
+from pvnas.errors import ConfigError, PvnasError
+
+TIMEOUT_ENV = "PVNAS_COLLECTIVE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class RankMismatchError(PvnasError):
@@ -48,8 +58,34 @@ def init_distributed() -> DistEnv:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        timeout = timedelta(seconds=collective_timeout())
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun --max-restarts keeps its store across restarts: without a prefix of their own, the restarted
+        # ranks could read the addresses the lost ones published and fail (or wait) connecting to them
+        store = dist.PrefixStore(f"pvnas/restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend="nccl" if cuda else "gloo", store=store, rank=rank, world_size=world,
+                                timeout=timeout)
     return DistEnv(rank, world, local_rank, torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
+
+
+def collective_timeout() -> float:
+    """Seconds a rank waits in a collective for the others before it fails (``PVNAS_COLLECTIVE_TIMEOUT``)."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        seconds = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return seconds
+
+
+def collective_failure(exc: BaseException) -> bool:
+    """True if ``exc`` was raised by a torch.distributed call: a peer died or did not answer in time."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return isinstance(exc, RuntimeError) and bool(frames) and "torch/distributed/" in frames[-1].filename.replace("\\", "/")
 
 
 def shutdown(env: DistEnv) -> None:

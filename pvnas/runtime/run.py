@@ -4,9 +4,15 @@
 
 * the run directory is claimed before anything is written: a directory that holds any part of a run
   (checkpoint, config, metrics, model) is never overwritten without ``--resume`` or ``--overwrite``;
-* ``config.yaml`` records the resolved config; a resume is refused if anything but the fields the
-  caller declares mutable (e.g. ``--epochs``, ``--workers``) differs, or if the checkpoint is another
-  command's;
+* ``--resume auto`` makes one command line survive requeues and restarts (SLURM ``--requeue``, torchrun
+  ``--max-restarts``): it starts when the directory holds no run, continues from the checkpoint of the same
+  command and config, refuses another command's or config's run, and for a finished run raises
+  :class:`RunFinished` before writing anything. A run stopped before its first checkpoint (only
+  ``config.yaml``/``metrics.jsonl``) starts afresh under ``--resume auto`` and ``--resume`` alike;
+* ``config.yaml`` records the resolved config and, under ``restarts``, every restart (time, where it resumed
+  from); a resume is refused if anything but the fields the caller declares mutable (e.g. ``--epochs``,
+  ``--workers``) differs, or if the run is another command's;
+* ``metrics.jsonl`` holds each epoch once: a resume drops the records of the epochs it redoes;
 * ``checkpoint.pt`` holds the state of every registered object, the progress inside the epoch and the
   RNG states; it is written atomically after every epoch, every ``--checkpoint-every`` minutes and on
   SIGTERM/SIGINT, and loaded as data (``weights_only``); a write killed midway leaves the previous one
@@ -28,19 +34,20 @@ import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterable, Mapping, Protocol
-
-from tqdm.auto import tqdm
 
 from pvnas.config import ClipConfig, RunOptions
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, VideoLoader, build_loader
 from pvnas.runtime.device import torch_threads
 from pvnas.runtime.distributed import DistEnv, any_rank, init_distributed
+from pvnas.runtime.progress import progress as progress_bar
 from pvnas.runtime.rundir import (
-    MetricsLog, load_torch, remove_stale_temps, rng_state, save_torch, save_yaml, seed_everything, set_rng_state,
+    MetricsLog, load_torch, load_yaml, remove_stale_temps, rng_state, save_torch, save_yaml, seed_everything,
+    set_rng_state,
 )
 from pvnas.runtime.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError, PvnasError
@@ -54,6 +61,8 @@ RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt")
 # what --overwrite removes besides RUN_FILES: everything a run writes
 OUTPUTS = ("genotype.json", "report.html", "alphas", "plots", "tensorboard")
 ALWAYS_MUTABLE = frozenset({"version", "preset"})  # a resume may come from another release or preset name
+# the file each command writes last: with every epoch checkpointed and this file there, the run is finished
+FINAL_OUTPUT = {"search": "genotype.json", "train": "model.pt"}
 
 
 class Preempted(PvnasError):
@@ -62,6 +71,12 @@ class Preempted(PvnasError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class RunFinished(PvnasError):
+    """``--resume auto`` found the run finished (same command and config): nothing to do, nothing written."""
+
+    exit_code = 0
 
 
 class NonFiniteLossError(PvnasError):
@@ -180,20 +195,35 @@ def training_set(data: str, clip: ClipConfig, batch_size: int, workers: int, see
     return TrainingSet(dataset, loader, -(-len(dataset) // env.world) // batch_size)
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as config.yaml holds them, so that a record compares equal to its YAML."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _flatten(record: dict[str, Any], renamed: Mapping[str, str] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys (``search.epochs``) of a config record, old keys by their ``renamed`` names."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         if isinstance(value, dict) and key != "genotype":  # a genotype is compared whole
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(_flatten(value, None, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = value
-    return out
+            out[f"{prefix}{key}"] = _plain(value)
+    return {renamed.get(k, k): v for k, v in out.items()} if renamed else out
 
 
 class Run:
     """A run directory through its life; see the module docstring. Only rank 0 writes.
 
-    Construct it before any output is written: it checks (and with ``--overwrite`` clears) the directory.
+    Construct it before any output is written (and before the first collective: every rank reads the directory
+    here, before rank 0 may change it): it checks (and with ``--overwrite`` clears) the directory.
     """
 
     def __init__(self, out: str | Path, command: str, options: RunOptions, env: DistEnv = DistEnv(), *,
@@ -201,6 +231,7 @@ class Run:
         self.out, self.command, self.options, self.env = Path(out), command, options, env
         self.data, self.preset = data, preset
         self.threads = 0  # torch threads of the epoch loop (0: every core)
+        self.epochs = 0  # the epochs loop() runs to, saved in checkpoints (a run with all of them is finished)
         self.board = TensorBoard(self.out, False)  # (a real one once start() knows the run may write)
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
@@ -208,23 +239,38 @@ class Run:
         self.state: dict[str, Stateful] = {}
         self.record: dict[str, Any] = {}
         self.last_record: dict[str, Any] = {}  # the metrics of the last epoch this process ran
+        self.data_files: dict[str, str] = {}  # split -> hash of its (file, label) list (see note_files)
+        self.saved: dict[str, Any] | None = None  # the checkpoint a resume continues from
+        self.previous: dict[str, Any] | None = None  # config.yaml of a run stopped before its first checkpoint
+        self.restarts: list[dict[str, Any]] = []  # config.yaml's record of the earlier restarts
         held = [name for name in RUN_FILES if (self.out / name).exists()]
-        if options.resume:
-            if not self.checkpoint_path.is_file():
-                raise ConfigError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume")
-        elif held and not options.overwrite:
-            raise ConfigError(
-                f"{self.out} already holds a run ({', '.join(held)}); use --resume to continue it, --overwrite to "
-                "replace it, or choose another --out"
-            )
-        elif held and env.is_main:
-            log.warning("--overwrite: replacing the run in %s", self.out)
-            for name in RUN_FILES + OUTPUTS:
-                path = self.out / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+        flag = "--resume auto" if options.resume == "auto" else "--resume"
+        if options.overwrite:
+            if held and env.is_main:
+                log.warning("--overwrite: replacing the run in %s", self.out)
+                self._clear()
+        elif not options.resume:
+            if held:
+                raise ConfigError(
+                    f"{self.out} already holds a run ({', '.join(held)}); use --resume to continue it, --overwrite to "
+                    "replace it, or choose another --out (--resume auto: continue it, or start when there is none)"
+                )
+        elif self.checkpoint_path.is_file():
+            self.saved = self._load_checkpoint(flag)
+            self.restarts = self._read_config().get("restarts") or []
+        elif held:  # stopped before its first checkpoint: restarted afresh once start() knows it is this run
+            if not (self.out / "config.yaml").is_file():
+                raise ConfigError(f"{flag}: {self.out} holds {', '.join(held)} but neither checkpoint.pt nor "
+                                  "config.yaml, so not a run to continue; choose another --out or use --overwrite")
+            final = FINAL_OUTPUT.get(command, "")
+            if final and (self.out / final).exists():  # a finished run whose checkpoint was removed: keep it
+                raise ConfigError(f"{flag}: {self.out} holds {final} but no checkpoint.pt (a finished run whose "
+                                  "checkpoint was removed?); nothing to continue: use --overwrite to run it again")
+            self.previous = self._read_config()
+            self.restarts = self.previous.pop("restarts", None) or []
+        elif options.resume is True:
+            raise ConfigError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume "
+                              "(--resume auto starts a run that is not there yet)")
         if env.is_main and self.out.is_dir():
             for path in remove_stale_temps(self.out):
                 log.info("removed %s, left by a write that was killed (the file it was replacing is intact)", path)
@@ -239,7 +285,15 @@ class Run:
         run = cls(out, command, options, env, data=data, preset=preset)
         run.threads = threads
         seed_everything(seed)
-        return run, training_set(data, clip, batch_size, workers, seed, env)
+        train = training_set(data, clip, batch_size, workers, seed, env)
+        run.note_files("train", train.dataset)
+        return run, train
+
+    def note_files(self, split: str, dataset: Any) -> None:
+        """Record in config.yaml (``data_files``) the hash of the files ``split`` reads and their labels: two
+        machines or runs with the same hash used the same files in the same split."""
+        if getattr(dataset, "fingerprint", None):
+            self.data_files[split] = dataset.fingerprint
 
     @property
     def resume_hint(self) -> str:
@@ -248,21 +302,41 @@ class Run:
     def start(self, record: dict[str, Any], state: dict[str, Stateful], classes: list[str],
               mutable: Iterable[str] = (), renamed: Mapping[str, str] | None = None) -> Progress:
         """Register the config ``record`` (command, version, preset, data, world size and ``classes`` are added) and
-        the objects a checkpoint holds; resume them or record a fresh start.
+        the objects a checkpoint holds; resume them, restart a run stopped before its first checkpoint, or record
+        a fresh start. Raises :class:`RunFinished` (``--resume auto``, finished run) before writing anything.
 
         ``mutable``: dotted config keys (``search.epochs``) a resume may change; ``renamed``: old dotted keys of
         checkpoints written by earlier releases -> their names now.
         """
         self.record = {"command": self.command, "version": __version__, "preset": self.preset, "data": self.data,
+                       **({"data_files": self.data_files} if self.data_files else {}),
                        "world_size": self.env.world, "classes": classes, **record}
         self.state = state
-        self.board = TensorBoard(self.out, self.options.tensorboard and self.env.is_main)
-        if self.options.resume:
-            self._restore(set(mutable) | ALWAYS_MUTABLE, renamed or {})
+        flag = "--resume auto" if self.options.resume == "auto" else "--resume"
+        restart: dict[str, Any] | None = None
+        if self.saved is not None:
+            self._same_run(self.saved["config"], set(mutable) | ALWAYS_MUTABLE, flag, self.checkpoint_path, renamed)
+            if self.options.resume == "auto" and self._finished(self.saved, renamed or {}):
+                done = self.saved["progress"]["epoch"]
+                raise RunFinished(f"{self.out} holds a finished `pvnas {self.command}` run of this config "
+                                  f"({done} epoch{'s' * (done != 1)} done); nothing to do, nothing written "
+                                  "(--overwrite replaces it; more --epochs with --resume continue it)")
+            self._restore(self.saved)
+            self.saved = None  # (its tensors are in the model and optimizers now)
+            restart = {"time": _now(), "from": "checkpoint", "epoch": self.progress.epoch, "step": self.progress.step}
             if self.env.is_main:
                 self.metrics.truncate_after("epoch", self.progress.epoch)
+        elif self.previous is not None:
+            self._same_run(self.previous, set(mutable) | ALWAYS_MUTABLE, flag, self.out / "config.yaml", renamed)
+            log.warning("%s: %s holds no checkpoint (the run stopped before its first one): starting it afresh",
+                        flag, self.out)
+            if self.env.is_main:
+                self._clear()
+            restart = {"time": _now(), "from": "scratch", "epoch": 0, "step": 0}
+        self.board = TensorBoard(self.out, self.options.tensorboard and self.env.is_main)
         if self.env.is_main:
-            save_yaml(self.record, self.out / "config.yaml")
+            restarts = self.restarts + ([restart] if restart else [])
+            save_yaml({**self.record, **({"restarts": restarts} if restarts else {})}, self.out / "config.yaml")
         return self.progress
 
     def checkpoint(self) -> None:
@@ -274,6 +348,7 @@ class Run:
                 "format": CHECKPOINT_FORMAT,
                 "command": self.command,
                 "config": self.record,
+                "epochs": self.epochs,
                 "progress": asdict(self.progress),
                 "state": {name: obj.state_dict() for name, obj in self.state.items()},
                 "rng": rng_state(),
@@ -281,31 +356,60 @@ class Run:
             self.checkpoint_path,
         )
 
-    def _restore(self, mutable: set[str], renamed: Mapping[str, str]) -> None:
+    def _clear(self) -> None:
+        for name in RUN_FILES + OUTPUTS:
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def _read_config(self) -> dict[str, Any]:
+        path = self.out / "config.yaml"
+        return load_yaml(path) if path.is_file() else {}
+
+    def _load_checkpoint(self, flag: str) -> dict[str, Any]:
         path = self.checkpoint_path
         ckpt = load_torch(path, f"a `pvnas {self.command}` checkpoint")
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"--resume: {path} is not a pvnas checkpoint (format {CHECKPOINT_FORMAT!r}); "
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("config"), dict):
+            raise ConfigError(f"{flag}: {path} is not a pvnas checkpoint (format {CHECKPOINT_FORMAT!r}); "
                               "start a new --out")
-        if ckpt.get("command") != self.command:
-            raise ConfigError(f"--resume: {path} is a `pvnas {ckpt.get('command')}` checkpoint, not a "
-                              f"`pvnas {self.command}` one; resume it with `pvnas {ckpt.get('command')} ... --resume`")
-        then, now = {renamed.get(k, k): v for k, v in _flatten(ckpt["config"]).items()}, _flatten(self.record)
+        return ckpt
+
+    def _same_run(self, then_record: dict[str, Any], mutable: set[str], flag: str, path: Path,
+                  renamed: Mapping[str, str] | None) -> None:
+        """Refuse (one line) a run of another command, or one whose config differs outside ``mutable`` (keys of
+        earlier releases read by their ``renamed`` names)."""
+        command = then_record.get("command")
+        if command != self.command:
+            raise ConfigError(f"{flag}: {path} is a `pvnas {command}` run, not a `pvnas {self.command}` one; "
+                              f"continue it with `pvnas {command} ... {flag}` or choose another --out")
+        then, now = _flatten(then_record, renamed), _flatten(self.record)
         for key in sorted(set(then) | set(now)):
             if key not in then:  # a setting added by a later release: the checkpoint ran without it
                 continue
             if key not in mutable and then.get(key) != now.get(key):
                 raise ConfigError(
-                    f"--resume: {path} was written with {key} = {then.get(key)!r}, this run has {now.get(key)!r}; "
+                    f"{flag}: {path} was written with {key} = {then.get(key)!r}, this run has {now.get(key)!r}; "
                     "resume with the same options or start a new --out"
                 )
+
+    def _finished(self, ckpt: dict[str, Any], renamed: Mapping[str, str]) -> bool:
+        """Every epoch done and the final output written, by this very config (more --epochs continue it)."""
+        done = ckpt["progress"].get("epoch", 0) >= ckpt.get("epochs", math.inf) and not ckpt["progress"].get("step")
+        then, now = _flatten(ckpt["config"], renamed), _flatten(self.record)
+        same = all(then.get(key) == now.get(key) for key in set(then) | set(now) if key not in ALWAYS_MUTABLE)
+        return done and same and (self.out / FINAL_OUTPUT.get(self.command, "checkpoint.pt")).exists()
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
         try:
             for name, obj in self.state.items():
                 obj.load_state_dict(ckpt["state"][name])
             self.progress = Progress(**ckpt["progress"])
             set_rng_state(ckpt["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"--resume: {path} is incomplete or inconsistent ({type(exc).__name__}: {exc})") from None
+            raise ConfigError(f"--resume: {self.checkpoint_path} is incomplete or inconsistent "
+                              f"({type(exc).__name__}: {exc})") from None
 
     def loop(
         self,
@@ -319,6 +423,7 @@ class Run:
     ) -> None:
         """Run epochs ``self.progress.epoch .. epochs - 1``: ``begin_epoch(epoch)``, the batch loop with ``step``,
         then ``end_epoch(epoch)`` returns the epoch's metrics record (rank 0 appends it), then a checkpoint."""
+        self.epochs = epochs
         guard = NonFiniteGuard(self.options.max_bad_steps)
         timer = CheckpointTimer(self.options.checkpoint_every)
         with StopSignal() as stop, contextlib.closing(self.board), torch_threads(self.threads):
@@ -344,8 +449,8 @@ class Run:
         """One pass over ``loader``; ``progress.step`` counts the batch before ``step`` runs, so a checkpoint
         written here resumes at the next batch."""
         progress = self.progress
-        bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, initial=progress.step,
-                   total=progress.step + len(loader), disable=not self.env.is_main)  # type: ignore[arg-type]
+        bar = progress_bar(loader, desc, initial=progress.step, total=progress.step + len(loader),  # type: ignore[arg-type]
+                           disable=not self.env.is_main)
         t0 = time.perf_counter()
         for batch in bar:
             progress.skipped.extend(s.path for s in batch.skipped if s.path not in progress.skipped)

@@ -1,6 +1,6 @@
 """The figures a NAS paper needs, from a run directory's files alone (no live objects).
 
-Each function reads what the run wrote (``alphas/``, ``metrics.jsonl``, ``genotype.json``,
+Each function reads what the run wrote (``alphas/``, ``metrics.jsonl``, ``config.yaml``, ``genotype.json``,
 ``eval_*.json``) and writes one PNG; :func:`plot_run` makes every figure the run supports.
 """
 
@@ -15,9 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pvnas.runtime.rundir import MetricsLog  # noqa: E402
+from pvnas.runtime.rundir import MetricsLog, load_yaml  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.search.collapse import drop_from  # noqa: E402
 from pvnas.search.snapshots import alpha_history, saved_epochs  # noqa: E402
@@ -223,6 +224,38 @@ def plot_views(evals: dict[str, dict[str, Any]], out: Path) -> Path:
     return _save(fig, out / "views.png")
 
 
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str, out: Path) -> Path:
+    """The confusion matrix, rows (true class) normalised to 1: the diagonal is each class's accuracy."""
+    counts = np.asarray(confusion, dtype=float)
+    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = min(14.0, 3 + 0.3 * len(classes))
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if len(classes) <= 40:  # beyond, the names would overlap: the per-class table names them
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def confusions(run: Path) -> dict[str, tuple[list[list[int]], list[str]]]:
+    """Name -> (confusion matrix, class names) of the run: its last validation (``val``) and each eval file."""
+    found = {}
+    records = MetricsLog(run / "metrics.jsonl").read()
+    if records and "val_confusion" in records[-1] and (run / "config.yaml").exists():
+        classes = load_yaml(run / "config.yaml").get("classes") or []
+        if len(classes) == len(records[-1]["val_confusion"]):
+            found["val"] = (records[-1]["val_confusion"], classes)
+    for name, result in find_evals(run).items():
+        if "confusion" in result and len(result.get("classes", [])) == len(result["confusion"]):
+            found[name] = (result["confusion"], result["classes"])
+    return found
+
+
 def _view_count(views: str) -> int:
     clips, _, crops = views.partition("x")
     return int(clips) * int(crops or 1)
@@ -258,6 +291,8 @@ def plot_run(run: Path, out: Path | None = None) -> list[Path]:
     evals = find_evals(run)
     if evals:
         made.append(plot_views(evals, out))
+    for name, (matrix, classes) in confusions(run).items():
+        made.append(plot_confusion(matrix, classes, f"confusion ({name})", out / f"confusion_{name}.png"))
     return made
 
 

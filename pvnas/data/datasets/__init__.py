@@ -14,19 +14,19 @@ from typing import Callable
 
 
 from pvnas.config import ClipConfig
-from pvnas.data.datasets import csv_list, demo, folder, kinetics, ssv2, tasks, ucf101
-from pvnas.data.datasets._files import Sample, require_dir
+from pvnas.data.datasets import csv_list, demo, folder, hmdb51, kinetics, list_file, ssv2, tasks, ucf101
+from pvnas.data.datasets._files import Layout, Listing, read_layout
 from pvnas.data.datasets.synthetic import SyntheticDataset
 from pvnas.data.loader import ClipDataset
 from pvnas.data.generators.moving_patterns import CLASSES
 from pvnas.data.generators.task_suite import get_task
 from pvnas.errors import ConfigError
 
-Listing = tuple[list[Sample], list[str], str]  # (path, label) pairs, class names, the manifest or folder read
 Lister = Callable[[str, str, dict[str, str]], Listing]  # (ARG, split, options) -> Listing
 Builder = Callable[[str, str, ClipConfig, int, str], ClipDataset]  # (ARG, split, clip, seed, views) -> dataset
 
 FILE_OPTIONS = frozenset({"flip", "decoder", "missing"})  # what every file kind's VideoDataset takes
+DRAWN = frozenset({"val", "seed"})  # a validation split drawn from data without one (``?val=0.2&seed=0``)
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,19 @@ class DatasetKind:
             raise ValueError(f"dataset kind {self.spec}: a generated file kind needs `known` (sizes without writing it)")
 
 
-def _kinetics(arg: str, split: str, options: dict[str, str]) -> Listing:
-    return kinetics.kinetics_samples(require_dir(Path(arg), f"kinetics:{arg}"), split)
-
-
-def _ssv2(arg: str, split: str, options: dict[str, str]) -> Listing:
-    return ssv2.ssv2_samples(require_dir(Path(arg), f"ssv2:{arg}"), split)
-
-
-def _ucf101(arg: str, split: str, options: dict[str, str]) -> Listing:
-    return ucf101.ucf101_samples(require_dir(Path(arg), f"ucf101:{arg}"), split, int(options.get("split", "1")))
+def _native(kind: str, layouts: tuple[Layout, ...]) -> Lister:
+    """The lister of a native kind: the first of its layouts found under ROOT."""
+    def lister(arg: str, split: str, options: dict[str, str]) -> Listing:
+        return read_layout(Path(arg), layouts, split, options, f"{kind}:{arg}")
+    return lister
 
 
 def _folder(arg: str, split: str, options: dict[str, str]) -> Listing:
-    return folder.folder_samples(require_dir(Path(arg), f"folder:{arg}"), split)
+    return folder.folder_samples(Path(arg), split, options, f"folder:{arg}")
+
+
+def _list(arg: str, split: str, options: dict[str, str]) -> Listing:
+    return list_file.list_samples(Path(arg), split, options, f"list:{arg}")
 
 
 def _csv(arg: str, split: str, options: dict[str, str]) -> Listing:
@@ -105,10 +104,16 @@ KINDS: dict[str, DatasetKind] = {  # in the order of the help text
     "task": DatasetKind("task:NAME[?seed=S&train=N]", lister=_task, needs_path=True, options=FILE_OPTIONS | {"seed", "train"},
                         flip=False, generated=True, known=_task_sizes),
     "synthetic": DatasetKind("synthetic[:N]", build=_synthetic, options=frozenset(), generated=True),
-    "kinetics": DatasetKind("kinetics:ROOT", lister=_kinetics, needs_path=True, train_size=225946, val_size=18584),
-    "ssv2": DatasetKind("ssv2:ROOT", lister=_ssv2, needs_path=True, flip=ssv2.FLIP, train_size=168913, val_size=24777),
-    "ucf101": DatasetKind("ucf101:ROOT[?split=1]", lister=_ucf101, needs_path=True, options=FILE_OPTIONS | {"split"},
-                          train_size=9537, val_size=3783),  # split 1
-    "folder": DatasetKind("folder:ROOT", lister=_folder, needs_path=True),
+    "kinetics": DatasetKind("kinetics:ROOT", lister=_native("kinetics", kinetics.LAYOUTS), needs_path=True,
+                            train_size=225946, val_size=18584),
+    "ssv2": DatasetKind("ssv2:ROOT", lister=_native("ssv2", ssv2.LAYOUTS), needs_path=True, flip=ssv2.FLIP,
+                        train_size=168913, val_size=24777),
+    "ucf101": DatasetKind("ucf101:ROOT[?split=1]", lister=_native("ucf101", ucf101.LAYOUTS), needs_path=True,
+                          options=FILE_OPTIONS | {"split"}, train_size=9537, val_size=3783),  # split 1
+    "hmdb51": DatasetKind("hmdb51:ROOT[?split=1]", lister=_native("hmdb51", hmdb51.LAYOUTS), needs_path=True,
+                          options=FILE_OPTIONS | {"split"}, train_size=3570, val_size=1530),  # every split
+    "folder": DatasetKind("folder:ROOT[?val=0.2&seed=0]", lister=_folder, needs_path=True, options=FILE_OPTIONS | DRAWN),
+    "list": DatasetKind("list:FILE[?root=DIR&val=VAL|0.2&seed=0]", lister=_list, needs_path=True,
+                        options=FILE_OPTIONS | DRAWN | {"root"}),
     "csv": DatasetKind("csv:FILE", lister=_csv, needs_path=True),
 }  # fmt: skip

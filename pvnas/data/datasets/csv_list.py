@@ -14,7 +14,7 @@ import csv
 import logging
 from pathlib import Path
 
-from pvnas.data.datasets._files import Sample
+from pvnas.data.datasets._files import Listing
 from pvnas.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def csv_samples(path: Path, split: str) -> tuple[list[Sample], list[str], str]:
+def csv_samples(path: Path, split: str) -> Listing:
     """``(path, label)`` pairs of one split, the class names, and the CSV path."""
     rows = _rows(path)
     labels = [row[1] for _, row in rows]
@@ -65,4 +65,5 @@ def csv_samples(path: Path, split: str) -> tuple[list[Sample], list[str], str]:
         for _, row in rows
         if not has_split or _SPLIT_NAMES[row[2].lower()] == split
     ]
-    return samples, classes, str(path)
+    layout = "CSV rows path,label,split" if has_split else "CSV rows path,label (no split column: both splits use every row)"
+    return Listing(samples, classes, str(path), layout)

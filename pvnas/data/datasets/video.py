@@ -7,6 +7,7 @@ dataset cuts clips the same way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -25,6 +26,43 @@ from pvnas.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 VIEWS = ("train", "single", "multi")
+
+
+def refusal(
+    source: str, listed: int, missing: Sequence[str], readable: int | None, allow_missing: bool, example: str = ""
+) -> str | None:
+    """Why a run refuses a split, or None: it lists no video, some listed videos do not exist (unless
+    ``?missing=skip``), or none of them is readable (``readable`` = 0; None: not probed yet). The one rule
+    :class:`VideoDataset` and ``pvnas data`` apply, so the check and the runs agree."""
+    if listed == 0:
+        return f"{source}: lists no videos"
+    if len(missing) == listed:
+        return f"{source}: none of the {listed} listed videos exist (e.g. {missing[0]})"
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        return (f"{source}: {len(missing)} of {listed} listed videos do not exist ({shown}); "
+                "fix the paths, or add ?missing=skip to --data to leave them out")
+    if readable == 0:
+        return f"{source}: none of the {listed - len(missing)} videos is readable" + (f" (e.g. {example})" if example else "")
+    return None
+
+
+def check_labels(source: str, samples: Sequence[tuple[str, int]], classes: Sequence[str]) -> None:
+    """Every label must index a class: a DataError naming the first that does not."""
+    for path, label in samples:
+        if not 0 <= label < len(classes):
+            raise DataError(f"{source}: label {label} of {path} is outside [0, {len(classes)})")
+
+
+def file_list_hash(samples: Sequence[tuple[str, int]]) -> str:
+    """A short SHA-256 of a split's sorted ``(path, label)`` list, paths relative to the folder they share:
+    equal on two machines exactly when they hold the same files in the same split with the same labels
+    (recorded in a run's config.yaml)."""
+    if not samples:
+        return ""
+    base = os.path.commonpath([os.path.dirname(p) for p, _ in samples])
+    lines = sorted(f"{os.path.relpath(p, base).replace(os.sep, '/')}\t{label}" for p, label in samples)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 class VideoDataset(Dataset):
@@ -71,23 +109,12 @@ class VideoDataset(Dataset):
         self.flip = clip.flip if flip is None else flip
         self.decoder: Decoder = decoder if decoder is not None else PyAVDecoder()
         self.source = source or "the sample list"
-        if not samples:
-            raise DataError(f"{self.source}: lists no videos")
-        for path, label in samples:
-            if not 0 <= label < len(self.classes):
-                raise DataError(f"{self.source}: label {label} of {path} is outside [0, {len(self.classes)})")
+        check_labels(self.source, samples, self.classes)
         exists = [os.path.isfile(p) for p, _ in samples]
         self.samples = [s for s, ok in zip(samples, exists) if ok]
         self.missing = [p for (p, _), ok in zip(samples, exists) if not ok]
-        if not self.samples:
-            example = f" (e.g. {self.missing[0]})" if self.missing else ""
-            raise DataError(f"{self.source}: none of the {len(self.missing)} listed videos exist{example}")
-        if self.missing and not allow_missing:
-            shown = ", ".join(self.missing[:3]) + (", ..." if len(self.missing) > 3 else "")
-            raise DataError(
-                f"{self.source}: {len(self.missing)} of {len(samples)} listed videos do not exist ({shown}); "
-                "fix the paths, or add ?missing=skip to --data to leave them out"
-            )
+        if problem := refusal(self.source, len(samples), self.missing, None, allow_missing):
+            raise DataError(problem)
         if self.missing:
             logger.warning(
                 "%s: %d of %d listed videos are missing and left out, e.g. %s",
@@ -97,6 +124,7 @@ class VideoDataset(Dataset):
                 self.missing[0],
             )
         self._require_readable()
+        self.fingerprint = file_list_hash(self.samples)
 
     def _require_readable(self) -> None:
         """Fail now rather than after an epoch of skips: probe files until one decodes."""
@@ -107,10 +135,7 @@ class VideoDataset(Dataset):
                 return
             except DecodeError as e:
                 reasons.append(e.reason)
-        raise DataError(
-            f"{self.source}: none of the {len(self.samples)} videos is readable "
-            f"(e.g. {self.samples[0][0]}: {reasons[0]})"
-        )
+        raise DataError(refusal(self.source, len(self.samples), [], 0, False, f"{self.samples[0][0]}: {reasons[0]}"))
 
     def __len__(self) -> int:
         return len(self.samples)
