@@ -82,6 +82,7 @@ def test_early_check_flags_a_diverging_or_flat_run_and_not_a_learning_one():
     assert early_check(fits, k, 30)["kind"] == "memorising"  # half the run: training 0.28, validation at chance
     assert early_check(fits[:8], k, 30) is None  # a quarter: the runs that learned were still at chance here
     assert early_check([*fits[:14], {**fits[14], "val_top1": 0.29}], k, 30) is None  # validation left chance
+    assert early_check([*fits[:14], {**fits[14], "val_videos": 8}], k, 30) is None  # 8 videos cannot tell
 
 
 def _dark_and_bright(root):

@@ -77,8 +77,9 @@ def early_check(records: Sequence[Mapping[str, Any]], num_classes: int, epochs: 
     Diverging: a non-finite loss or one above 1.5 ln(classes), which a network that learns nothing stays at.
     Not learning: from a quarter of the run on, training accuracy within three standard errors of chance and the
     loss at chance level (>= 0.98 ln(classes)). Memorising: from half of the run on, training accuracy above
-    chance while validation accuracy is within three standard errors of it (the retrains that failed in
-    docs/RESULTS.md did this; the ones that learned had left chance on validation by then). Each comes with what
+    chance while validation accuracy is within three standard errors of chance and below training's by more than
+    three (a validation split too small to tell a learned network from chance says nothing). The retrains that
+    failed in docs/RESULTS.md did this; the ones that learned had left chance on validation by then. Each comes with what
     to try.
     """
     last = records[-1]
@@ -96,8 +97,10 @@ def early_check(records: Sequence[Mapping[str, Any]], num_classes: int, epochs: 
                 "try": "check that the data's labels match its content (pvnas doctor); a network without temporal ops "
                        "cannot tell motions apart; otherwise train longer (--epochs) or try another --seed"}
     val, n_val = last.get("val_top1"), last.get("val_videos")
+    chance = 1 / num_classes
     if (2 * last["epoch"] >= epochs and val is not None and n_val and at_chance(val, num_classes, n_val)
-            and not at_chance(last["acc"], num_classes, last["seen"])):
+            and not at_chance(last["acc"], num_classes, last["seen"])
+            and last["acc"] - val > 3 * math.sqrt(chance * (1 - chance) / n_val)):  # a split this small could tell
         seen.append(f"validation top-1 {val:.3f} on {n_val} videos")
         return {"epoch": last["epoch"], "kind": "memorising", "saw": "; ".join(seen),
                 "try": "less regularising noise (the network config's dropout and drop_path) or another --seed; check "
