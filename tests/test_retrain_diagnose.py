@@ -12,6 +12,7 @@ from pvnas.retrain.evaluate import run_eval
 from pvnas.retrain.train import run_train
 from pvnas.runtime.run import NonFiniteLossError
 from pvnas.space.genotype import CellGenotype, Genotype
+from pvnas.viz.report import build_report
 
 SPATIAL = ("sep_conv_1x3x3", "dil_conv_1x3x3", "identity", "max_pool_1x3x3")
 
@@ -113,3 +114,5 @@ def test_a_retrain_forced_to_fail_is_flagged_in_its_first_quarter_and_a_normal_o
     (flagged,) = warnings["lr x100"]  # once, within the first quarter of the 8 epochs
     assert flagged["epoch"] <= 8 / 4 and flagged["early_warning"]["kind"] == "diverging"
     assert "lower --lr" in flagged["early_warning"]["try"] and caplog.text.count("this retrain looks") == 1
+    page = build_report(tmp_path / "lr x100").read_text()  # the report says it too
+    assert "Early warning (epoch" in page and "this retrain looks diverging" in page
