@@ -95,7 +95,9 @@ def early_check(records: Sequence[Mapping[str, Any]], num_classes: int, epochs: 
     if 4 * last["epoch"] >= epochs and last["loss"] >= 0.98 * ln_k and at_chance(last["acc"], num_classes, last["seen"]):
         return {"epoch": last["epoch"], "kind": "not learning", "saw": "; ".join(seen),
                 "try": "check that the data's labels match its content (pvnas doctor); a network without temporal ops "
-                       "cannot tell motions apart; otherwise train longer (--epochs) or try another --seed"}
+                       "cannot tell motions apart; a small network may not fit under dropout and drop-path (set the "
+                       "network config's dropout and drop_path to 0); otherwise train longer (--epochs) or try another "
+                       "--seed"}
     val, n_val = last.get("val_top1"), last.get("val_videos")
     chance = 1 / num_classes
     if (2 * last["epoch"] >= epochs and val is not None and n_val and at_chance(val, num_classes, n_val)
