@@ -131,3 +131,19 @@ def test_flops_follows_the_preset_or_the_trained_model(trained, tmp_path, capsys
     assert json.loads(run_cli(capsys, *by_genotype[:-2])[1])["num_classes"] == 400  # Kinetics-400 by default
     assert main(["flops", "--checkpoint", str(trained), "--preset", "L"]) == 2
     assert "--checkpoint counts the trained network as it is; --preset goes with --genotype" in capsys.readouterr().err
+
+
+def test_train_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(trained, tmp_path, capsys):
+    """A requeued `pvnas train` after its end: exit 0, nothing rewritten; the same flag on another config's run:
+    one line, exit 2, nothing written."""
+    run = trained.parent
+    args = ["train", "--genotype", run.parent / "g.json", "--data", "synthetic:16", "--preset", "tiny",
+            "--channels", "4", "--batch-size", "4", "--epochs", "1", "--resume", "auto", "--out", run]
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 0
+    assert "finished" in capsys.readouterr().err
+    assert main([str(a) for a in args[:-4] + ["--channels", "8", "--resume", "auto", "--out", run]]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "channels = 4, this run has 8" in err, err
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.rglob("*")) if p.is_file()} == files
