@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check (docs/performance.md, "On a GPU"): one prepared run, <= 6 minutes on one H100/H200, one JSON.
+# The GPU check (docs/performance.md, "On a GPU"): one prepared run, <= 6 minutes on one H100/H200, one JSON report
+# (its time plan: benchmarks/gpu_check.py's header). The report is written after every section and when stopped.
 #
 # Needs nothing from the network. The GPU machine has torch with CUDA but not PyAV (pvnas imports it); carry a
 # cp312 manylinux wheel of PyAV and the pure-Python packages pvnas needs that are missing there, in .whl/:
@@ -10,7 +11,7 @@
 #
 # and run it from the repository root, e.g. through the device tool with carry [".whl"]:
 #
-#   bash benchmarks/gpu_check.sh        # prints the JSON; also $OUT/gpu_check.json when OUT is set
+#   bash benchmarks/gpu_check.sh        # one line of JSON per section (the last: the report); $OUT/gpu_check.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -19,4 +20,4 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || true
-exec timeout 360 python3 benchmarks/gpu_check.py "$@"
+exec timeout -k 10 360 python3 benchmarks/gpu_check.py "$@"

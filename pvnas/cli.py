@@ -252,10 +252,25 @@ def derive(
         "the flags below override them); perturbation: DARTS-PT (what the supernet needs most on training clips; "
         "last epoch only)."),
     videos: int = typer.Option(64, "--videos", help="--select perturbation: training clips to score on."),
+    max_gflops: Optional[float] = typer.Option(
+        None, "--max-gflops", help="The best genotype (largest alpha score, exact) whose retrained network costs at most "
+        "this many GFLOPs per view (as pvnas flops; default: the run's --target-* budget, if any)."),
+    max_params: Optional[float] = typer.Option(None, "--max-params", help="... at most this many parameters."),
+    max_ms: Optional[float] = typer.Option(None, "--max-ms", help="... at most this many ms per the --latency table."),
+    latency: Optional[Path] = typer.Option(None, "--latency", help="A `pvnas latency` table, for --max-ms."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Retrain network the GFLOPs/params are counted on: L, M, tiny, demo (default: the "
+        "search's own: demo/tiny for theirs, else L)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip of that count (preset default)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Crop size in pixels of that count (preset default)."),
+    num_classes: int = typer.Option(400, "--num-classes", help="Classes of that count (as pvnas flops)."),
     remedies: Optional[dict] = None,
 ) -> None:
-    """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation."""
+    """Derive a genotype from the alphas of any saved epoch (paper Table 3 "stop at epoch"), or by perturbation;
+    with --max-gflops/--max-params/--max-ms the best one within that budget."""
+    from pvnas.runtime.rundir import load_yaml
     from pvnas.search.remedies import SELECTIONS, selection
+    from pvnas.search.remedies.budget import budget_of
     from pvnas.search.snapshots import derive_from_run
 
     if select not in ("alpha", *SELECTIONS):
@@ -265,7 +280,15 @@ def derive(
     if remedies and select != "alpha":
         flags = ", ".join("--" + name.replace("_", "-") for name in remedies)
         raise ConfigError(f"{flags}: the alpha derivation's setting, goes with --select alpha, not --select {select}")
-    genotype = derive_from_run(run, epoch, remedies) if select == "alpha" else selection(select)(run, epoch, videos)
+    limits = (max_gflops, max_params, max_ms, latency, preset, frames, crop)
+    if select != "alpha" and any(v is not None for v in limits):
+        raise ConfigError(f"--max-gflops/--max-params/--max-ms go with --select alpha, not --select {select}")
+    config_path = Path(run) / "config.yaml"
+    search = (load_yaml(config_path).get("search") or {}) if config_path.exists() else {}
+    budget = budget_of(search if isinstance(search, dict) else {}, max_gflops, max_params, max_ms, latency, preset,
+                       frames, crop, num_classes)
+    genotype = (derive_from_run(run, epoch, remedies, budget) if select == "alpha"
+                else selection(select)(run, epoch, videos))
     if output is None:
         _print_json(genotype.to_dict())
     else:
@@ -442,6 +465,102 @@ def flops(
 
 
 @app.command()
+def pareto(
+    run: Path = typer.Argument(..., help="Search run directory."),
+    preset: str = typer.Option("L", "--preset", help="Retrain network: L, M (paper), tiny, demo."),
+    metric: str = typer.Option("gflops", "--metric", help="Budget on gflops or params."),
+    points: int = typer.Option(12, "--points", help="Budgets, evenly spaced from the cheapest network to the unconstrained one."),
+    epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch whose alphas to use (default: last)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default, L/M: 8)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Crop size in pixels (preset default, L/M: 224)."),
+    num_classes: int = typer.Option(400, "--num-classes"),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for pareto.json/.md/.png (default: RUN)."),
+) -> None:
+    """The best genotype of one search at a sweep of budgets (exact), from the cheapest network to the unconstrained one."""
+    from pvnas.viz.pareto import pareto_sweep, write_pareto
+
+    _require_dir(run)
+    cfg, frames, crop = _retrain_network(preset, channels, repeats, frames, crop, num_classes)
+    for path in write_pareto(pareto_sweep(run, cfg, preset, num_classes, frames, crop, metric, points, epoch), out or run):
+        typer.echo(str(path))
+
+
+@app.command()
+def latency(
+    preset: str = typer.Option("L", "--preset", help="Retrain network: L, M (paper), tiny, demo."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (or cuda:N)."),
+    batch: int = typer.Option(1, "--batch-size", help="Clips per forward."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed calls before each timing."),
+    runs: int = typer.Option(5, "--runs", help="Timed calls per op and per whole network (the median is kept)."),
+    check: int = typer.Option(5, "--check", help="Random genotypes whose whole network checks the table's sum."),
+    clock: str = typer.Option("wall", "--clock", help="wall, or cpu: the thread's CPU time (--threads 1 on a CPU "
+                              "shared with other work: the idle-core latency)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads on CPU (default: every core)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (preset default, L/M: 8)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Crop size in pixels (preset default, L/M: 224)."),
+    num_classes: int = typer.Option(400, "--num-classes"),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels C (preset default)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Normal cells K per stage (preset default)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Table JSON to write (default latency-PRESET-DEVICE-bBATCH.json)."),
+) -> None:
+    """Inference milliseconds of each (cell kind, edge, op) at its positions plus the fixed part, measured here and
+    checked against whole networks; `derive --max-ms` reads the table."""
+    import torch
+
+    from pvnas.metrics.latency import CLOCKS, DTYPES, latency_table
+    from pvnas.runtime.device import torch_threads
+
+    cfg, frames, crop = _retrain_network(preset, channels, repeats, frames, crop, num_classes)
+    for name, value in (("--batch-size", batch), ("--runs", runs), ("--check", check)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {warmup}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if clock not in CLOCKS:
+        raise ConfigError(f"--clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
+        raise ConfigError(f"--device {device}: not available here (cpu{', cuda' if torch.cuda.is_available() else ''})")
+    output = output or Path(f"latency-{preset}-{dev.type}-b{batch}.json")
+    with torch_threads(threads if threads is not None else 0):
+        log.info("latency: timing every op at every position and %d whole networks, %d rounds", check + 3, runs)
+        table = latency_table(cfg, num_classes, frames, crop, dev, batch, dtype, warmup, runs, check=check, clock=clock)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(table.to_dict(), indent=2) + "\n")
+    meta = table.meta
+    typer.echo(f"{meta['device_name']} ({meta['device']}), {meta['threads']} threads, {meta['dtype']}, batch {batch}, "
+               f"{meta['clock']} clock, "
+               f"input {'x'.join(map(str, meta['input']))}: fixed part {table.fixed:.2f} ms")
+    typer.echo("| genotype | table ms | measured ms | table off by |\n|---:|---:|---:|---:|")
+    for row in meta["check"]:
+        typer.echo(f"| random {row['seed']} | {row['table_ms']:.2f} | {row['measured_ms']:.2f} | {row['error']:+.1%} |")
+    typer.echo(str(output))
+
+
+def _retrain_network(preset: str, channels: int | None, repeats: int | None, frames: int | None, crop: int | None,
+                     num_classes: int) -> tuple:
+    """A retrain preset (NetworkConfig) with the C/K overrides, and its clip's frames and crop unless given."""
+    from pvnas.config import NETWORK_PRESETS, get_preset, override
+
+    cfg = override(get_preset(NETWORK_PRESETS, preset), channels=channels, repeats=repeats)
+    frames = cfg.clip.frames if frames is None else frames
+    crop = cfg.clip.crop if crop is None else crop
+    for name, value in (("--frames", frames), ("--crop", crop), ("--num-classes", num_classes)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    return cfg, frames, crop
+
+
+@app.command()
 def estimate(
     genotype: Optional[Path] = typer.Option(
         None, "--genotype", help="Cost retraining this genotype (else: cost the search)."),
@@ -463,15 +582,17 @@ def estimate(
         None, "--epochs", help="Search epochs (preset default) or retrain epochs (default: the dataset's)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes (default: from --data, else 400)."),
     steps: int = typer.Option(3, "--steps", help="At least this many timed steps (after the warm-up; more if time allows)."),
+    threads: Optional[int] = THREADS_OPT,
     compile: bool = COMPILE_OPT,
 ) -> None:
     """Before a run: params, MACs, memory, measured step time here, projected search or retrain (+ 30-view test) time.
 
-    Never runs a step that would not fit in memory: where the batch does not fit, the JSON says which does.
+    Times the step as the run will run it (threads, workers, impl, dtype, compile: printed). Never runs a step
+    that would not fit in memory: where the batch does not fit, the JSON says which does.
     """
     batch, size = _renamed(batch_size, batch, "--batch-size", "--batch"), _renamed(crop, size, "--crop", "--size")
     common = dict(batch=batch, frames=frames, size=size, channels=channels, data=data, dataset_size=dataset_size,
-                  epochs=epochs, num_classes=num_classes, steps=steps, compile=compile)
+                  epochs=epochs, num_classes=num_classes, steps=steps, compile=compile, threads=threads)
     if genotype is None:
         from pvnas.estimate.search import estimate as estimate_search
 

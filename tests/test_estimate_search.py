@@ -3,10 +3,19 @@
 import json
 
 import pytest
+import torch
 
 from pvnas.estimate.datasets import dataset_of
 from pvnas.errors import ConfigError, DataError
 from pvnas.estimate.project import project_search
+
+
+@pytest.fixture(autouse=True)
+def few_timed_steps(monkeypatch):
+    """The command's answers, not its precision: 3 timed steps instead of a 30 s budget's worth."""
+    import pvnas.estimate.step as step
+
+    monkeypatch.setattr(step, "MAX_TIMED_STEPS", 3)
 
 
 def test_estimate_projection_arithmetic():
@@ -63,3 +72,34 @@ def test_cli_estimate_takes_size_and_classes_from_data(capsys):
     out = json.loads(capsys.readouterr().out)
     assert (out["dataset_size"], out["num_classes"], out["steps_per_epoch"]) == (10, 8, 5)
     assert main(["estimate", "--preset", "tiny", "--data", "folder:/absent/videos"]) == 2
+
+
+def test_the_estimate_times_the_step_on_the_runs_threads(monkeypatch, capsys):
+    """`pvnas search --preset tiny` runs on the preset's one torch thread: the estimate times its step so, and on
+    `--threads N` where given (on a 2-core box timing on both cores projected 2.5x the real step)."""
+    from pvnas.cli import main
+    from pvnas.estimate import search as search_estimate
+
+    seen = []
+    monkeypatch.setattr(search_estimate, "search_step", lambda *a, **kw: seen.append(torch.get_num_threads()))
+    assert main(["estimate", "--preset", "tiny", "--dataset-size", "16", "--epochs", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(seen) == {1} and (out["threads"], out["workers"], out["dtype"]) == (1, 0, "float32")
+    seen.clear()
+    assert main(["estimate", "--preset", "tiny", "--dataset-size", "16", "--epochs", "1", "--threads", "2"]) == 0
+    assert set(seen) == {2} and json.loads(capsys.readouterr().out)["device"] == "cpu x2 threads"
+
+
+def test_an_out_of_memory_in_the_estimate_is_an_answer_not_a_traceback(monkeypatch, capsys):
+    from pvnas.cli import main
+    from pvnas.estimate import search as search_estimate
+
+    def step(state, clips, labels, **kw):
+        if len(clips) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(search_estimate, "search_step", step)
+    assert main(["estimate", "--preset", "tiny", "--dataset-size", "16", "--epochs", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["step_seconds"] is None and out["step_seconds_source"] == "not measured: out of memory at batch 2"
+    assert out["max_batch"] == 1 and not out["fits_in_memory"] and "search_seconds" not in out

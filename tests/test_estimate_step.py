@@ -1,5 +1,6 @@
-"""``pvnas estimate``: never a step that does not fit in memory, warm-up never timed, no linear scaling where a
-device does not scale linearly; the retrain estimate, loading throughput and the CLI errors."""
+"""``pvnas estimate``: never a step that does not fit in memory, an out-of-memory an answer, warm-up never timed,
+no linear scaling where a device does not scale linearly, the run's threads; the activations counted in the
+step's dtype; the retrain estimate, loading throughput and the CLI errors."""
 
 import json
 import mmap
@@ -10,8 +11,9 @@ import torch
 from pvnas.cli import main
 from pvnas.estimate import memory, step as est
 from pvnas.estimate.loading import clips_per_second_per_worker, loading_plan
-from pvnas.estimate.memory import meta_activations_mb
+from pvnas.estimate.memory import counted_activations_mb
 from pvnas.estimate.step import cost_step
+from pvnas.nn.fast.policy import generic_kernels
 from pvnas.space.genotype import Genotype
 
 CLIP_MB = 40  # what the fake step below holds per clip
@@ -20,18 +22,22 @@ CPU = torch.device("cpu")
 
 class FakeDevice:
     """A step of b clips that really holds b x 40 MiB (pages touched, so resident) for a moment, and takes
-    ``fixed + per_clip * b`` seconds, ``cold`` times that on the first call at each batch (algorithm selection,
-    compilation), on a fake clock: timing rules are tested exactly, whatever the machine's load."""
+    ``fixed + per_clip * b`` seconds, ``cold`` times that on the first ``cold_calls`` calls at each batch
+    (algorithm selection, compilation), on a fake clock: timing rules are tested exactly, whatever the machine's
+    load. From batch ``oom_at`` on it runs out of memory, as CUDA says it."""
 
-    def __init__(self, per_clip: float = 1.0, fixed: float = 0.0, cold: float = 3.0, mb: int = CLIP_MB) -> None:
-        self.per_clip, self.fixed, self.cold, self.mb = per_clip, fixed, cold, mb
-        self.now, self.ran = 0.0, []
+    def __init__(self, per_clip: float = 1.0, fixed: float = 0.0, cold: float = 3.0, mb: int = CLIP_MB,
+                 cold_calls: int = 1, oom_at: int | None = None) -> None:
+        self.per_clip, self.fixed, self.cold, self.mb, self.cold_calls = per_clip, fixed, cold, mb, cold_calls
+        self.oom_at, self.now, self.ran = oom_at, 0.0, []
 
     def clock(self) -> float:
         return self.now
 
     def step(self, b: int) -> None:
-        self.now += (self.fixed + self.per_clip * b) * (1.0 if b in self.ran else self.cold)
+        if self.oom_at is not None and b >= self.oom_at:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {b} GiB")
+        self.now += (self.fixed + self.per_clip * b) * (1.0 if self.ran.count(b) >= self.cold_calls else self.cold)
         self.ran.append(b)
         with mmap.mmap(-1, b * self.mb * 2**20) as pages:  # fresh pages: resident whatever the allocator holds
             pages[:: mmap.PAGESIZE] = b"\1" * len(range(0, len(pages), mmap.PAGESIZE))
@@ -54,10 +60,35 @@ def test_warm_up_is_not_timed_and_the_requested_batch_is_measured(linear):
     assert c.fits_in_memory and c.peak_step_memory_source == "measured" and c.peak_step_memory_mb >= 2.5 * CLIP_MB
 
 
+@pytest.mark.parametrize("linear,cold_calls,budget", [(True, 1, 150), (False, 2, 0)], ids=["cpu", "gpu"])
+def test_no_warm_up_step_is_timed(linear, cold_calls, budget):
+    """A GPU's first two steps at a batch are cold (cudnn.benchmark, compilation), a CPU's first: none of them is
+    timed. Counted, not inferred from the median (which hides one cold step among three): the batch timed ran
+    its warm-up steps more often than it was timed; and with one timed step (the GPU: no budget for more) that
+    step is the warm one."""
+    dev = FakeDevice(per_clip=1.0, fixed=0.5, cold=10.0, cold_calls=cold_calls, mb=1)
+    c = cost(dev, 3, linear, steps=1, time_budget=budget)
+    assert c.measured_batch == 3 and c.measured_step_seconds == pytest.approx(3.5), (c, dev.ran)
+    assert dev.ran.count(3) == c.timed_steps + cold_calls and (budget > 0 or c.timed_steps == 1)
+
+
 def test_timed_steps_fill_the_budget_up_to_the_cap():
     dev = FakeDevice(per_clip=0.1, fixed=0.0, cold=1.0, mb=1)
     c = cost(dev, 2, linear=False, time_budget=5)
-    assert 3 < c.timed_steps <= est.MAX_TIMED_STEPS and dev.now <= 5 + 0.2 + 2 * 1.0  # (ends within one step)
+    assert 3 < c.timed_steps < est.MAX_TIMED_STEPS and dev.now <= 5 + 0.2 + 2 * 1.0  # (ends within one step)
+    dev = FakeDevice(per_clip=0.01, fixed=0.0, cold=1.0, mb=1)  # a budget for 1000 steps: the cap stops them
+    c = cost(dev, 2, linear=False, time_budget=20)
+    assert c.timed_steps == est.MAX_TIMED_STEPS == 30 and dev.ran.count(2) == 30 + 2
+
+
+@pytest.mark.parametrize("linear", [True, False], ids=["cpu", "gpu"])
+def test_an_out_of_memory_step_is_an_answer_with_the_largest_batch_that_ran(linear, monkeypatch):
+    monkeypatch.setattr(est, "available_mb", lambda device: 1e6)  # predicted to fit: only running says otherwise
+    dev = FakeDevice(per_clip=0.1, mb=1, oom_at=3)
+    c = cost(dev, 8, linear)
+    assert c.step_seconds is None and c.step_seconds_source == ("not measured: out of memory at batch "
+                                                                + ("4" if linear else "8"))
+    assert not c.fits_in_memory and c.max_batch == (2 if linear else 0) and c.timed_steps == 0
 
 
 def test_a_gpu_never_scales_a_small_batch_linearly(monkeypatch):
@@ -87,6 +118,13 @@ def test_a_cpu_times_a_smaller_batch_when_the_budget_cannot_time_the_requested_o
     assert c.measured_batch == 16 and dev.ran[:5] == [1, 2, 4, 8, 16] and c.step_seconds == pytest.approx(1.6)
 
 
+def test_a_cpu_scales_a_step_with_a_fixed_part_by_its_line_not_in_proportion():
+    # a tiny network: 1 s of per-op overhead, 0.01 s per clip; the budget allows no timing at batch 8
+    dev = FakeDevice(per_clip=0.01, fixed=1.0, cold=1.5, mb=1)
+    c = cost(dev, 8, linear=True, time_budget=12)
+    assert 2 <= c.measured_batch < 8 and c.step_seconds == pytest.approx(1.08, rel=0.02), (c, dev.ran)
+
+
 def test_nothing_runs_when_one_clip_does_not_fit(monkeypatch):
     monkeypatch.setattr(est, "available_mb", lambda device: 100.0)
     for linear in (True, False):
@@ -113,15 +151,33 @@ def test_loading_throughput_is_measured_on_the_data_and_planned_per_worker():
     assert loading_plan({"measured": True, "clips_per_s_per_worker": 50.0}, 8, 1.0, 1)["keeps_up"]
 
 
-def test_meta_activations_are_linear_in_the_batch_and_allocate_nothing():
+def test_counted_activations_are_linear_in_the_batch_and_allocate_nothing():
     import pvnas
 
     genotype = Genotype.random(1, min_conv=4)
-    one, per_clip = meta_activations_mb(lambda: pvnas.build_network(genotype, "tiny", num_classes=5), (3, 4, 32, 32))
+    build = lambda: pvnas.build_network(genotype, "tiny", num_classes=5)  # noqa: E731
+    one, per_clip = counted_activations_mb(build, (3, 4, 32, 32), CPU)
     assert one > 0 and per_clip > 0.9 * one  # nearly everything autograd keeps grows with the batch
-    net = pvnas.build_network(genotype, "tiny", num_classes=5)
-    real = memory.activation_bytes(net, torch.zeros(2, 3, 4, 32, 32)) / 2**20
-    assert real == pytest.approx(one + per_clip, rel=0.05)
+    torch.manual_seed(0)
+    real = memory.activation_bytes(build(), torch.randn(2, 3, 4, 32, 32)) / 2**20
+    assert real == pytest.approx(one + per_clip, rel=0.01)
+
+
+def test_activations_are_counted_in_the_dtype_the_step_runs_in():
+    """Under bf16 autocast (CUDA's steps) convolutions save bf16 inputs: the count is torch's own autocast on fake
+    tensors, so it equals what a real bf16 forward saves, about half the float32 count (here on CPU autocast, with
+    the generic kernels a GPU takes)."""
+    import pvnas
+
+    genotype = Genotype.random(1, min_conv=4)
+    build = lambda: pvnas.build_network(genotype, "tiny", num_classes=5)  # noqa: E731
+    with generic_kernels():
+        fp32 = sum(counted_activations_mb(build, (3, 4, 32, 32), CPU))
+        bf16 = sum(counted_activations_mb(build, (3, 4, 32, 32), CPU, torch.bfloat16))
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            real = memory.activation_bytes(build(), torch.randn(2, 3, 4, 32, 32)) / 2**20
+    assert bf16 == pytest.approx(real, rel=0.01) and 0.4 * fp32 < bf16 < 0.65 * fp32, (fp32, bf16, real)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +195,10 @@ def test_retrain_estimate_cli_projects_training_and_test_time(genotype_file, cap
     assert (out["dataset_size"], out["val_size"], out["num_classes"], out["epochs"]) == (10, 8, 8, 3)
     assert out["fits_in_memory"] and out["step_seconds_source"] == "measured" and out["steps_per_epoch"] == 5
     assert out["loading"]["measured"] and out["loading"]["workers_needed"] >= 1
-    assert out["train_seconds"] == pytest.approx(3 * (5 * out["step_seconds"] + out["val_seconds_per_epoch"]))
+    # tiny loads in the main process (no workers): each step waits for its batch to be decoded
+    loading = 2 / out["loading"]["clips_per_s_per_worker"]
+    assert out["workers"] == 0 and out["run_step_seconds"] == pytest.approx(out["step_seconds"] + loading)
+    assert out["train_seconds"] == pytest.approx(3 * (5 * out["run_step_seconds"] + out["val_seconds_per_epoch"]))
     assert out["test_views"] == 6  # tiny: 2 clips x 3 crops
     assert out["test_seconds"] == pytest.approx(8 * 6 * out["eval_seconds_per_clip"])
 

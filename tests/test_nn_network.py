@@ -88,3 +88,23 @@ def test_drop_path_only_in_training_and_never_on_identity():
         assert not torch.allclose(a, b)  # train with drop_path > 0: random
         net.drop_path_prob = 0.0
         assert torch.equal(net(x), net(x))  # train without drop-path (dropout 0): deterministic
+
+
+def test_a_drop_path_ramp_does_not_recompile_a_compiled_network():
+    """The training loop ramps drop_path_prob every epoch: the forward reads it from a tensor, so dynamo compiles the
+    network once (a Python float is a constant to dynamo: one graph per epoch, and a host read per step)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from pvnas.nn.fast.policy import generic_kernels
+
+    torch.manual_seed(0)
+    net = Network(Genotype.random(1, min_conv=4), 4, ("S-NC",), 5, dropout=0.0, drop_path_prob=0.3)
+    counter = CompileCounter()
+    forward = torch.compile(net, backend=counter, dynamic=False)
+    compiled = []
+    with generic_kernels():  # (the kernels a GPU compiles)
+        for epoch in range(3):
+            net.drop_path_prob = 0.3 * epoch / 3
+            forward(clip(2, 2, 8)).sum().backward()
+            compiled.append(counter.frame_count)
+    assert compiled == [1, 1, 1] and float(net.drop_prob) == pytest.approx(0.2)

@@ -188,7 +188,8 @@ def test_a_hostile_init_file_is_refused_without_running_its_code(tmp_path, capsy
 @pytest.mark.slow
 def test_init_and_freeze_under_torchrun(source, tmp_path):
     """2 processes: the same init on every rank, the frozen epoch (features exactly the model's on both ranks: no
-    gradient or weight decay reaches them) and the fine-tuned one in lockstep."""
+    gradient or weight decay reaches them) and the fine-tuned one (every weight trained, as in a retrain from
+    scratch) in lockstep; the saved model is the ranks' one."""
     torchrun = [shutil.which("torchrun", path=os.path.dirname(sys.executable)), "--standalone", "--nproc_per_node", "2"]
     dump = tmp_path / "dump"
     dump.mkdir()
@@ -203,5 +204,7 @@ def test_init_and_freeze_under_torchrun(source, tmp_path):
         assert all(torch.equal(r0[epoch][k], r1[epoch][k]) for k in before if "running" not in k), epoch
     assert all(torch.equal(r0[0][k], before[k]) for k in features)
     assert not all(torch.equal(r0[1][k], before[k]) for k in features)
+    saved = _weights(tmp_path / "R" / "model.pt")  # rank 0 writes the model every rank holds
+    assert saved.keys() == r0[1].keys() and all(torch.equal(saved[k], r0[1][k]) for k in saved)
     config = yaml.safe_load((tmp_path / "R" / "config.yaml").read_text())
     assert config["world_size"] == 2 and config["freeze_epochs"] == 1 and config["init"]["classes"] == "kept"

@@ -34,7 +34,7 @@ def with_remedies(cfg, **values):
 def test_a_tiny_search_with_every_remedy_gives_the_known_answer(tmp_path):
     """Op dropout, skip noise, the beta regulariser and the cap together, through the real loop: the alphas and the
     genotype of a 4-step search equal those recorded before the remedies moved behind the seam (same seed, same
-    draws in the same order)."""
+    draws in the same order; the alphas re-recorded when the optimizers became fused: rounding, same genotype)."""
     cfg = with_remedies(override(DEMO, channels=4, epochs=2, workers=0, batch_size=4, a_warmup=0.25), beta_decay=2.0)
     result = run_search(cfg, "synthetic:8", tmp_path / "run", RunOptions())
     known = json.loads(KNOWN.read_text())

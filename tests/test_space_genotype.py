@@ -131,15 +131,20 @@ def test_derive_rejects_wrong_shape():
         Genotype.derive(a)
 
 
-def _cell_score(alphas, kind, cell):
-    weights = torch.softmax(alphas[kind], -1)
+def _cell_score(alphas, kind, cell, edge_weights=None):
+    weights = torch.softmax(alphas[kind], -1).double()
+    if edge_weights is not None:
+        weights = weights * edge_weights[kind].double()[:, None]
     rows = {pair: r for r, pair in enumerate(edge_inputs())}
     return sum(float(weights[rows[(2 + e // 2, j)], ops_for(kind).index(op)]) for e, (op, j) in enumerate(cell.edges))
 
 
-def _best_within_cap(alphas, kind, cap):
-    """Brute force over every cell (2 inputs per node, any non-zero op): the best total score within the cap."""
-    weights = torch.softmax(alphas[kind], -1)
+def _best_within_cap(alphas, kind, cap, edge_weights=None):
+    """Brute force over every pair of inputs and ops of each node, combined over the nodes by parameter-free count:
+    the best total score within the cap."""
+    weights = torch.softmax(alphas[kind], -1).double()
+    if edge_weights is not None:
+        weights = weights * edge_weights[kind].double()[:, None]
     ops = ops_for(kind)
     best_per_node = []
     for node in range(2, 6):
@@ -180,6 +185,31 @@ def test_derive_max_param_free_is_the_best_cell_within_the_cap(seed):
             else:
                 assert _cell_score(alphas, kind, cell) == pytest.approx(_best_within_cap(alphas, kind, cap), abs=1e-5)
     assert Genotype.derive(alphas, max_param_free=8) == free
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_derive_max_param_free_with_edge_weights_and_ties(seed):
+    """Random weights (no op family leads everywhere), integer logits (equal weights: real ties), and PC-DARTS edge
+    weights, which rank edges and so must rank them in the capped derivation too."""
+    g = torch.Generator().manual_seed(seed)
+    alphas = {k: (torch.randn(EDGES_PER_CELL, len(ops_for(k)), generator=g) * 1.5).round() for k in CELL_KINDS}
+    edge_weights = {k: torch.rand(EDGES_PER_CELL, generator=g) for k in CELL_KINDS}
+    free = Genotype.derive(alphas, edge_weights=edge_weights)
+    binding = below = 0
+    for cap in range(0, 9):
+        capped = Genotype.derive(alphas, edge_weights=edge_weights, max_param_free=cap)
+        capped.validate()
+        for kind in CELL_KINDS:
+            cell = capped.cells[kind]
+            assert cell.count(PARAMETER_FREE) <= cap
+            if free.cells[kind].count(PARAMETER_FREE) <= cap:
+                assert cell == free.cells[kind]
+            else:
+                binding += 1
+                below += cell.count(PARAMETER_FREE) < cap  # the best cell within the cap need not sit at the cap
+                best = _best_within_cap(alphas, kind, cap, edge_weights)
+                assert _cell_score(alphas, kind, cell, edge_weights) == pytest.approx(best, abs=1e-6)
+    assert binding >= 4 and below >= 1  # the cap decided some cells, and some best cells have fewer than the cap
 
 
 def test_derive_max_param_free_known_answer():

@@ -55,3 +55,17 @@ def loading_plan(per_worker: dict[str, Any], batch: int, step_seconds: float | N
     workers_needed = math.ceil(needed / per_worker["clips_per_s_per_worker"])
     return {**plan, "clips_per_s_needed": needed, "workers_needed": workers_needed,
             "keeps_up": max(workers, 1) * per_worker["clips_per_s_per_worker"] >= needed}
+
+
+def with_loading(step_seconds: float, batch: int, per_worker: dict[str, Any], workers: int) -> tuple[float, str]:
+    """A run's step with its data loading, and how: with no workers (``--workers 0``) the main process decodes
+    each batch between steps, so that time adds up; workers decode beside the steps, which then wait only when
+    the workers together are slower."""
+    if not per_worker.get("measured"):
+        return step_seconds, "the step alone (loading not measured)"
+    loading = batch / per_worker["clips_per_s_per_worker"]
+    if workers == 0:
+        return step_seconds + loading, f"the step + {loading:.3g} s of loading in the main process (no workers)"
+    if loading / workers > step_seconds:
+        return loading / workers, f"loading-bound: {workers} workers make a batch in {loading / workers:.3g} s"
+    return step_seconds, f"the step ({workers} workers keep up)"

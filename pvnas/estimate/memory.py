@@ -1,5 +1,5 @@
 """Memory for ``pvnas estimate``: a process's peak, what is still available, and the activations autograd
-keeps for a forward, counted on the meta device (no memory, no compute: safe at any size)."""
+keeps for a forward, counted on fake tensors (no memory, no compute: safe at any size)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from pvnas.runtime.device import synchronize
 
 
 def _status_mb(field: str, path: str = "/proc/self/status") -> float | None:
@@ -61,14 +64,18 @@ class PeakMeter:
 
     def start(self) -> None:
         if self.cuda:
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             reset_peak_rss()
 
     def sync(self) -> None:
+        synchronize(self.device)
+
+    def release(self) -> None:
+        """After an out-of-memory: hand the cached blocks back (CUDA), so that what follows can allocate."""
         if self.cuda:
-            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
 
     def peak(self) -> float:
         self.sync()
@@ -76,8 +83,8 @@ class PeakMeter:
 
 
 def activation_bytes(model: nn.Module, clips: torch.Tensor) -> int:
-    """Bytes of the distinct non-parameter tensors autograd saves in one training forward (on the meta
-    device too: storages are told apart by identity, not by address)."""
+    """Bytes of the distinct non-parameter tensors autograd saves in one training forward (fake tensors too:
+    storages are told apart by identity, not by address)."""
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -92,12 +99,16 @@ def activation_bytes(model: nn.Module, clips: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-def meta_activations_mb(build: Callable[[], nn.Module], clip: tuple[int, ...]) -> tuple[float, float]:
+def counted_activations_mb(build: Callable[[], nn.Module], clip: tuple[int, ...], device: torch.device,
+                           amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
     """(MiB at batch 1, MiB per further clip) that autograd saves in a training forward of the model ``build``
-    makes, counted on the meta device: nothing is allocated or computed, so it is safe at any size."""
-    with torch.device("meta"):
+    makes, on ``device`` under ``amp_dtype`` autocast (None: none), as the step runs it: torch's own autocast
+    decides what is saved in bf16 (under CUDA autocast about half the float32 count). Counted on fake tensors of
+    that device: nothing is allocated or computed, so it is safe at any size and needs no free memory."""
+    with FakeTensorMode(), torch.device(device):
         model = build()
-        one, two = (activation_bytes(model, torch.zeros(b, *clip)) / 2**20 for b in (1, 2))
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            one, two = (activation_bytes(model, torch.zeros(b, *clip)) / 2**20 for b in (1, 2))
     return one, two - one
 
 

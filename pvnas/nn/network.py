@@ -69,13 +69,13 @@ class Cell(nn.Module):
         self.concat = list(genotype.concat)
         self.out_channels = len(self.concat) * c
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor | None = None) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         for node in range(len(self.ops) // 2):
             total = None
             for e in (2 * node, 2 * node + 1):
                 h = self.ops[e](states[self.inputs[e]])
-                if self.training and drop_prob > 0.0 and self.droppable[e]:
+                if self.training and drop_prob is not None and self.droppable[e]:
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
             states.append(total)
@@ -86,7 +86,10 @@ class Network(nn.Module):
     """Stem -> stacked derived cells -> global average pool -> dropout -> linear.
 
     ``drop_path_prob`` is an attribute, not a constructor constant, so the training loop can
-    ramp it as DARTS does; eval mode never drops anything, so inference is deterministic.
+    ramp it as DARTS does; eval mode never drops anything, so inference is deterministic. The forward reads
+    it from a 0-dim buffer (``drop_prob``, not saved in state dicts), so that a ramp neither syncs with the host
+    nor recompiles a ``torch.compile``d network; once set above 0, training draws the masks at every step (at 0
+    they are all ones).
     ``impl`` (an attribute too) picks the forward over the same modules: ``"fast"`` on 2D channels-last
     frames (:mod:`pvnas.nn.fast.network`), ``"reference"`` the literal ``Conv3d`` ops, the oracle.
     """
@@ -106,6 +109,8 @@ class Network(nn.Module):
         if channels < 1 or num_classes < 1:
             raise ConfigError(f"channels and num_classes must be >= 1, got {channels} and {num_classes}")
         self.genotype, self.kinds, self.num_classes = genotype, tuple(kinds), num_classes
+        self.register_buffer("drop_prob", torch.tensor(0.0), persistent=False)
+        self.drops = False  # whether training applies drop-path: set once drop_path_prob has been > 0
         self.drop_path_prob, self.impl = drop_path_prob, impl
         self.stem = retrain_stem(channels, stem_stride)
         c_pp = c_p = c = channels
@@ -123,6 +128,16 @@ class Network(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c_p, num_classes)
 
+    @property
+    def drop_path_prob(self) -> float:
+        return self._drop_path_prob
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value: float) -> None:
+        self._drop_path_prob = float(value)
+        self.drop_prob.fill_(value)
+        self.drops = self.drops or value > 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.impl == "fast":
             return network_forward(self, x)
@@ -130,7 +145,7 @@ class Network(nn.Module):
             raise ValueError(f"Network.impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self.drop_prob if self.drops else None)
         return self.classifier(self.dropout(self.pool(s1).flatten(1)))
 
 

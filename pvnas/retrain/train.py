@@ -30,11 +30,12 @@ from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
 from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, early_check
-from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.runtime.distributed import DistEnv, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
 from pvnas.retrain.evaluate import evaluate
 from pvnas.retrain.modelfile import fitting_model_file, init_from_model, model_record, save_model
 from pvnas.runtime.run import Run
+from pvnas.runtime.steps import finite_on_all_ranks, step_if
 from pvnas.errors import ConfigError, DataError
 from pvnas.nn.network import Network, network_from_config
 from pvnas.lr_schedules import train_lr
@@ -63,37 +64,39 @@ def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -
 
 
 def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2), or AdamW; the lr is set every step."""
+    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2), or AdamW; the lr is set every step. Fused, so that a
+    step is skipped on the device (:func:`~pvnas.runtime.steps.step_if`)."""
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           fused=True)
 
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor,
     device: torch.device, env: DistEnv = DistEnv(), *, label_smoothing: float = 0.0, grad_clip: float = 0.0,
-    stats: dict[str, float] | None = None,
-) -> tuple[float, float, bool]:
-    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update).
+    stats: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update), 0-dim tensors
+    on the device; nothing here waits for the device (:mod:`pvnas.runtime.steps`).
 
     ``grad_clip`` > 0 clips the global gradient norm; ``stats`` (if given) receives that norm before clipping,
     ``grad_norm``, which the early check of a retrain reads."""
     with autocast(device):
         logits = model(clips)
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-    finite = not any_rank(not torch.isfinite(loss).item(), env)
-    if finite:
-        loss.backward()
-        trained = [p for p in model.parameters() if p.requires_grad]  # (frozen ones stay without grad)
-        average_gradients(trained, env)
-        if grad_clip > 0 or stats is not None:
-            norm = nn.utils.clip_grad_norm_(trained, grad_clip if grad_clip > 0 else math.inf)
-            if stats is not None:
-                stats["grad_norm"] = norm
-        optimizer.step()
+    finite = finite_on_all_ranks(loss, env)
+    loss.backward()
+    trained = [p for p in model.parameters() if p.requires_grad]  # (frozen ones stay without grad)
+    average_gradients(trained, env)
+    if grad_clip > 0 or stats is not None:
+        norm = nn.utils.clip_grad_norm_(trained, grad_clip if grad_clip > 0 else math.inf)
+        if stats is not None:
+            stats["grad_norm"] = norm
+    step_if(optimizer, finite)
     optimizer.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
-    return float(loss.detach()), float(acc), finite
+    return loss.detach(), acc, finite
 
 
 class KeyedSubset(Dataset):
@@ -175,7 +178,7 @@ class TrainEpochs:
         if epoch == self.frozen_epochs > 0 and self.run.env.is_main:
             log.info("epoch %d: the stem and cells are trained from now on (--freeze)", epoch + 1)
 
-    def step(self, batch: Any) -> tuple[float, float, bool]:
+    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p, env = self.run.progress, self.run.env
         self.lr = train_lr(self.cfg, p.epoch + (p.step - 1) / self.steps_per_epoch, env.world)
         for group in self.optimizer.param_groups:
@@ -205,8 +208,8 @@ class TrainEpochs:
             if epoch + 1 == cfg.epochs:  # the report's per-class accuracy and confusion matrix
                 record["val_confusion"] = val["confusion"]
         record["skipped"] = len(skipped)
-        if self.grad_norms:  # (one host sync per epoch)
-            record["grad_norm"] = float(torch.stack(self.grad_norms).float().mean())
+        if self.grad_norms and math.isfinite(norm := float(torch.stack(self.grad_norms).float().nanmean())):
+            record["grad_norm"] = norm  # (one host sync per epoch; skipped non-finite steps left out)
         if env.is_main and not self.warned and epoch + 1 in check_epochs(cfg.epochs, cfg.warmup_epochs or 0):
             if warning := early_check(run.metrics.read() + [record], len(self.classes), cfg.epochs):
                 record["early_warning"] = warning

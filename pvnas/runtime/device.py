@@ -29,17 +29,24 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a step runs in on ``device``: bfloat16 on CUDA, None (float32 throughout) elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
 def autocast(device: torch.device, enabled: bool = True) -> AbstractContextManager:
     """bf16 autocast on CUDA (no loss scaling needed), a no-op context elsewhere (CPU, meta) or when not ``enabled``."""
-    if not (enabled and device.type == "cuda"):
+    dtype = amp_dtype(device)
+    if not enabled or dtype is None:
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def compiled(model: nn.Module, enabled: bool) -> nn.Module:
     """``torch.compile(model)`` if ``enabled`` (``--compile``), else ``model``. The networks are static, so they
-    compile once per input shape (and, for the supernet, once per set of frozen parameters)."""
-    return torch.compile(model) if enabled else model  # type: ignore[return-value]
+    compile once per input shape (and, for the supernet, once per set of frozen parameters); static shapes
+    (``dynamic=False``): a second batch size compiles its own graph instead of a slower dynamic-shape one."""
+    return torch.compile(model, dynamic=False) if enabled else model  # type: ignore[return-value]
 
 
 def cuda_layout(model: nn.Module, device: torch.device) -> None:
@@ -55,6 +62,12 @@ def to_device(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return clips.to(device, non_blocking=True, memory_format=torch.channels_last_3d)
     return clips.to(device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA; elsewhere it ran already): before every clock reading."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def cpu_cores() -> int:

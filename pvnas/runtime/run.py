@@ -39,6 +39,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+import torch
+
 from pvnas.config import ClipConfig, RunOptions
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, VideoLoader, build_loader
@@ -49,6 +51,7 @@ from pvnas.runtime.rundir import (
     MetricsLog, load_torch, load_yaml, remove_stale_temps, rng_state, save_torch, save_yaml, seed_everything,
     set_rng_state,
 )
+from pvnas.runtime.steps import READ_EVERY
 from pvnas.runtime.tensorboard import TensorBoard
 from pvnas.errors import ConfigError, DataError, PvnasError
 from pvnas.version import __version__
@@ -415,7 +418,7 @@ class Run:
         self,
         epochs: int,
         loader: Any,
-        step: Callable[[Any], tuple[float, float, bool]],
+        step: Callable[[Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         end_epoch: Callable[[int], dict[str, Any]],
         *,
         begin_epoch: Callable[[int], None] = lambda epoch: None,
@@ -443,37 +446,55 @@ class Run:
                                     stop.signum or signal.SIGTERM)
 
     def _epoch(
-        self, loader: Iterable, step: Callable[[Any], tuple[float, float, bool]], desc: str, lr: Callable[[], float],
-        guard: NonFiniteGuard, stop: StopSignal, timer: CheckpointTimer,
+        self, loader: Iterable, step: Callable[[Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], desc: str,
+        lr: Callable[[], float], guard: NonFiniteGuard, stop: StopSignal, timer: CheckpointTimer,
     ) -> None:
         """One pass over ``loader``; ``progress.step`` counts the batch before ``step`` runs, so a checkpoint
-        written here resumes at the next batch."""
+        written here resumes at the next batch. ``step`` returns (loss, accuracy, finite) on the device: they are
+        read :data:`~pvnas.runtime.steps.READ_EVERY` steps at a time (and before every checkpoint), each step then
+        accounted for as it ran (the guard sees the steps in order)."""
         progress = self.progress
         bar = progress_bar(loader, desc, initial=progress.step, total=progress.step + len(loader),  # type: ignore[arg-type]
                            disable=not self.env.is_main)
+        pending: list[tuple[int, int, torch.Tensor]] = []  # (step, clips, [loss, acc, finite]) not read yet
+
+        def read() -> None:
+            if not pending:
+                return
+            for (at, n, _), (loss, acc, finite) in zip(pending, torch.stack([r for *_, r in pending]).tolist()):
+                if guard.check(loss if finite else math.nan, f"{desc} step {at}"):
+                    progress.seen += n
+                    progress.loss_sum += loss * n
+                    progress.acc_sum += acc * n
+            pending.clear()
+            if progress.seen:
+                bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.3f}",
+                                acc=f"{progress.acc_sum / progress.seen:.3f}", lr=f"{lr():.2g}")
+
         t0 = time.perf_counter()
         for batch in bar:
             progress.skipped.extend(s.path for s in batch.skipped if s.path not in progress.skipped)
             progress.step += 1
             if batch.labels.numel() > 0:
                 loss, acc, finite = step(batch)
-                if guard.check(loss if finite else math.nan, f"{desc} step {progress.step}"):
-                    n = batch.labels.numel()
-                    progress.seen += n
-                    progress.loss_sum += loss * n
-                    progress.acc_sum += acc * n
-                if progress.seen:
-                    bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.3f}",
-                                    acc=f"{progress.acc_sum / progress.seen:.3f}", lr=f"{lr():.2g}")
-            if any_rank(stop.requested, self.env):
+                pending.append((progress.step, batch.labels.numel(), torch.stack([loss.float(), acc.float(),
+                                                                                   finite.float()])))
+            due = progress.step % READ_EVERY == 0
+            if due:
+                read()
+            # (a stop is agreed on by every rank at each read; alone, at every step: nothing to wait for)
+            if (due or not self.env.enabled) and any_rank(stop.requested, self.env):
+                read()
                 progress.seconds += time.perf_counter() - t0
                 self.checkpoint()
                 raise Preempted(f"stopped at {desc}, step {progress.step}; {self.resume_hint}",
                                 stop.signum or signal.SIGTERM)
             if timer.due():
+                read()
                 progress.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.checkpoint()
+        read()
         bar.close()
         progress.seconds += time.perf_counter() - t0
         if progress.seen == 0:

@@ -49,9 +49,14 @@ class ConvergenceMonitor:
         self.previous_genotype: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []  # one entry per look: step, relative change, decision
 
+    def due(self, step: int) -> bool:
+        """Whether :meth:`observe` looks at the alphas after global ``step``: the first time, then every ``window``
+        steps (the caller reads the alphas off the device only then)."""
+        return self.start is None or step % self.window == 0
+
     def observe(self, step: int, alphas: Mapping[str, torch.Tensor]) -> bool:
         """Look at the alphas after global ``step`` (every ``window`` steps); True when the lr should decay now."""
-        if self.start is not None and step % self.window:
+        if not self.due(step):
             return False
         flat = torch.cat([a.detach().double().flatten().cpu() for a in alphas.values()])
         genotype = Genotype.derive(alphas).to_dict()["cells"]

@@ -24,8 +24,9 @@ from pvnas.config import LEGACY_REMEDIES, RunOptions, SearchConfig, override, to
 from pvnas.lr_schedules import search_lr
 from pvnas.nn.supernet import supernet_from_config
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
-from pvnas.runtime.distributed import DistEnv, any_rank, average_gradients, broadcast_module, check_same_on_all_ranks
+from pvnas.runtime.distributed import DistEnv, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.run import Run
+from pvnas.runtime.steps import finite_on_all_ranks, step_if
 from pvnas.runtime.rundir import save_torch
 from pvnas.search.alpha_schedule import ConvergenceMonitor, alpha_active, alpha_lr
 from pvnas.search.collapse import collapse_stats, warn_if_collapsed
@@ -54,12 +55,14 @@ class SearchState:
 
 
 def make_state(model: nn.Module, cfg: SearchConfig, compile: bool = False) -> SearchState:
-    """Adam(lr 1e-3, betas (0, 0.999)) on alpha, SGD(0.1, momentum 0.9, wd 1e-4) on weights (the config's values)."""
+    """Adam(lr 1e-3, betas (0, 0.999)) on alpha, SGD(0.1, momentum 0.9, wd 1e-4) on weights (the config's values);
+    fused, so that a step is skipped on the device (:func:`~pvnas.runtime.steps.step_if`)."""
     alpha_opt = torch.optim.Adam(
-        model.arch_parameters(), lr=cfg.a_lr, betas=cfg.a_betas, weight_decay=cfg.a_weight_decay
+        model.arch_parameters(), lr=cfg.a_lr, betas=tuple(map(float, cfg.a_betas)), weight_decay=cfg.a_weight_decay,
+        fused=True,
     )
     weight_opt = torch.optim.SGD(
-        model.weight_parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
+        model.weight_parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay, fused=True
     )
     return SearchState(model, alpha_opt, weight_opt, cfg.grad_clip, compiled(model, compile))
 
@@ -82,43 +85,43 @@ def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
 def search_step(
     state: SearchState, clips: torch.Tensor, labels: torch.Tensor, env: DistEnv = DistEnv(), update_alpha: bool = True,
     alpha_terms: Callable[[], list[torch.Tensor]] = list,
-) -> tuple[float, float, bool]:
-    """One iteration of Alg. 1 on one batch: (weight-step loss, accuracy, whether both losses were finite).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One iteration of Alg. 1 on one batch: (weight-step loss, accuracy, whether both losses were finite), 0-dim
+    tensors on the device; nothing here waits for the device (:mod:`pvnas.runtime.steps`).
 
     ``update_alpha=False`` is the weights-only warm-up: step 1 is skipped. ``alpha_terms()``: the remedies' terms
     added to the alpha loss (e.g. beta-DARTS' regulariser). A non-finite loss (on any rank) skips that update, so
-    one bad batch cannot poison alpha or w.
+    one bad batch cannot poison alpha or w: a non-finite alpha loss skips both updates, a non-finite weight loss
+    the weight update (decided on the device; the gradients are computed all the same).
     """
     arch = state.alpha_opt.param_groups[0]["params"]
     weights = state.weight_opt.param_groups[0]["params"]
-    finite = True
+    finite = torch.ones((), dtype=torch.bool, device=clips.device)
     if update_alpha:
         # 1. alpha_t <- alpha_{t-1} - d/dalpha L_train(w_{t-1}, alpha_{t-1}); no weight gradient is computed
         with frozen(weights):
             loss_a = F.cross_entropy(state.logits(clips), labels)
             for term in alpha_terms():
                 loss_a = loss_a + term
-        finite = not any_rank(not torch.isfinite(loss_a).item(), env)
-        if finite:
-            loss_a.backward(inputs=arch)
-            average_gradients(arch, env)
-            state.alpha_opt.step()
-            state.alpha_opt.zero_grad(set_to_none=True)
+        finite = finite_on_all_ranks(loss_a, env)
+        loss_a.backward(inputs=arch)
+        average_gradients(arch, env)
+        step_if(state.alpha_opt, finite)
+        state.alpha_opt.zero_grad(set_to_none=True)
         del loss_a
     # 2. w_t <- w_{t-1} - d/dw L_train(w_{t-1}, alpha_t); no alpha gradient is computed
     with frozen(arch):
         logits = state.logits(clips)
     loss = F.cross_entropy(logits, labels)
-    finite = finite and not any_rank(not torch.isfinite(loss).item(), env)
-    if finite:
-        loss.backward(inputs=weights)
-        average_gradients(weights, env)
-        if state.grad_clip:
-            nn.utils.clip_grad_norm_(weights, state.grad_clip)
-        state.weight_opt.step()
-        state.weight_opt.zero_grad(set_to_none=True)
+    finite = finite & finite_on_all_ranks(loss, env)
+    loss.backward(inputs=weights)
+    average_gradients(weights, env)
+    if state.grad_clip:
+        nn.utils.clip_grad_norm_(weights, state.grad_clip)
+    step_if(state.weight_opt, finite)
+    state.weight_opt.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
-    return float(loss.detach()), float(acc), finite
+    return loss.detach(), acc, finite
 
 
 @dataclass
@@ -145,7 +148,7 @@ class SearchEpochs:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.cfg.epochs
 
-    def step(self, batch: Any) -> tuple[float, float, bool]:
+    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p, model, env = self.run.progress, self.state.model, self.run.env
         t = p.epoch * self.steps_per_epoch + p.step - 1  # global index of this step
         self.lr = search_lr(self.scaled, t / self.total_steps, self.monitor.decays)
@@ -156,7 +159,8 @@ class SearchEpochs:
         result = search_step(self.state, to_device(batch.clips, env.device),
                              batch.labels.to(env.device, non_blocking=True), env, update_alpha=active,
                              alpha_terms=lambda: alpha_terms(self.remedies, model, progress))
-        if active and self.cfg.schedule == "converge" and self.monitor.observe(t + 1, model.alpha_dict()):
+        if (active and self.cfg.schedule == "converge" and self.monitor.due(t + 1)  # (alphas read only when due)
+                and self.monitor.observe(t + 1, model.alpha_dict())):
             log.info("converge: the alphas converged at step %d of %d: weight lr x%g (decay %d)",
                      t + 1, self.total_steps, self.cfg.step_gamma, self.monitor.decays)
         return result

@@ -16,7 +16,8 @@ from pvnas.config import LEGACY_REMEDIES, SearchConfig, from_dict
 from pvnas.errors import ConfigError
 from pvnas.runtime.rundir import load_torch, load_yaml
 from pvnas.search.remedies import REMEDIES, Remedy, derive_options, remedies_of, unknown
-from pvnas.space.genotype import Genotype, check_alphas
+from pvnas.search.remedies.budget import run_budget
+from pvnas.space.genotype import Budget, Genotype, check_alphas
 
 SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
 
@@ -40,11 +41,12 @@ def load_alphas(run: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[st
     return alphas, check_alphas(load_torch(edges, "edge weights (dict of cell kind -> tensor)"), str(edges), per_edge=True)
 
 
-def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str, Any] | None = None) -> Genotype:
+def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str, Any] | None = None,
+                    budget: Budget | None = None) -> Genotype:
     """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch", derived as the search
-    derives: with the derivation its remedies ask for (e.g. the parameter-free cap), so that the last epoch gives
-    the run's genotype.json. ``overrides``: remedy values that replace the run's (``{"max_param_free": 8}``: the
-    paper's rule)."""
+    derives: with the derivation its remedies ask for (e.g. the parameter-free cap) and within its targets' budget,
+    so that the last epoch gives the run's genotype.json. ``overrides``: remedy values that replace the run's
+    (``{"max_param_free": 8}``: the paper's rule); ``budget``: limits that replace the run's targets."""
     run = Path(run)
     saved = saved_epochs(run)
     if not saved:
@@ -58,6 +60,9 @@ def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str,
     if config:
         meta["dataset"] = config.get("data")
     options = derive_options(run_remedies(run / "config.yaml", config, overrides or {}))
+    search = config.get("search") if isinstance(config.get("search"), dict) else {}
+    budget = budget if budget is not None else run_budget(search)
+    options = {**options, **({"budget": budget} if budget is not None else {})}
     alphas, edge_weights = load_alphas(run, epoch)
     return Genotype.derive(alphas, meta={**meta, **options}, edge_weights=edge_weights, **options)
 

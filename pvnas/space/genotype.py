@@ -11,11 +11,13 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from pvnas.errors import GenotypeError
+from pvnas.space.knapsack import Cell, Choice, solve
 from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, SPATIAL_OPS, TEMPORAL_OPS, ops_for
 
 FORMAT = "pvnas-genotype/1"
@@ -27,6 +29,28 @@ CONCAT = (2, 3, 4, 5)
 def edge_inputs() -> list[tuple[int, int]]:
     """(node, input) of the 14 supernet edges in DARTS order: node 2 from 0,1; node 3 from 0,1,2; ..."""
     return [(node, j) for node in range(2, 2 + NODES) for j in range(node)]
+
+
+def node_rows() -> list[list[int]]:
+    """Per intermediate node, the rows (in :func:`edge_inputs` order) of its candidate input edges."""
+    starts = [sum(range(2, node)) for node in range(2, 2 + NODES)]
+    return [list(range(start, start + node)) for start, node in zip(starts, range(2, 2 + NODES))]
+
+
+def op_scores(alphas: Mapping[str, torch.Tensor], edge_weights: Mapping[str, torch.Tensor] | None = None
+              ) -> dict[str, torch.Tensor]:
+    """The score the paper's rule ranks by, per cell kind ``(14, n_ops)``: softmax over the ops, times the edge's
+    PC-DARTS weight where the search normalised edges (float32, on the CPU). A genotype's score is the sum over its
+    kept edges."""
+    alphas = check_alphas(alphas)
+    edge_weights = None if edge_weights is None else check_alphas(edge_weights, "edge weights", per_edge=True)
+    out = {}
+    for kind in CELL_KINDS:
+        weights = torch.softmax(alphas[kind].detach().float().cpu(), dim=-1)
+        if edge_weights is not None:
+            weights = weights * edge_weights[kind].detach().float().cpu()[:, None]
+        out[kind] = weights
+    return out
 
 
 def check_alphas(alphas: Any, source: str = "alphas", per_edge: bool = False) -> dict[str, torch.Tensor]:
@@ -179,6 +203,7 @@ class Genotype:
         meta: Mapping[str, Any] | None = None,
         edge_weights: Mapping[str, torch.Tensor] | None = None,
         max_param_free: int | None = None,
+        budget: "Budget | None" = None,
     ) -> "Genotype":
         """docs/design.md §2: per edge the best non-``zero`` op by softmax score; per node the 2 best edges.
 
@@ -186,18 +211,18 @@ class Genotype:
         ``edge_weights`` (PC-DARTS edge normalisation, 14 per kind) multiply the scores that rank edges.
         ``max_param_free`` (P-DARTS' cap on skip connections, extended to pools): a cell that keeps more
         parameter-free edges is derived again as the highest-scoring choice within the cap; cells within it are
-        the paper's rule unchanged.
+        the paper's rule unchanged. ``budget`` (docs/design.md, "Budgets"): where the result costs more than a
+        limit, the genotype of largest score within every limit instead (exact; ties: the cheaper), or
+        :class:`BudgetError` naming the cheapest reachable cost.
         """
         if max_param_free is not None and not 0 <= max_param_free <= 2 * NODES:
             raise GenotypeError(f"max_param_free must be in 0..{2 * NODES}, got {max_param_free}")
-        alphas = check_alphas(alphas)
-        edge_weights = None if edge_weights is None else check_alphas(edge_weights, "edge weights", per_edge=True)
+        weights_of = op_scores(alphas, edge_weights)
+        meta = {k: dict(v) if isinstance(v, Budget) else v for k, v in (meta or {}).items()}  # recorded as plain data
         cells = {}
         for kind in CELL_KINDS:
             ops = ops_for(kind)
-            weights = torch.softmax(alphas[kind].detach().float().cpu(), dim=-1)
-            if edge_weights is not None:
-                weights = weights * edge_weights[kind].detach().float().cpu()[:, None]
+            weights = weights_of[kind].clone()
             weights[:, ops.index("zero")] = -1.0
             best_score, best_op = weights.max(dim=-1)
             edges: list[tuple[str, int]] = []
@@ -211,7 +236,19 @@ class Genotype:
             if max_param_free is not None and cell.count(PARAMETER_FREE) > max_param_free:
                 cell = _capped_cell(weights, ops, max_param_free)
             cells[kind] = cell
-        return cls(cells, dict(meta or {}))
+        genotype = cls(cells, dict(meta or {}))
+        if budget is None or all(table.of(genotype) <= most for table, most in budget.limits):
+            return genotype
+        states, choices = solve(_knapsack_cells(weights_of, [t for t, _ in budget.limits]), max_param_free,
+                                np.array([most - table.fixed for table, most in budget.limits], dtype=np.float64))
+        if not len(states.scores):
+            low = cheapest([t for t, _ in budget.limits], max_param_free)
+            wanted = ", ".join(_amount(t.metric, most) for t, most in budget.limits)
+            within = "" if max_param_free is None else f" with at most {max_param_free} parameter-free edges per cell"
+            raise BudgetError(f"no genotype fits {wanted}: the cheapest reachable network{within} costs "
+                              + ", ".join(_amount(k, v) for k, v in low.items()), low)
+        best = int(np.lexsort((states.costs[:, 0], -states.scores))[0])  # largest score, then the cheaper
+        return _from_choices([choices[c][states.picks[best, c]] for c in range(len(CELL_KINDS))], meta)
 
     @classmethod
     def random(cls, seed: int, min_conv: int = 0, meta: Mapping[str, Any] | None = None) -> "Genotype":
@@ -254,25 +291,79 @@ class Genotype:
 
 
 def _capped_cell(weights: torch.Tensor, ops: tuple[str, ...], cap: int) -> CellGenotype:
-    """The cell with the largest total op score among those with <= ``cap`` parameter-free edges (2 edges per
-    node, the best op of the chosen family per edge): exact, by dynamic programming over the nodes."""
-    families = [[o for o, name in enumerate(ops) if name in fam and name != "zero"] for fam in (CONV_OPS, PARAMETER_FREE)]
-    best: dict[int, tuple[float, list[tuple[str, int]]]] = {0: (0.0, [])}  # parameter-free count -> best prefix
-    row = 0
-    for node in range(2, 2 + NODES):
-        choices = []  # (score, parameter-free edges, edges) of every pair of inputs and op family per input
-        for j1 in range(node):
-            for j2 in range(j1 + 1, node):
-                for f1, f2 in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                    o1 = max(families[f1], key=lambda o: (float(weights[row + j1, o]), -o))
-                    o2 = max(families[f2], key=lambda o: (float(weights[row + j2, o]), -o))
-                    choices.append((float(weights[row + j1, o1] + weights[row + j2, o2]), f1 + f2,
-                                    [(ops[o1], j1), (ops[o2], j2)]))
-        grown: dict[int, tuple[float, list[tuple[str, int]]]] = {}
-        for count, (total, edges) in best.items():
-            for score, free, pair in choices:
-                n = count + free
-                if n <= cap and (n not in grown or total + score > grown[n][0]):
-                    grown[n] = (total + score, edges + pair)
-        best, row = grown, row + node
-    return CellGenotype(tuple(max(best.values(), key=lambda b: b[0])[1]))
+    """The cell with the largest total op score among those with <= ``cap`` parameter-free edges: the budget
+    knapsack without costs (:mod:`pvnas.space.knapsack`), exact."""
+    scores = weights.double().numpy().copy()
+    scores[:, ops.index("zero")] = -np.inf
+    free = np.array([op in PARAMETER_FREE for op in ops])
+    states, nodes = solve([(scores, np.zeros((0,) + scores.shape), free, node_rows())], cap)
+    best = nodes[0][int(states.picks[int(np.argmax(states.scores)), 0])]
+    return CellGenotype(tuple(e for j1, o1, j2, o2 in best for e in ((ops[o1], j1), (ops[o2], j2))))
+
+
+UNITS = {"macs": ("GFLOPs", 1e9), "params": ("parameters", 1.0), "ms": ("ms", 1.0)}  # how a budget is said
+
+
+def _amount(metric: str, value: float) -> str:
+    name, scale = UNITS.get(metric, (metric, 1.0))
+    return f"{value / scale:.6g} {name}"
+
+
+class BudgetError(GenotypeError):
+    """No genotype fits the limits; ``cheapest`` holds, per metric, the lowest cost any genotype reaches."""
+
+    def __init__(self, message: str, cheapest: dict[str, float]) -> None:
+        super().__init__(message)
+        self.cheapest = cheapest
+
+
+class Budget(dict):  # type: ignore[type-arg]
+    """Limits on a network's costs for :meth:`Genotype.derive`: ``limits`` pairs a cost table (anything with
+    ``metric``, ``fixed``, ``ops`` per kind and ``of(genotype)``, e.g. :class:`pvnas.space.budget.CostTable`) with
+    the most it may reach. As a mapping it is what a genotype's meta records: ``{"max_<metric>": most, ...}`` and
+    the ``network`` the tables describe."""
+
+    def __init__(self, limits: Sequence[tuple[Any, float]], network: str = "") -> None:
+        super().__init__({f"max_{t.metric}": float(most) for t, most in limits}, **({"network": network} if network else {}))
+        self.limits = tuple((t, float(most)) for t, most in limits)
+
+    def __reduce__(self) -> Any:  # copy and pickle keep the tables
+        return (Budget, (self.limits, self.get("network", "")))
+
+
+def _knapsack_cells(weights: Mapping[str, torch.Tensor], tables: Sequence[Any]) -> list[Cell]:
+    """The derivation as knapsack cells (:mod:`pvnas.space.knapsack`): op scores (zero forbidden), each table's
+    costs, the parameter-free ops."""
+    cells = []
+    for kind in CELL_KINDS:
+        ops = ops_for(kind)
+        scores = weights[kind].double().numpy().copy()
+        scores[:, ops.index("zero")] = -np.inf
+        costs = np.array([t.ops[kind] for t in tables], dtype=np.float64).reshape(len(tables), *scores.shape)
+        cells.append((scores, costs, np.array([op in PARAMETER_FREE for op in ops]), node_rows()))
+    return cells
+
+
+def _from_choices(nodes_per_kind: Sequence[Sequence[Choice]], meta: Mapping[str, Any] | None) -> Genotype:
+    cells = {}
+    for kind, nodes in zip(CELL_KINDS, nodes_per_kind):
+        ops = ops_for(kind)
+        cells[kind] = CellGenotype(tuple(e for j1, o1, j2, o2 in nodes for e in ((ops[o1], j1), (ops[o2], j2))))
+    return Genotype(cells, dict(meta or {}))
+
+
+def budget_front(alphas: Mapping[str, torch.Tensor], tables: Sequence[Any],
+                 edge_weights: Mapping[str, torch.Tensor] | None = None, max_param_free: int | None = None,
+                 meta: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, list[Genotype]]:
+    """The exact front of (score, costs): every genotype that no other beats on every cost and on score, cheapest
+    first by the first table: costs (n, len(tables)), scores (n,), genotypes."""
+    states, choices = solve(_knapsack_cells(op_scores(alphas, edge_weights), tables), max_param_free)
+    genotypes = [_from_choices([choices[c][states.picks[i, c]] for c in range(len(CELL_KINDS))], meta)
+                 for i in range(len(states.scores))]
+    return states.costs + np.array([t.fixed for t in tables]), states.scores, genotypes
+
+
+def cheapest(tables: Sequence[Any], max_param_free: int | None = None) -> dict[str, float]:
+    """Per table, the lowest cost any genotype reaches (within the cap)."""
+    zeros = {k: torch.zeros(EDGES_PER_CELL, len(ops_for(k))) for k in CELL_KINDS}
+    return {t.metric: float(budget_front(zeros, [t], max_param_free=max_param_free)[0][:, 0].min()) for t in tables}

@@ -41,6 +41,9 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .7em;tex
 """
 
 
+BUDGET_KEYS = ("target_", "expected_", "derived_")  # a --target-* search's per-epoch costs (pvnas.search.remedies.budget)
+
+
 def _is_run(path: Path) -> bool:
     return (path / "metrics.jsonl").exists() or (path / "config.yaml").exists() or (path / "genotype.json").exists()
 
@@ -182,6 +185,8 @@ def _section(run: Path, title: str) -> str:
     if cost:
         parts.append("<h3>Cost</h3><p class='muted'>GMACs: multiply-adds / 1e9 per view, what the paper's "
                      "Table 1 calls GFLOPs.</p>" + _table(cost, list(cost[0])))
+    if (run / "pareto.json").exists():
+        parts.append(_pareto(run))
     records = MetricsLog(run / "metrics.jsonl").read()
     if records and "entropy_drop" in records[-1]:
         parts.append("<h3>Verdict</h3><p>" + html.escape(search_verdict(records)["text"]) + "</p>")
@@ -203,10 +208,14 @@ def _section(run: Path, title: str) -> str:
         if "entropy_drop" in records[0]:  # a search: how far the alphas moved, how parameter-free each cell derives
             kinds = list(records[0]["entropy_drop"])
             rows = [{"epoch": r["epoch"], **{f"drop {k}": f"{r['entropy_drop'][k]:.3f}" for k in kinds},
-                     **{f"param-free {k}": round(8 * r["param_free_share"][k]) for k in kinds}} for r in records]
+                     **{f"param-free {k}": round(8 * r["param_free_share"][k]) for k in kinds},
+                     **{k.replace("_", " "): v for k, v in r.items() if k.startswith(BUDGET_KEYS)}} for r in records]
+            budget = (" Target, expected, derived: a --target-* search's budget, the network's expected cost under "
+                      "softmax(alpha), the exact cost of the paper's rule's genotype (the derivation keeps within the "
+                      "target)." if any(k.startswith(BUDGET_KEYS) for k in records[-1]) else "")
             parts.append("<h3>Alphas</h3><p>Entropy drop: ln(#ops) minus the mean alpha entropy (nats; 0 = undecided). "
-                         "Param-free: identity/pool edges of the cell derived at that epoch, of 8.</p>"
-                         + _table(rows, list(rows[0])))
+                         f"Param-free: identity/pool edges of the cell derived at that epoch, of 8.{budget}</p>"
+                         + _table(rows, list(dict.fromkeys(k for r in rows for k in r))))
         for name in ("curves.png", "collapse.png", "alphas_final.png"):
             if name in plots:
                 parts.append(_img(plots[name]))
@@ -226,6 +235,18 @@ def _section(run: Path, title: str) -> str:
             parts.append(_img(plots["views.png"]))
     parts.append(_per_class(run, plots))
     return "\n".join(parts)
+
+
+def _pareto(run: Path) -> str:
+    """``pvnas pareto``'s front: the budgeted genotypes' costs and alpha scores, and its plot."""
+    data = json.loads((run / "pareto.json").read_text())
+    metric, u = data["metric"], data["unconstrained"]
+    rows = [{f"budget ({metric})": p[f"budget_{metric}"], "GFLOPs": p["gflops"], "params": f"{p['params']:,}",
+             "alpha score": p["score"], "of unconstrained": f"{p['score_share']:.1%}"} for p in data["points"]]
+    text = (f"<h3>Pareto front</h3><p>Exact budgeted derivations at {len(rows)} budgets (epoch {data['epoch']}, preset "
+            f"{html.escape(str(data['network']['preset']))}, input {'x'.join(map(str, data['network']['input']))}); "
+            f"unconstrained: {u['gflops']:.4g} GFLOPs, {u['params']:,} parameters.</p>" + _table(rows, list(rows[0])))
+    return text + (_img(run / "pareto.png") if (run / "pareto.png").exists() else "")
 
 
 def _summary(summary: dict[str, Any]) -> str:

@@ -119,8 +119,8 @@ class FastCell(nn.Module):
         if noise > 0 and stride == 1:  # NoisyDARTS: the identity term of every edge gets the node's noise
             ident = w[:, self.names.index("identity")]
             n_x = nhwc(skip_noise(x, noise, frames=True)).unsqueeze(-1)
-            ys = [nchw((nhwc(y).unflatten(-1, (c, -1)) + n_x * ident[i: i + self.group]).flatten(-2))
-                  for i, y in zip(range(0, len(edges), self.group), ys)]
+            ys = [nchw((nhwc(y).unflatten(-1, (c, -1)) + (n_x * ident[i: i + self.group]).to(y.dtype)).flatten(-2))
+                  for i, y in zip(range(0, len(edges), self.group), ys)]  # (in the sum's dtype: bf16 stays bf16)
         # (squeeze/unbind: their backward does not zero-fill a full-size gradient as slicing does)
         outputs = []
         for y in ys:

@@ -11,7 +11,11 @@ def depthwise_by_shifts(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int
                         dilation: int, groups: int) -> torch.Tensor:
     """A depthwise conv (``groups`` input channels, ``weight`` (groups * m, 1, kh, kw): m filters per channel) as
     the sum over the kernel's taps of shifted views of the zero-padded input, each scaled per channel: pure
-    element-wise work that a compiler fuses into one kernel, forward and backward."""
+    element-wise work that a compiler fuses into one kernel, forward and backward. Under autocast it computes in
+    the autocast dtype, as the conv it stands for (a float32 weight would turn every bf16 tap float32)."""
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
     kh, kw = weight.shape[-2:]
     m = weight.shape[0] // groups
     n, c, h, w = x.shape

@@ -43,13 +43,13 @@ def network_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     s0 = s1 = SharedInput(F.relu(y))
     last = len(net.cells) - 1
     for i, cell in enumerate(net.cells):
-        s0, s1 = s1, cell_forward(cell, s0, s1, n, net.drop_path_prob, relu_output=i < last)
+        s0, s1 = s1, cell_forward(cell, s0, s1, n, net.drop_prob if net.drops else None, relu_output=i < last)
     pooled = nhwc(s1).view(n, -1, s1.shape[1]).mean(1)
     return net.classifier(net.dropout(pooled))
 
 
 def cell_forward(
-    cell: nn.Module, r0: SharedInput, r1: SharedInput, n: int, drop_prob: float, relu_output: bool
+    cell: nn.Module, r0: SharedInput, r1: SharedInput, n: int, drop_prob: torch.Tensor | None, relu_output: bool
 ) -> torch.Tensor | SharedInput:
     """A :class:`~pvnas.nn.network.Cell` on frames, from the ReLUs of its two inputs; returns the
     concatenated nodes, as their ReLU (a :class:`SharedInput`) if ``relu_output``."""
@@ -66,7 +66,7 @@ def cell_forward(
         for e in (2 * node, 2 * node + 1):
             j = cell.inputs[e]
             h, fresh = _edge(cell.ops[e], states[j], lambda j=j: relu_of(j), n)
-            if cell.training and drop_prob > 0.0 and cell.droppable[e]:
+            if cell.training and drop_prob is not None and cell.droppable[e]:
                 scale = drop_path_scale(n, drop_prob, h).repeat_interleave(h.shape[0] // n).view(-1, 1, 1, 1)
                 h, fresh = (h.mul_(scale) if fresh else h * scale), True
             terms.append((h, fresh))

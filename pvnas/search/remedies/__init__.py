@@ -26,6 +26,7 @@ REGISTRY: tuple[str, ...] = (
     "skip_noise.SkipNoise",
     "beta_decay.BetaDecay",
     "param_free_cap.ParamFreeCap",
+    "budget.TargetGflops", "budget.TargetParams", "budget.TargetMs",
 )
 # Derivations that replace the paper's rule after a search (`pvnas derive --select NAME`), "module.function".
 SELECTIONS: dict[str, str] = {
