@@ -14,6 +14,12 @@ over all genotypes of a task. A seed wins when the searched genotype's mean top-
 randoms, and wins clearly when it does so by more than the noise of that difference
 (``noise * sqrt(1/R + 1/(R * randoms))`` for R retrain seeds).
 
+The noise has parts, reported apart: evaluation noise (the binomial std of a top-1 measured on the validation
+clips) and training noise (seeds: the rest). How consistent the searches are is measured too: the (node,
+input, op) choices that two seeds' cells share, against what two random cells share by chance.
+``--single-frame`` adds the check that no single frame tells a class where the task says so (a small 2D CNN on
+single frames, raw and through the pipeline, at full size).
+
 Every unit of work (one search, one retrain) is cached in ``OUT/runs`` and reused, so an interrupted study
 resumes where it stopped and a study with other search settings (``--set``, ``--variant``) reuses the random
 genotypes' retrains. ``--jobs`` runs units in parallel processes (one torch thread each by default: the
@@ -51,13 +57,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
+from pvnas.data.generators.single_frame import FrameCheck  # noqa: E402
 from pvnas.data.generators.task_suite import TASKS  # noqa: E402
 from pvnas.search.remedies import REMEDIES, SELECTIONS, remedies_of, selection  # noqa: E402
 from pvnas.search.remedies import settings as remedy_settings  # noqa: E402
 from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
-from pvnas.space.genotype import Genotype  # noqa: E402
-from pvnas.space.ops import CELL_KINDS  # noqa: E402
+from pvnas.space.genotype import NODES, Genotype  # noqa: E402
+from pvnas.space.ops import CELL_KINDS, ops_for  # noqa: E402
 from protocol import check_seeds, derive, fmt_pm, mean_std, retrain, run_main, search  # noqa: E402
 
 log = logging.getLogger("search_quality")
@@ -227,8 +234,49 @@ def pooled_noise(groups: list[list[float]]) -> float | None:
     return math.sqrt(ss / sum(len(g) - 1 for g, _ in pairs))
 
 
-def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int) -> dict[str, Any]:
-    """Searches and retrains of one task; returns its per-seed rows and summary."""
+def noise_parts(results: list[dict[str, Any]], total: float | None) -> dict[str, Any]:
+    """The retrain noise split into its parts: evaluation (the binomial std of a top-1 measured on ``videos``
+    clips, at each retrain's own accuracy, pooled) and training (seeds: what is left, in quadrature)."""
+    videos = [r.get("videos") for r in results]
+    if not results or not all(videos):
+        return {"val_videos": None, "eval_noise": None, "train_noise": None}
+    eval_var = statistics.fmean(r["top1"] * (1 - r["top1"]) / r["videos"] for r in results)
+    train = None if total is None else math.sqrt(max(0.0, total**2 - eval_var))
+    return {"val_videos": min(videos), "eval_noise": math.sqrt(eval_var), "train_noise": train}
+
+
+def shared_choices(a: dict[str, Any], b: dict[str, Any], kind: str) -> int:
+    """How many (node, input, op) choices two genotypes' cells of one kind share (of 8)."""
+    def choices(g: dict[str, Any]) -> set[tuple[int, int, str]]:
+        edges = Genotype.from_dict(g).cells[kind].edges
+        return {(2 + i // 2, j, op) for i, (op, j) in enumerate(edges)}
+
+    return len(choices(a) & choices(b))
+
+
+def chance_shared(kind: str) -> float:
+    """What two uniformly random cells share on average: node k picks 2 of its k inputs and an op for each, so
+    input j of node k is shared with probability (2/k)^2 and its op with 1/ops: sum over k of 4 / (k * ops)."""
+    ops = len(ops_for(kind)) - 1  # never zero
+    return sum(4 / (k * ops) for k in range(2, 2 + NODES))
+
+
+def consistency(genotypes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per cell kind, the choices that the searched genotypes of different seeds share, pair by pair, against
+    what random cells share by chance: are the alphas a signal or seed noise?"""
+    pairs = [(a, b) for i, a in enumerate(genotypes) for b in genotypes[i + 1:]]
+    out: dict[str, Any] = {}
+    for kind in CELL_KINDS:
+        shared = [shared_choices(a, b, kind) for a, b in pairs]
+        out[kind] = {"pairs": shared, "mean": statistics.fmean(shared) if shared else None,
+                     "chance": chance_shared(kind)}
+    return out
+
+
+def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, jobs: int, threads: int,
+               search_only: bool = False) -> dict[str, Any]:
+    """Searches and retrains of one task; returns its per-seed rows and summary (``search_only``: the searches, their
+    genotypes and how consistent they are, no retrain)."""
     slug = task_data.replace(":", "_").replace("/", "_")
     settings = key_of(search_settings(budget.search))
     search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
@@ -239,8 +287,14 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
         return out / "runs" / slug / f"train_{train_key}" / f"{key_of(genotype['cells'])}_r{seed}"
 
     searches = run_units(jobs, threads, [(search_unit, task_data, s, budget, search_dirs[s]) for s in seeds] +
-                         [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for g in randoms
-                          for r in budget.retrain_seeds])[: len(seeds)]
+                         ([] if search_only else [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r))
+                                                  for g in randoms for r in budget.retrain_seeds]))[: len(seeds)]
+    if search_only:
+        return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
+                "consistency": consistency([res["genotype"] for res in searches]), "seeds": len(seeds),
+                "rows": [{"seed": seed, "genotype": res["genotype"], "param_free": res["param_free"],
+                          "entropy_drop": res["entropy_drop"], "search_seconds": res["seconds"],
+                          "supernet_acc": res["supernet_acc"]} for seed, res in zip(seeds, searches)]}
     genotypes = [(s, "searched", res["genotype"]) for s, res in zip(seeds, searches)]
     genotypes += [(s, "stop_at", res["stop_at"]["genotype"]) for s, res in zip(seeds, searches) if res["stop_at"]]
     units = [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r)) for _, _, g in genotypes for r in budget.retrain_seeds]
@@ -266,11 +320,116 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
                      "supernet_acc": res["supernet_acc"]})
     return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
             "rows": rows, "randoms": random_stats, "random_mean_top1": random_mean, "retrain_noise": noise,
+            **noise_parts(trained, noise), "consistency": consistency([res["genotype"] for res in searches]),
             "margin_noise": margin_noise, "wins": sum(x["win"] for x in rows), "clear_wins": sum(x["clear_win"] for x in rows),
             "seeds": len(rows)}
 
 
+# ---------------------------------------------------------------- does one frame tell the class? (full size)
+SINGLE_FRAME_RAW = (300, 100)  # raw frames: training and test clips per class, drawn apart from the task's splits
+SINGLE_FRAME_DRAWS = 4  # through the pipeline: train on the train splits of task seeds 1..4, test on seed 0's val
+
+
+def single_frame_unit(name: str, clip: Any, out: Path) -> dict[str, Any]:
+    """The single-frame classifier (:mod:`pvnas.data.generators.single_frame`) on one task, at full size: on raw
+    rendered frames and through the pipeline (mp4 in the cache, decoded, the retrain preset's clip settings: its
+    frames, scale and crop, training augmentation on the training side). Cached in ``out``."""
+    import numpy as np
+
+    from pvnas.data import build_dataset
+    from pvnas.data.generators.single_frame import Frames, single_frame_check
+    from pvnas.data.generators.task_suite import render_clip
+
+    if out.exists():
+        return json.loads(out.read_text())
+    task = TASKS[name]
+    k, rng = len(task.classes), np.random.default_rng(0)
+    blind = task.frame_blind or tuple(range(k))  # a task whose frames tell the class: a positive control
+    blind_k = len(set(blind))
+    train_n, test_n = SINGLE_FRAME_RAW
+    fit = [(render_clip(task, i % k, 10**7 + i), blind[i % k]) for i in range(train_n * k)]
+    held = [(render_clip(task, i % k, 2 * 10**7 + i), blind[i % k]) for i in range(test_n * k)]
+    t0 = time.perf_counter()
+    raw = single_frame_check(Frames.of_clips(*zip(*fit), rng, per_clip=4), Frames.of_clips(*zip(*held), rng, 1),
+                             blind_k)
+    raw_seconds = time.perf_counter() - t0
+
+    def pipeline_frames(spec: str, split: str, views: str, per_clip: int) -> Frames:
+        data = build_dataset(spec, split, clip, seed=0, views=views)
+        pixels, times, labels = [], [], []
+        for i in range(len(data)):
+            x, label, _ = data[(i, i)] if views == "train" else data[i]  # (3, T, H, W)
+            frames = x.shape[1]
+            for j in rng.choice(frames, per_clip, replace=False):
+                pixels.append(x[:, j])
+                times.append(j / max(frames - 1, 1))
+                labels.append(blind[task.classes.index(data.classes[label])])  # (a folder's classes are sorted)
+        return Frames(torch.stack(pixels), torch.tensor(times, dtype=torch.float32), torch.tensor(labels))
+
+    t0 = time.perf_counter()
+    train = [pipeline_frames(f"task:{name}?seed={s}", "train", "train", 2) for s in range(1, SINGLE_FRAME_DRAWS + 1)]
+    train_frames = Frames(*(torch.cat([getattr(f, a) for f in train]) for a in ("pixels", "times", "labels")))
+    piped = single_frame_check(train_frames, pipeline_frames(f"task:{name}", "val", "single", 1), blind_k)
+    result = {"task": name, "raw": {**raw.to_dict(), "train_clips": train_n * k, "seconds": raw_seconds},
+              "pipeline": {**piped.to_dict(), "train_clips": len(train_frames.labels) // 2,
+                           "seconds": time.perf_counter() - t0},
+              "clip": to_dict(clip)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def single_frame_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Does one frame tell the class?", "",
+             "A small 2D CNN that sees one frame, its time in the clip and the pixel coordinates, trained on single "
+             "frames and tested on one frame per held-out clip (`pvnas.data.generators.single_frame`). Raw: rendered "
+             "frames; pipeline: the mp4 files decoded with the retrain preset's clip settings. At chance: within 2 "
+             "binomial standard errors.", "",
+             "| task | a frame tells (README) | chance | raw top-1 (z) | raw clips train/test | pipeline top-1 (z) | "
+             "pipeline clips train/test | at chance |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        raw, pipe = r["raw"], r["pipeline"]
+        ok = FrameCheck(raw["accuracy"], raw["chance"], raw["n_test"], 0).at_chance() and \
+            FrameCheck(pipe["accuracy"], pipe["chance"], pipe["n_test"], 0).at_chance()
+        told = TASKS[r["task"]].single_frame + (" (checked: the direction)" if TASKS[r["task"]].hidden else "")
+        lines.append(f"| {r['task']} | {told} | {100 * raw['chance']:.1f} | "
+                     f"{100 * raw['accuracy']:.1f} ({raw['z']:+.1f}) | {raw['train_clips']}/{raw['n_test']} | "
+                     f"{100 * pipe['accuracy']:.1f} ({pipe['z']:+.1f}) | {pipe['train_clips']}/{pipe['n_test']} | "
+                     f"{'yes' if ok else 'no'} |")
+    return lines + [""]
+
+
+def consistency_lines(tasks: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Search consistency across seeds", "",
+             "| task | " + " | ".join(CELL_KINDS) + " |", "|---|" + "---|" * len(CELL_KINDS)]
+    for t in tasks:
+        c = t.get("consistency") or {}
+        cells = [("-" if not c.get(k) or c[k]["mean"] is None else
+                  f"{c[k]['mean']:.2f} ({' '.join(map(str, c[k]['pairs']))}; chance {c[k]['chance']:.2f})")
+                 for k in CELL_KINDS]
+        lines.append(f"| {t['data']} | " + " | ".join(cells) + " |")
+    return lines + ["", "(node, input, op) choices of 8 that two seeds' searched cells share: mean over pairs of seeds "
+                    "(each pair); chance: what two uniformly random cells share on average."]
+
+
+def search_only_markdown(result: dict[str, Any]) -> str:
+    s = result["budget"]["search"]
+    lines = ["# Search consistency: searches only", "", f"Command: `{result['command']}`  ",
+             f"Wall time {result['wall_seconds'] / 60:.1f} min on {result['machine']['cpus']} CPU cores ({result['jobs']} "
+             f"jobs x {result['threads']} torch thread(s)), load average at start {result['machine']['load_start']}.", "",
+             f"- Search (preset `{result['budget']['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
+             f"{s['batch_size']}; remedies {s['remedies']}.", ""] + consistency_lines(result["tasks"])
+    lines += ["", "| task | seed | param-free S-NC/S-RC/T-NC/T-RC | supernet train acc | search (min) |", "|---|---|---|---|---|"]
+    for t in result["tasks"]:
+        for x in t["rows"]:
+            lines.append(f"| {t['data']} | {x['seed']} | {'/'.join(str(x['param_free'][k]) for k in CELL_KINDS)} | "
+                         f"{x['supernet_acc']:.2f} | {x['search_seconds'] / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    if result.get("search_only"):
+        return search_only_markdown(result)
     b = result["budget"]
     s, n = b["search"], b["network"]
     cap = "" if b.get("max_param_free") is None else f", at most {b['max_param_free']} parameter-free edges per cell"
@@ -302,6 +461,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"{fmt_pm(*mean_std(searched), 100)} | {100 * t['random_mean_top1']:.1f} | {fmt_pm(*mean_std(margins), 100)} | "
             f"{noise} | {'/'.join(str(pf[k]) for k in CELL_KINDS)} | {needs} | "
             f"{fmt_pm(*mean_std([x['search_seconds'] / 60 for x in t['rows']]), 1, 1)} |")
+    lines += ["", "## Noise", "",
+              "| task | val clips | evaluation noise (binomial) | retrain noise | training noise (seeds) | margin noise |",
+              "|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for t in result["tasks"]:
+        lines.append(f"| {t['data']} | {t.get('val_videos') or '-'} | {pct(t.get('eval_noise'))} | "
+                     f"{pct(t['retrain_noise'])} | {pct(t.get('train_noise'))} | {pct(t['margin_noise'])} |")
+    lines += ["", "Points of top-1. Retrain noise: the std of one genotype over retrain seeds, pooled; evaluation noise: "
+              "the binomial std of a top-1 on the validation clips at the retrains' accuracies; training noise: the "
+              "rest (sqrt(retrain^2 - evaluation^2)). Margin noise: retrain noise x sqrt(1/R + 1/(R x randoms)).", "",
+              ""] + consistency_lines(result["tasks"])
     lines += ["", "Top-1 in %, multi-view, mean over retrain seeds. A win: the searched genotype beats the mean of the "
               "randoms; a clear win: by more than the margin noise. Param-free: identity or pooling edges of 8 per cell.",
               "", "## Per seed", "",
@@ -319,6 +489,8 @@ def markdown(result: dict[str, Any]) -> str:
               "|---|" + "---|" * result["budget"]["randoms"]]
     for t in result["tasks"]:
         lines.append(f"| {t['data']} | " + " | ".join(f"{100 * r['top1']:.1f}" for r in t["randoms"]) + " |")
+    if result.get("single_frame"):
+        lines += [""] + single_frame_markdown(result["single_frame"])
     lines += ["", "## Derived cells", ""]
     for t in result["tasks"]:
         for x in t["rows"]:
@@ -370,6 +542,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="units of work in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per unit of work")
     p.add_argument("--workers", type=int, help="loader workers per unit (preset default)")
+    p.add_argument("--search-only", action="store_true",
+                   help="only the searches: their genotypes and how consistent they are across seeds (no retrain)")
+    p.add_argument("--single-frame", action="store_true",
+                   help="also train a single-frame classifier per task at full size (raw and through the pipeline): "
+                   "does one frame tell the class?")
     p.add_argument("--quick", action="store_true", help="tiny data and budget: the whole protocol in minutes")
     return p.parse_args(argv)
 
@@ -394,7 +571,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tasks = []
     for spec in specs:
         log.info("task %s", spec)
-        t = study_task(spec, budget, seeds, args.out, args.jobs, args.threads)
+        t = study_task(spec, budget, seeds, args.out, args.jobs, args.threads, args.search_only)
         t["role"] = "tuning" if t["task"] in args.tuning else ("held out" if t["task"] else "data")
         tasks.append(t)
     result: dict[str, Any] = {
@@ -406,13 +583,18 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    "select": budget.select, "max_param_free": budget.max_param_free, "variant": budget.variant,
                    "search_preset": args.search_preset,
                    "train_preset": args.train_preset},
-        "tasks": tasks,
+        "tasks": tasks, "search_only": args.search_only,
     }
+    if args.single_frame:
+        names = [t["task"] for t in tasks if t["task"] in TASKS]
+        result["single_frame"] = run_units(args.jobs, args.threads, [
+            (single_frame_unit, n, budget.network.clip, args.out / "single_frame" / f"{n}.json") for n in names])
     result["wall_seconds"] = time.perf_counter() - t_start
     name = "results" if budget.variant == "default" else f"results_{budget.variant}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(markdown(result))
-    plot(result, args.out / ("search_quality.png" if budget.variant == "default" else f"search_quality_{budget.variant}.png"))
+    if not args.search_only:
+        plot(result, args.out / ("search_quality.png" if budget.variant == "default" else f"search_quality_{budget.variant}.png"))
     return result
 
 

@@ -3,10 +3,16 @@
 import json
 import math
 
+import numpy as np
+
 from pvnas.config import NETWORK_PRESETS, override
-from pvnas.retrain.diagnose import blind_to_motion, diagnose, temporal_ops
+from pvnas.data.encode import write_video
+from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, early_check, temporal_ops
+from pvnas.retrain.evaluate import run_eval
 from pvnas.retrain.train import run_train
+from pvnas.runtime.run import NonFiniteLossError
 from pvnas.space.genotype import CellGenotype, Genotype
+from pvnas.viz.report import build_report
 
 SPATIAL = ("sep_conv_1x3x3", "dil_conv_1x3x3", "identity", "max_pool_1x3x3")
 
@@ -53,3 +59,60 @@ def test_a_retrain_records_its_diagnosis_and_warns_when_the_network_is_blind(tmp
     assert last["diagnosis"] == result["diagnosis"] and set(last["diagnosis"]) >= {"learned", "causes", "chance"}
     if not last["diagnosis"]["learned"]:
         assert "did not learn" in caplog.text and "no temporal op" in last["diagnosis"]["causes"][0]
+    evaluated = run_eval(tmp_path / "run" / "model.pt", "synthetic:8", views="1x1")  # one epoch: near chance
+    assert evaluated["at_chance"] and "within 3 standard errors of chance" in caplog.text
+
+
+def test_the_early_check_looks_after_the_warm_up_and_at_an_eighth_a_quarter_and_half_of_the_run():
+    assert check_epochs(30, 2) == (2, 4, 8, 15)
+    assert check_epochs(196, 36) == (36, 49, 98)  # the paper's Kinetics schedule: 1/8 falls inside the warm-up
+    assert check_epochs(8, 1) == (1, 2, 4) and check_epochs(2, 0) == (1,)
+
+
+def test_early_check_flags_a_diverging_or_flat_run_and_not_a_learning_one():
+    k, ln_k = 8, math.log(8)
+    assert early_check(records([0.11], [4.1]), k, 30)["kind"] == "diverging"  # 4.1 > 1.5 ln 8
+    assert early_check(records([0.11, 0.12], [2.0, math.nan]), k, 30)["kind"] == "diverging"
+    flat = records([0.12] * 8, [ln_k] * 8)  # a quarter of 30 epochs at chance, the loss at ln 8
+    warning = early_check(flat, k, 30)
+    assert warning["kind"] == "not learning" and warning["epoch"] == 8 and "--seed" in warning["try"]
+    assert early_check(flat[:4], k, 30) is None  # before a quarter of the run: too early to say
+    assert early_check(records([0.12] * 7 + [0.30], [ln_k] * 7 + [1.9]), k, 30) is None  # it started learning
+    fits = [{**r, "val_top1": 0.13, "val_videos": 160}  # training accuracy leaves chance, validation does not
+            for r in records([0.12] * 7 + [0.25] * 7 + [0.28], [ln_k] * 7 + [1.95] * 7 + [1.9])]
+    assert early_check(fits, k, 30)["kind"] == "memorising"  # half the run: training 0.28, validation at chance
+    assert early_check(fits[:8], k, 30) is None  # a quarter: the runs that learned were still at chance here
+    assert early_check([*fits[:14], {**fits[14], "val_top1": 0.29}], k, 30) is None  # validation left chance
+    assert early_check([*fits[:14], {**fits[14], "val_videos": 8}], k, 30) is None  # 8 videos cannot tell
+
+
+def _dark_and_bright(root):
+    """Two classes any network tells apart within an epoch: dark and bright clips (24 training, 8 test each)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 8)):
+        for label, level in (("dark", 60), ("bright", 190)):
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                frames = np.clip(level + rng.normal(0, 25, (8, 32, 32, 3)), 0, 255).astype(np.uint8)
+                write_video(root / split / label / f"{i}.mp4", frames, 15)
+    return f"folder:{root}"
+
+
+def test_a_retrain_forced_to_fail_is_flagged_in_its_first_quarter_and_a_normal_one_is_not(tmp_path, caplog):
+    data = _dark_and_bright(tmp_path / "data")
+    cfg = override(NETWORK_PRESETS["tiny"], channels=4, epochs=8, warmup_epochs=1, lr=0.05, val_videos=8)
+    warnings = {}
+    for name, lr in (("normal", cfg.lr), ("lr x100", 100 * cfg.lr)):
+        try:
+            run_train(Genotype.random(0, min_conv=4), override(cfg, lr=lr), data, tmp_path / name)
+        except NonFiniteLossError:  # lr x100 may reach NaN and stop (after its warning)
+            assert name == "lr x100"
+        metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        warnings[name] = [r for r in metrics if "early_warning" in r]
+        assert all("grad_norm" in r for r in metrics)
+    assert warnings["normal"] == []
+    (flagged,) = warnings["lr x100"]  # once, within the first quarter of the 8 epochs
+    assert flagged["epoch"] <= 8 / 4 and flagged["early_warning"]["kind"] == "diverging"
+    assert "lower --lr" in flagged["early_warning"]["try"] and caplog.text.count("this retrain looks") == 1
+    page = build_report(tmp_path / "lr x100").read_text()  # the report says it too
+    assert "Early warning (epoch" in page and "this retrain looks diverging" in page

@@ -209,6 +209,7 @@ def run_eval(
     """
     from pvnas.data import build_dataset
     from pvnas.data.loader import build_loader
+    from pvnas.retrain.diagnose import at_chance
     from pvnas.retrain.modelfile import load_model
     from pvnas.runtime.rundir import atomic_write_bytes
 
@@ -234,6 +235,11 @@ def run_eval(
         raise DataError(f"--data {data}: no readable video in the val split ({result['skipped']} skipped)")
     out = {"checkpoint": str(checkpoint), "data": data, "views": f"{clips}x{crops}", **result, "classes": classes,
            "per_class": per_class(result["confusion"], classes)}
+    if at_chance(result["top1"], len(classes), result["videos"]):  # a model that did not learn says so
+        out["at_chance"] = True
+        log.warning("top-1 %.3f on %d videos is within 3 standard errors of chance (1/%d = %.3f): this model has not "
+                    "learned the task; its training run's metrics.jsonl holds the diagnosis (pvnas report RUN_DIR)",
+                    result["top1"], result["videos"], len(classes), 1 / len(classes))
     path = Path(checkpoint).parent / f"eval_{sanitise(data)}.json"
     atomic_write_bytes(path, lambda f: f.write((json.dumps(out, indent=2) + "\n").encode()))
     log.info("wrote %s", path)

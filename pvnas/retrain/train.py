@@ -15,7 +15,8 @@ skipped videos), ``checkpoint.pt`` (everything --resume needs, also written on S
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
 from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
-from pvnas.retrain.diagnose import blind_to_motion, diagnose
+from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, early_check
 from pvnas.runtime.distributed import DistEnv, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
 from pvnas.retrain.evaluate import evaluate
@@ -62,25 +63,36 @@ def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -
     return override(cfg, epochs=epochs, warmup_epochs=warmup)  # (NetworkConfig checks both)
 
 
-def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.SGD:
-    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2); the lr is set every step. Fused, so that a step is
-    skipped on the device (:func:`~pvnas.runtime.steps.step_if`)."""
+def make_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 and weight decay 1e-4 (paper §4.2), or AdamW; the lr is set every step. Fused, so that a
+    step is skipped on the device (:func:`~pvnas.runtime.steps.step_if`)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            fused=True)
 
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor,
-    device: torch.device, env: DistEnv = DistEnv(),
+    device: torch.device, env: DistEnv = DistEnv(), *, label_smoothing: float = 0.0, grad_clip: float = 0.0,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One SGD step: (loss, accuracy, whether the loss was finite on every rank; if not, no update), 0-dim tensors
-    on the device; nothing here waits for the device (:mod:`pvnas.runtime.steps`)."""
+    on the device; nothing here waits for the device (:mod:`pvnas.runtime.steps`).
+
+    ``grad_clip`` > 0 clips the global gradient norm; ``stats`` (if given) receives that norm before clipping,
+    ``grad_norm``, which the early check of a retrain reads."""
     with autocast(device):
         logits = model(clips)
-    loss = F.cross_entropy(logits.float(), labels)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     finite = finite_on_all_ranks(loss, env)
     loss.backward()
-    average_gradients([p for p in model.parameters() if p.requires_grad], env)  # (frozen ones stay without grad)
+    trained = [p for p in model.parameters() if p.requires_grad]  # (frozen ones stay without grad)
+    average_gradients(trained, env)
+    if grad_clip > 0 or stats is not None:
+        norm = nn.utils.clip_grad_norm_(trained, grad_clip if grad_clip > 0 else math.inf)
+        if stats is not None:
+            stats["grad_norm"] = norm
     step_if(optimizer, finite)
     optimizer.zero_grad(set_to_none=True)
     acc = (logits.detach().argmax(1) == labels).float().mean()
@@ -155,10 +167,13 @@ class TrainEpochs:
     steps_per_epoch: int
     frozen_epochs: int = 0  # --freeze: the first epochs train the classifier alone
     lr: float = 0.0
+    warned: bool = False  # the early check warns once per run (a resumed run reads it from its records)
+    grad_norms: list[torch.Tensor] = field(default_factory=list)  # this epoch's, summed up at its end
 
     def begin_epoch(self, epoch: int) -> None:
         self.model.train()
         self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs  # DARTS' linear ramp
+        self.grad_norms = []
         set_frozen(self.model, epoch < self.frozen_epochs)
         if epoch == self.frozen_epochs > 0 and self.run.env.is_main:
             log.info("epoch %d: the stem and cells are trained from now on (--freeze)", epoch + 1)
@@ -168,8 +183,13 @@ class TrainEpochs:
         self.lr = train_lr(self.cfg, p.epoch + (p.step - 1) / self.steps_per_epoch, env.world)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        return train_step(self.forward, self.optimizer, to_device(batch.clips, env.device),
-                          batch.labels.to(env.device, non_blocking=True), env.device, env)
+        stats: dict[str, Any] = {}
+        out = train_step(self.forward, self.optimizer, to_device(batch.clips, env.device),
+                         batch.labels.to(env.device, non_blocking=True), env.device, env,
+                         label_smoothing=self.cfg.label_smoothing, grad_clip=self.cfg.grad_clip, stats=stats)
+        if "grad_norm" in stats:
+            self.grad_norms.append(stats["grad_norm"].detach())
+        return out
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         run, cfg, model, env = self.run, self.cfg, self.model, self.run.env
@@ -188,6 +208,14 @@ class TrainEpochs:
             if epoch + 1 == cfg.epochs:  # the report's per-class accuracy and confusion matrix
                 record["val_confusion"] = val["confusion"]
         record["skipped"] = len(skipped)
+        if self.grad_norms and math.isfinite(norm := float(torch.stack(self.grad_norms).float().nanmean())):
+            record["grad_norm"] = norm  # (one host sync per epoch; skipped non-finite steps left out)
+        if env.is_main and not self.warned and epoch + 1 in check_epochs(cfg.epochs, cfg.warmup_epochs or 0):
+            if warning := early_check(run.metrics.read() + [record], len(self.classes), cfg.epochs):
+                record["early_warning"] = warning
+                self.warned = True
+                log.warning("this retrain looks %s at epoch %d of %d (%s). Try: %s", warning["kind"], epoch + 1,
+                            cfg.epochs, warning["saw"], warning["try"])
         if env.is_main and epoch + 1 == cfg.epochs:  # a retrain that did not learn says so, with the likely cause
             record["diagnosis"] = diagnosis = diagnose(run.metrics.read() + [record], len(self.classes), model.genotype)
             if not diagnosis["learned"]:
@@ -264,6 +292,7 @@ def run_train(
     epochs = TrainEpochs(cfg, run, model, optimizer, compiled(model, compile), val_loader, train.classes,
                          train.steps_per_epoch, transfer.get("freeze_epochs", 0))
     epochs.lr = train_lr(cfg, run.progress.epoch + run.progress.step / train.steps_per_epoch, env.world)
+    epochs.warned = any("early_warning" in r for r in run.metrics.read())
     run.loop(cfg.epochs, train.loader, epochs.step, epochs.end_epoch, begin_epoch=epochs.begin_epoch,
              lr=lambda: epochs.lr)
     return {"model": str(run.out / "model.pt"), **run.last_record}

@@ -196,9 +196,15 @@ def _section(run: Path, title: str) -> str:
         total = sum(r.get("seconds", 0.0) for r in records)
         parts.append(f"<h3>Training</h3><p>{len(records)} epochs, {total:.1f} s in total "
                      f"({total / len(records):.1f} s per epoch).</p>")
-        columns = [c for c in ("epoch", "loss", "acc", "val_top1", "val_top5", "lr", "clips_per_s", "seconds", "skipped")
-                   if any(c in r for r in records)]
+        columns = [c for c in ("epoch", "loss", "acc", "val_top1", "val_top5", "lr", "grad_norm", "clips_per_s", "seconds",
+                               "skipped") if any(c in r for r in records)]
         parts.append(_table(records, columns))
+        for r in records:  # a retrain that looked like failing, and one that did not learn, say so here too
+            if warning := r.get("early_warning"):
+                parts.append(f"<p><b>Early warning (epoch {r['epoch']}): this retrain looks {html.escape(warning['kind'])}"
+                             f"</b>: {html.escape(warning['saw'])}. Try: {html.escape(warning['try'])}</p>")
+            if (diagnosis := r.get("diagnosis")) and not diagnosis["learned"]:
+                parts.append("<p><b>The network did not learn</b>: " + html.escape("; ".join(diagnosis["causes"])) + "</p>")
         if "entropy_drop" in records[0]:  # a search: how far the alphas moved, how parameter-free each cell derives
             kinds = list(records[0]["entropy_drop"])
             rows = [{"epoch": r["epoch"], **{f"drop {k}": f"{r['entropy_drop'][k]:.3f}" for k in kinds},

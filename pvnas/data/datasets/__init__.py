@@ -78,7 +78,7 @@ def _demo(arg: str, split: str, options: dict[str, str]) -> Listing:
 
 
 def _task(arg: str, split: str, options: dict[str, str]) -> Listing:
-    return folder.folder_samples(tasks.ensure_task(arg, tasks.parse_seed(options)), split)
+    return folder.folder_samples(tasks.ensure_task(arg, **tasks.parse_options(options)), split)
 
 
 def _task_sizes(arg: str) -> tuple[int, int, int]:
@@ -101,7 +101,7 @@ def _synthetic(arg: str, split: str, clip: ClipConfig, seed: int, views: str) ->
 KINDS: dict[str, DatasetKind] = {  # in the order of the help text
     "demo": DatasetKind("demo", lister=_demo, flip=demo.FLIP, generated=True,
                         known=lambda arg: (len(CLASSES) * demo.TRAIN_PER_CLASS, len(CLASSES) * demo.VAL_PER_CLASS, len(CLASSES))),
-    "task": DatasetKind("task:NAME[?seed=S]", lister=_task, needs_path=True, options=FILE_OPTIONS | {"seed"},
+    "task": DatasetKind("task:NAME[?seed=S&train=N]", lister=_task, needs_path=True, options=FILE_OPTIONS | {"seed", "train"},
                         flip=False, generated=True, known=_task_sizes),
     "synthetic": DatasetKind("synthetic[:N]", build=_synthetic, options=frozenset(), generated=True),
     "kinetics": DatasetKind("kinetics:ROOT", lister=_native("kinetics", kinetics.LAYOUTS), needs_path=True,

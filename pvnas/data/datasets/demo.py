@@ -9,7 +9,7 @@ from pathlib import Path
 from pvnas.data.datasets.generated import cache_dir, ensure_tree
 from pvnas.data.generators.moving_patterns import CLASSES, moving_pattern_clip
 
-VERSION = 1  # bump when the generator or the defaults below change: a new cache directory
+VERSION = 2  # bump when the generator or the defaults below change: a new cache directory
 TRAIN_PER_CLASS, VAL_PER_CLASS = 40, 10
 FRAMES, SIZE, FPS = 32, 64, 15
 FLIP = False  # left/right and cw/ccw are different classes

@@ -1,4 +1,4 @@
-"""``task:NAME[?seed=S]``: a task of the suite (:mod:`pvnas.data.generators.task_suite`) written once as mp4 files in
+"""``task:NAME[?seed=S&train=N]``: a task of the suite (:mod:`pvnas.data.generators.task_suite`) written once as mp4 files in
 ``$PVNAS_CACHE/task-v<VERSION>/<NAME>-s<S>`` and read like user data (a ``folder:`` layout).
 
 Clips are stored in 4:4:4 colour at a high quality (crf 12), so the fine detail and noise a task is made of
@@ -7,31 +7,49 @@ survive the encoder.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pvnas.data.datasets.generated import cache_dir, ensure_tree
 from pvnas.data.generators.task_suite import FPS, get_task, render_clip
 from pvnas.errors import ConfigError
 
-VERSION = 1  # bump when a task's generator or size changes: a new cache directory
+VERSION = 2  # bump when a task's generator or size changes: a new cache directory
 VIDEO_OPTIONS = {"pix_fmt": "yuv444p", "crf": 12}
 
 
 def parse_seed(options: dict[str, str]) -> int:
     """The ``?seed=S`` option of a task spec (default 0): another seed, another draw of the same task."""
+    return _non_negative(options, "seed", 0)
+
+
+def parse_options(options: dict[str, str]) -> dict[str, int | None]:
+    """``?seed=S&train=N`` of a task spec: the draw, and N training clips per class instead of the task's (the
+    search-budget study varies the data a search sees)."""
+    train = _non_negative(options, "train", 0) if "train" in options else None
+    if train == 0:
+        raise ConfigError("task spec: train=N needs N >= 1 training clips per class")
+    return {"seed": parse_seed(options), "train_per_class": train}
+
+
+def _non_negative(options: dict[str, str], key: str, default: int) -> int:
     try:
-        seed = int(options.get("seed", "0"))
+        value = int(options.get(key, str(default)))
     except ValueError:
-        raise ConfigError(f"task seed must be a non-negative integer, got {options['seed']!r}") from None
-    if seed < 0:
-        raise ConfigError(f"task seed must be a non-negative integer, got {seed}")
-    return seed
+        raise ConfigError(f"task {key} must be a non-negative integer, got {options[key]!r}") from None
+    if value < 0:
+        raise ConfigError(f"task {key} must be a non-negative integer, got {value}")
+    return value
 
 
-def ensure_task(name: str, seed: int = 0, root: Path | None = None) -> Path:
-    """The folder tree of task ``name`` drawn with ``seed``, written on first use."""
+def ensure_task(name: str, seed: int = 0, root: Path | None = None, train_per_class: int | None = None) -> Path:
+    """The folder tree of task ``name`` drawn with ``seed`` (``train_per_class`` training clips per class if given),
+    written on first use."""
     task = get_task(name)
-    final = root if root is not None else cache_dir() / f"task-v{VERSION}" / f"{name}-s{seed}"
+    if train_per_class is not None:
+        task = dataclasses.replace(task, train_per_class=train_per_class)
+    suffix = "" if train_per_class is None else f"-train{train_per_class}"
+    final = root if root is not None else cache_dir() / f"task-v{VERSION}" / f"{name}-s{seed}{suffix}"
     return ensure_tree(final, task.classes, lambda label, s: render_clip(task, label, s),
                        {"train": task.train_per_class, "val": task.val_per_class}, FPS, seed=seed,
                        video_options=VIDEO_OPTIONS)

@@ -20,6 +20,7 @@ in [0, 1].
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +32,7 @@ from pvnas.data.generators.moving_patterns import CLASSES as MOTIONS
 from pvnas.data.generators.moving_patterns import moving_pattern_clip
 
 FRAMES, SIZE, FPS = 16, 40, 15.0  # a clip is the demo preset's window: 16 frames at 15 fps
+EVAL_STD = 0.02  # validation splits hold enough clips for a binomial std of top-1 of at most 2 points (625)
 SHAPES = ("disk", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar")
 
 Renderer = Callable[[int, np.random.Generator], np.ndarray]
@@ -44,9 +46,21 @@ class Task:
     classes: tuple[str, ...]
     demands: str  # what a network must do to solve it, in a sentence
     needs: tuple[str, ...]  # cell kinds whose convolutions the task needs (the collapse check of the study)
+    single_frame: str  # what one frame tells of the class: "nothing" (checked in tests), "the class", "the shape"
     render: Renderer
     train_per_class: int
-    val_per_class: int
+    val_per_class: int = 0  # 0: enough for an evaluation noise of at most EVAL_STD (see __post_init__)
+    hidden: tuple[int, ...] | None = None  # per class, the part of it no single frame tells (with "the shape")
+
+    def __post_init__(self) -> None:
+        if not self.val_per_class:  # the binomial std sqrt(p (1 - p) / n) is largest at p = 0.5
+            object.__setattr__(self, "val_per_class", math.ceil(0.25 / EVAL_STD**2 / len(self.classes)))
+
+    @property
+    def frame_blind(self) -> tuple[int, ...] | None:
+        """Per class, the label of what no single frame may tell: the class itself where a frame tells "nothing",
+        a part of it (``hidden``) where it tells the rest, None where a frame tells the class."""
+        return tuple(range(len(self.classes))) if self.single_frame == "nothing" else self.hidden
 
     @property
     def train_size(self) -> int:
@@ -122,16 +136,32 @@ def _blobs(rng: np.random.Generator, count: int = 3) -> list[tuple[np.ndarray, f
     return [(rng.uniform(3, SIZE - 3, 2), rng.uniform(1.5, 3.0), _colour(rng)) for _ in range(count)]
 
 
+def _wrapped_mask(shape: str, centre: np.ndarray, r: float) -> np.ndarray:
+    """:func:`shape_mask` on a torus: a shape centred near an edge shows its other part at the opposite edge."""
+    cy, cx = np.mod(centre, SIZE)
+    mask = np.zeros((SIZE, SIZE), bool)
+    for dy in (-SIZE, 0, SIZE):
+        for dx in (-SIZE, 0, SIZE):
+            if -r - 1 <= cy + dy <= SIZE + r + 1 and -r - 1 <= cx + dx <= SIZE + r + 1:
+                mask |= shape_mask(shape, cy + dy, cx + dx, r)
+    return mask
+
+
 def _moving_shape(background: np.ndarray, blobs: list, shape: str, centres: list[np.ndarray], r: float,
                   colour: np.ndarray) -> np.ndarray:
-    """Frames of ``shape`` (radius ``r``, ``colour``) at ``centres[t]`` over ``background`` and static ``blobs``."""
+    """Frames of ``shape`` (radius ``r``, ``colour``) at ``centres[t]`` over ``background`` and static ``blobs``.
+
+    The frame is a torus: a centre outside it wraps around, so a path may start anywhere. A task whose classes
+    are directions draws its start uniformly over the frame: then where the object is in any one frame is
+    independent of the class (a path chosen to fit inside the frame would start on the side it moves away from).
+    """
     yy, xx = _grid()
     video = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
     for t, p in enumerate(centres):
         frame = background.copy()
         for centre, radius, c in blobs:
             _paint(frame, (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2, c)
-        _paint(frame, shape_mask(shape, p[0], p[1], r), colour)
+        _paint(frame, _wrapped_mask(shape, p, r), colour)
         video[t] = frame
     return video
 
@@ -171,12 +201,7 @@ def render_appearance_motion(label: int, rng: np.random.Generator) -> np.ndarray
     r = rng.uniform(3.5, 5.5)
     speed = rng.uniform(0.5, 1.0)  # pixels per frame
     direction = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0)}[move]
-    travel = speed * (FRAMES - 1)
-    lo, hi = r + 2, SIZE - r - 2
-    start = np.array([rng.uniform(lo, hi), rng.uniform(lo, hi)])
-    for axis in (0, 1):  # start so that the whole path stays in the frame
-        d = direction[axis] * travel
-        start[axis] = rng.uniform(lo - min(d, 0), hi - max(d, 0))
+    start = rng.uniform(0, SIZE, 2)  # anywhere on the torus: no frame tells the direction by position
     centres = [start + np.array(direction) * speed * t + rng.normal(0, 0.3, 2) for t in range(FRAMES)]
     return _finish(_moving_shape(background, [], shape, centres, r, colour), rng, 0.12)
 
@@ -195,34 +220,35 @@ def render_order(label: int, rng: np.random.Generator) -> np.ndarray:
     r, speed = rng.uniform(2.5, 4.0), rng.uniform(1.0, 1.5)
     turn = int(rng.integers(FRAMES // 3, 2 * FRAMES // 3 + 1))
     path = np.array([first * min(t, turn) + second * max(t - turn, 0) for t in range(FRAMES)]) * speed
-    lo, hi = path.min(0), path.max(0)  # place the path inside the frame, at random where it fits
-    start = np.array([rng.uniform(r + 2 - a, SIZE - r - 2 - b) for a, b in zip(lo, hi)])
+    start = rng.uniform(0, SIZE, 2)  # anywhere on the torus, whatever the class
     blobs = _blobs(rng)
     centres = [start + path[t] + rng.normal(0, 0.3, 2) for t in range(FRAMES)]
     return _finish(_moving_shape(background, blobs, "square", centres, r, colour), rng, 0.12)
 
 
 FINE_DIRECTIONS = ("left", "right", "up", "down")
+FINE_DISTRACTORS = 6
 
 
 def render_fine_motion(label: int, rng: np.random.Generator) -> np.ndarray:
     """One 2x2 dot moving steadily (0.8-1.3 px per frame) in one of 4 directions among 6 look-alike dots that
-    jitter in place and flicker, over a fine random texture; class = the steady dot's direction."""
+    jitter in place and flicker, over a fine random texture; class = the steady dot's direction. The frame is a
+    torus (the dot starts anywhere and wraps around), so where it is in any one frame says nothing."""
     direction = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}[FINE_DIRECTIONS[label]]
     background = 0.25 + 0.3 * _texture(rng, SIZE, 12)
     level = np.float32(rng.uniform(0.85, 1.0))
     speed = rng.uniform(0.8, 1.3)
-    travel = speed * (FRAMES - 1)
-    start = np.array([rng.uniform(4 - min(d * travel, 0), SIZE - 6 - max(d * travel, 0)) for d in direction])
-    anchors = rng.uniform(3, SIZE - 5, (6, 2))
+    start = rng.uniform(0, SIZE, 2)
+    anchors = rng.uniform(0, SIZE, (FINE_DISTRACTORS, 2))
     video = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
+    square = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
     for t in range(FRAMES):
         frame = background.copy()
-        spots = np.clip(anchors + rng.normal(0, 0.7, anchors.shape), 2, SIZE - 4)
-        for y, x in spots[rng.random(len(spots)) < 0.75].astype(int):
-            frame[y : y + 2, x : x + 2] = level
-        y, x = (start + np.array(direction) * speed * t).astype(int)
-        frame[y : y + 2, x : x + 2] = level
+        spots = anchors + rng.normal(0, 0.7, anchors.shape)
+        dots = np.concatenate([spots[rng.random(len(spots)) < 0.75], [start + np.array(direction) * speed * t]])
+        for corner in np.floor(dots).astype(int):
+            ys, xs = np.mod(corner + square, SIZE).T
+            frame[ys, xs] = level
         video[t] = frame
     return _finish(video, rng, 0.1)
 
@@ -230,22 +256,23 @@ def render_fine_motion(label: int, rng: np.random.Generator) -> np.ndarray:
 TASKS: dict[str, Task] = {
     "motion": Task(
         "motion", MOTIONS, "tell 8 slow motions of a low-contrast, noisy texture apart; no single frame helps",
-        ("T-NC", "T-RC"), render_motion, 40, 25),
+        ("T-NC", "T-RC"), "nothing", render_motion, 40),
     "appearance": Task(
         "appearance", SHAPES, "recognise one of 8 small shapes drifting over clutter; any frame shows the class",
-        ("S-NC", "S-RC"), render_appearance, 40, 25),
+        ("S-NC", "S-RC"), "the class", render_appearance, 40),
     "appearance_motion": Task(
         "appearance_motion", tuple(f"{s}_{m}" for s in APPEARANCE_MOTION_SHAPES for m in APPEARANCE_MOTION_MOVES),
         "recognise the shape of one object and the direction it moves in", ("S-NC", "S-RC", "T-NC", "T-RC"),
-        render_appearance_motion, 36, 22),
+        "the shape", render_appearance_motion, 36,
+        hidden=tuple(i % len(APPEARANCE_MOTION_MOVES) for i in range(9))),  # the direction
     "order": Task(
         "order", tuple("_then_".join(o) for o in ORDERS),
         "tell in which order an object moved two ways (left then right is not right then left)",
-        ("T-NC", "T-RC"), render_order, 50, 30),
+        ("T-NC", "T-RC"), "nothing", render_order, 50),
     "fine_motion": Task(
         "fine_motion", tuple(f"dot_{d}" for d in FINE_DIRECTIONS),
         "find the one small dot that moves steadily among look-alike dots that jitter and flicker, and its direction",
-        ("S-NC", "T-NC", "T-RC"), render_fine_motion, 80, 50),
+        ("S-NC", "T-NC", "T-RC"), "nothing", render_fine_motion, 80),
 }
 
 
