@@ -12,7 +12,12 @@ SCRIPT = EXPERIMENTS / "search_quality.py"
 
 
 @pytest.mark.slow
-def test_quick_study_caches_its_units_and_compares_searched_with_randoms(tmp_path):
+def test_quick_study_caches_its_units_and_compares_searched_with_randoms(tmp_path, monkeypatch):
+    from pvnas.search.remedies import perturbation
+
+    # DARTS-PT's ~400 scorings are tests/test_search_remedies_perturbation.py's subject: here, what the study does
+    # with a selection's genotype
+    monkeypatch.setattr(perturbation, "select", lambda model, clips, labels: Genotype.random(5, min_conv=4).cells)
     study = load_script(SCRIPT)
     threads = torch.get_num_threads()
     out = tmp_path / "q"
