@@ -7,6 +7,9 @@ Each step is the public pvnas API a user would call (``run_search``, ``derive_fr
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import logging
+import multiprocessing
 import statistics
 import sys
 import time
@@ -102,3 +105,23 @@ def run_main(run: Callable[[argparse.Namespace, str], Any], args: argparse.Names
         torch.set_num_threads(threads)
     print((args.out / results).read_text())
     return 0
+
+
+# ---------------------------------------------------------------- units in processes
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _call(unit: tuple) -> Any:
+    fn, *args = unit
+    return fn(*args)
+
+
+def run_units(jobs: int, threads: int, units: list[tuple]) -> list[Any]:
+    """Run ``(function, *args)`` units, ``jobs`` at a time in fresh processes (in this one if ``jobs`` is 1)."""
+    if jobs <= 1:
+        return [fn(*a) for fn, *a in units]
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        return list(pool.map(_call, units))

@@ -35,13 +35,11 @@ suite's networks gain nothing from a second thread). Writes ``OUT/results.json``
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import statistics
@@ -65,7 +63,7 @@ from pvnas.runtime.rundir import MetricsLog  # noqa: E402
 from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.space.genotype import NODES, Genotype  # noqa: E402
 from pvnas.space.ops import CELL_KINDS, ops_for  # noqa: E402
-from protocol import check_seeds, derive, fmt_pm, mean_std, retrain, run_main, search  # noqa: E402
+from protocol import check_seeds, derive, fmt_pm, mean_std, retrain, run_main, run_units, search  # noqa: E402
 
 log = logging.getLogger("search_quality")
 RANDOM_SEED_BASE = 1000  # random genotype i is Genotype.random(RANDOM_SEED_BASE + i, min_conv=4)
@@ -156,9 +154,6 @@ def search_settings(cfg: SearchConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- units of work (run in worker processes)
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def search_unit(data: str, seed: int, budget: Budget, run: Path) -> dict[str, Any]:
@@ -205,20 +200,6 @@ def retrain_unit(data: str, genotype: dict[str, Any], seed: int, budget: Budget,
 
 
 # ---------------------------------------------------------------- the study
-def run_units(jobs: int, threads: int, units: list[tuple]) -> list[Any]:
-    """Run ``(function, *args)`` units, ``jobs`` at a time in fresh processes (in this one if ``jobs`` is 1)."""
-    if jobs <= 1:
-        return [fn(*a) for fn, *a in units]
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        return list(pool.map(_call, units))
-
-
-def _call(unit: tuple) -> Any:
-    fn, *args = unit
-    return fn(*args)
-
-
 def retrain_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
     top1, auc = [r["top1"] for r in results], [r["auc"] for r in results]
     return {"top1": statistics.fmean(top1), "auc": statistics.fmean(auc), "top1_each": top1, "auc_each": auc,

@@ -22,12 +22,10 @@ Every unit (one retrain and its test) is cached in ``OUT/runs`` and reused, so a
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import statistics
@@ -48,7 +46,7 @@ from pvnas.retrain.evaluate import run_eval
 from pvnas.retrain.train import run_train
 from pvnas.runtime.rundir import MetricsLog
 from pvnas.space.genotype import Genotype
-from protocol import check_seeds, fmt_pm, mean_std, run_main
+from protocol import check_seeds, fmt_pm, mean_std, run_main, run_units
 
 log = logging.getLogger("transfer")
 ARMS = ("scratch", "transfer", "probe+ft")
@@ -76,9 +74,6 @@ def subset_lists(task: str, fraction: float, seed: int, out: Path) -> str:
 
 
 # ---------------------------------------------------------------- units
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def train_unit(genotype: dict[str, Any], cfg: NetworkConfig, data: str, run: Path, views: str,
@@ -101,20 +96,6 @@ def train_unit(genotype: dict[str, Any], cfg: NetworkConfig, data: str, run: Pat
               "eval_seconds": time.perf_counter() - t1}
     done.write_text(json.dumps(result, indent=2))
     return result
-
-
-def run_units(jobs: int, threads: int, units: list[tuple]) -> list[Any]:
-    """Run ``(function, *args)`` units, ``jobs`` at a time in fresh processes (in this one if ``jobs`` is 1)."""
-    if jobs <= 1:
-        return [fn(*a) for fn, *a in units]
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        return list(pool.map(_call, units))
-
-
-def _call(unit: tuple) -> Any:
-    fn, *args = unit
-    return fn(*args)
 
 
 # ---------------------------------------------------------------- the study

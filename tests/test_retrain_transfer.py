@@ -187,9 +187,9 @@ def test_a_hostile_init_file_is_refused_without_running_its_code(tmp_path, capsy
 
 @pytest.mark.slow
 def test_init_and_freeze_under_torchrun(source, tmp_path):
-    """2 processes: the same init on every rank, the frozen epoch (features exactly the model's on both ranks: no
-    gradient or weight decay reaches them) and the fine-tuned one (every weight trained, as in a retrain from
-    scratch) in lockstep; the saved model is the ranks' one."""
+    """`pvnas train --init --freeze` under torchrun, 2 processes: the same init on every rank, the frozen epoch
+    (features exactly the model's on both ranks: no gradient or weight decay reaches them) and the fine-tuned one
+    (every weight trained, as in a retrain from scratch) in lockstep; the saved model is the ranks' one."""
     torchrun = [shutil.which("torchrun", path=os.path.dirname(sys.executable)), "--standalone", "--nproc_per_node", "2"]
     dump = tmp_path / "dump"
     dump.mkdir()

@@ -169,18 +169,6 @@ def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeou
         proc.wait()
 
 
-def test_ddp_train_cli(tmp_path):
-    genotype = tmp_path / "g.json"
-    from pvnas.space.genotype import Genotype
-
-    Genotype.random(2, min_conv=4).save(genotype)
-    proc = torchrun("-m", "pvnas", "train", "--genotype", str(genotype), "--data", "synthetic:16", "--preset", "tiny",
-                    "--epochs", "1", "--channels", "4", "--batch-size", "4", "--out", str(tmp_path / "R"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "R" / "model.pt").exists()
-
-
-
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
 def test_a_bad_collective_timeout_is_one_error_naming_the_variable(value, monkeypatch):
     monkeypatch.setenv("PVNAS_COLLECTIVE_TIMEOUT", value)

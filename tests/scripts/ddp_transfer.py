@@ -1,4 +1,5 @@
-"""Run under torchrun: a retrain from a model file with --freeze; each rank saves its weights after every epoch."""
+"""Run under torchrun: `pvnas train --init SOURCE --freeze 0.5 ...` as the command line runs it; each rank saves
+its weights after every epoch."""
 
 import os
 import sys
@@ -6,8 +7,7 @@ import sys
 import torch
 
 import pvnas.retrain.train as train
-from pvnas.config import NETWORK_PRESETS, override
-from pvnas.retrain.modelfile import init_genotype
+from pvnas.cli import main
 
 source, out, dump = sys.argv[1], sys.argv[2], sys.argv[3]
 built, states = [], []
@@ -23,6 +23,7 @@ def keep(self, epoch):
 
 
 train.TrainEpochs.end_epoch = keep
-cfg = override(NETWORK_PRESETS["tiny"], channels=4, batch_size=4, epochs=2, val_videos=4)
-train.run_train(init_genotype(source), cfg, "synthetic:16", out, preset="tiny", init=source, freeze=0.5)
+code = main(["train", "--init", source, "--freeze", "0.5", "--data", "synthetic:16", "--preset", "tiny",
+             "--channels", "4", "--batch-size", "4", "--epochs", "2", "--out", out])
 torch.save(states, os.path.join(dump, f"rank{os.environ['RANK']}.pt"))
+sys.exit(code)
