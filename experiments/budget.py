@@ -208,8 +208,8 @@ def check_study(args: argparse.Namespace) -> None:
     import dataclasses
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from search_quality import (key_of, pooled_noise, resolve_budget, retrain_stats, retrain_unit, run_units,
-                                search_unit)
+    from protocol import run_units
+    from search_quality import key_of, pooled_noise, resolve_budget, retrain_stats, retrain_unit, search_unit
 
     from pvnas.search.snapshots import derive_from_run
     from pvnas.space.genotype import Budget, cheapest
