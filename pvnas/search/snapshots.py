@@ -41,13 +41,8 @@ def load_alphas(run: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[st
     return alphas, check_alphas(load_torch(edges, "edge weights (dict of cell kind -> tensor)"), str(edges), per_edge=True)
 
 
-def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str, Any] | None = None,
-                    budget: Budget | None = None) -> Genotype:
-    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch", derived as the search
-    derives: with the derivation its remedies ask for (e.g. the parameter-free cap) and within its targets' budget,
-    so that the last epoch gives the run's genotype.json. ``overrides``: remedy values that replace the run's
-    (``{"max_param_free": 8}``: the paper's rule); ``budget``: limits that replace the run's targets."""
-    run = Path(run)
+def saved_epoch(run: Path, epoch: int | None) -> int:
+    """``epoch`` (default: the last saved one) if ``run`` saved its alphas, else one line naming what is there."""
     saved = saved_epochs(run)
     if not saved:
         raise ConfigError(f"{run / 'alphas'}: no epoch_NNN.pt files yet")
@@ -55,6 +50,17 @@ def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str,
     if epoch not in saved:
         raise ConfigError(f"--epoch {epoch}: {run / 'alphas' / f'epoch_{epoch:03d}.pt'} does not exist; "
                           f"saved epochs are {saved[0]}..{saved[-1]}")
+    return epoch
+
+
+def derive_from_run(run: Path, epoch: int | None = None, overrides: Mapping[str, Any] | None = None,
+                    budget: Budget | None = None) -> Genotype:
+    """The genotype of any saved epoch (default: the last), paper Table 3 "stop at epoch", derived as the search
+    derives: with the derivation its remedies ask for (e.g. the parameter-free cap) and within its targets' budget,
+    so that the last epoch gives the run's genotype.json. ``overrides``: remedy values that replace the run's
+    (``{"max_param_free": 8}``: the paper's rule); ``budget``: limits that replace the run's targets."""
+    run = Path(run)
+    epoch = saved_epoch(run, epoch)
     meta: dict[str, Any] = {"source": "search", "epoch": epoch, "run": str(run)}
     config = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
     if config:

@@ -23,7 +23,7 @@ from pvnas.errors import ConfigError  # noqa: E402
 from pvnas.metrics.cost import network_costs  # noqa: E402
 from pvnas.runtime.rundir import atomic_write_bytes, load_yaml  # noqa: E402
 from pvnas.search.remedies import derive_options  # noqa: E402
-from pvnas.search.snapshots import load_alphas, run_remedies, saved_epochs  # noqa: E402
+from pvnas.search.snapshots import load_alphas, run_remedies, saved_epoch  # noqa: E402
 from pvnas.space.budget import Budget, front, genotype_score  # noqa: E402
 from pvnas.space.genotype import Genotype  # noqa: E402
 
@@ -41,12 +41,7 @@ def pareto_sweep(run: Path, cfg: NetworkConfig, preset: str, num_classes: int, f
     if points < 2:
         raise ConfigError(f"--points must be >= 2, got {points}")
     run = Path(run)
-    saved = saved_epochs(run)
-    if not saved:
-        raise ConfigError(f"{run / 'alphas'}: no epoch_NNN.pt files yet")
-    epoch = saved[-1] if epoch is None else epoch
-    if epoch not in saved:
-        raise ConfigError(f"--epoch {epoch}: no alphas of that epoch in {run / 'alphas'} (saved: {saved[0]}..{saved[-1]})")
+    epoch = saved_epoch(run, epoch)
     config = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
     cap = derive_options(run_remedies(run / "config.yaml", config, {})).get("max_param_free")
     alphas, edge_weights = load_alphas(run, epoch)
