@@ -17,10 +17,11 @@ found under their class folder, else by file name anywhere under ROOT.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from pvnas.data.datasets._files import Layout, Listing, VideoFinder, first_file, index_list_samples
-from pvnas.data.datasets.ucf101 import class_index, class_index_lists
+from pvnas.data.datasets.ucf101 import class_index_listing
 from pvnas.errors import DataError
 
 VIDEO_DIRS = ("", "hmdb51_org", "videos", "HMDB51")
@@ -51,12 +52,6 @@ def _official(root: Path, marker: Path, split: str, options: dict[str, str]) -> 
     return Listing(samples, classes, str(marker.parent / f"*_test_split{fold}.txt"), finder.describe())
 
 
-def _generated_lists(root: Path, class_file: Path, split: str, options: dict[str, str]) -> Listing:
-    finder = VideoFinder(root, VIDEO_DIRS)
-    samples, manifest = class_index_lists(class_file, split, int(options.get("split", "1")), finder)
-    return Listing(samples, class_index(class_file), manifest, finder.describe())
-
-
 def _list_files(root: Path, train_list: Path, split: str, options: dict[str, str]) -> Listing:
     fold = int(options.get("split", "1"))
     path = train_list if split == "train" else first_file(root, (f"hmdb51_val_split_{fold}_videos.txt",), "HMDB-51 list")
@@ -70,6 +65,7 @@ LAYOUTS = (
     Layout("official archive",
            ("testTrainMulti_7030_splits/*_test_split{split}.txt", "*_test_split{split}.txt"), _official),
     Layout("MMAction2", ("annotations/*_test_split{split}.txt",), _official),
-    Layout("MMAction2 generated lists", ("annotations/classInd.txt",), _generated_lists),
+    Layout("MMAction2 generated lists", ("annotations/classInd.txt",),
+           functools.partial(class_index_listing, video_dirs=VIDEO_DIRS)),
     Layout("MMAction2 list files", ("hmdb51_train_split_{split}_videos.txt",), _list_files),
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pvnas.data.datasets._files import Layout, Listing, Sample, VideoFinder, first_file, index_list_samples
+from pvnas.data.datasets._files import Layout, Listing, VideoFinder, first_file, index_list_samples
 from pvnas.errors import DataError
 
 VIDEO_DIRS = ("UCF-101", "videos", "UCF101", "")
@@ -41,9 +41,12 @@ def class_index(path: Path) -> list[str]:
     return [by_index[i] for i in range(1, len(by_index) + 1)]
 
 
-def class_index_lists(class_file: Path, split: str, fold: int, finder: VideoFinder) -> tuple[list[Sample], str]:
-    """The ``(path, label)`` pairs of ``trainlist0N.txt`` / ``testlist0N.txt`` beside ``class_file`` (the format
-    of UCF-101's lists, which MMAction2 also writes for HMDB-51), and the list read."""
+def class_index_listing(root: Path, class_file: Path, split: str, options: dict[str, str],
+                        video_dirs: tuple[str, ...] = VIDEO_DIRS) -> Listing:
+    """The videos of ``trainlist0N.txt`` / ``testlist0N.txt`` beside ``class_file`` (the format of UCF-101's
+    lists, which MMAction2 also writes for HMDB-51), found under ``root``'s ``video_dirs``."""
+    finder = VideoFinder(root, video_dirs)
+    fold = int(options.get("split", "1"))
     classes = class_index(class_file)
     index = {name: i for i, name in enumerate(classes)}
     name = f"{'trainlist' if split == 'train' else 'testlist'}{fold:02d}.txt"
@@ -58,13 +61,7 @@ def class_index_lists(class_file: Path, split: str, fold: int, finder: VideoFind
         if len(parts) > 1 and parts[1] != str(label + 1):
             raise DataError(f"{manifest}:{n}: {rel} has label {parts[1]}, but {class_file} numbers {folder} {label + 1}")
         samples.append((finder.find([rel, rel.rsplit("/", 1)[1]]), label))
-    return samples, str(manifest)
-
-
-def _official(root: Path, class_file: Path, split: str, options: dict[str, str]) -> Listing:
-    finder = VideoFinder(root, VIDEO_DIRS)
-    samples, manifest = class_index_lists(class_file, split, int(options.get("split", "1")), finder)
-    return Listing(samples, class_index(class_file), manifest, finder.describe())
+    return Listing(samples, classes, str(manifest), finder.describe())
 
 
 def _list_files(root: Path, train_list: Path, split: str, options: dict[str, str]) -> Listing:
@@ -79,7 +76,7 @@ def _list_files(root: Path, train_list: Path, split: str, options: dict[str, str
 
 LAYOUTS = (
     Layout("official archive", ("ucfTrainTestlist/classInd.txt", "classInd.txt", "UCF-101/ucfTrainTestlist/classInd.txt"),
-           _official),
-    Layout("MMAction2", ("annotations/classInd.txt",), _official),
+           class_index_listing),
+    Layout("MMAction2", ("annotations/classInd.txt",), class_index_listing),
     Layout("MMAction2 list files", ("ucf101_train_split_{split}_videos.txt",), _list_files),
 )
