@@ -5,6 +5,7 @@ Generic on purpose: any test that needs a video file on disk can use these.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -157,14 +158,38 @@ def tiny_search_run(tmp_path_factory) -> Path:
     return run
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with the most `slow` tests first, then the files with the most tests, each file's tests in order.
+COSTS = Path(__file__).parent / "costs.json"  # seconds per test file, as the last `--write-costs` run measured them
+NEW_TEST_SECONDS = 0.3  # a file not in it yet: about the median test's
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--write-costs", action="store_true",
+                     help=f"write each test file's seconds (setup, call and teardown) into {COSTS.name}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with the most seconds first (tests/costs.json), each file's tests in order.
 
     `make test` runs `--dist loadfile --no-loadscope-reorder`: a worker takes the next file in this order when it
-    runs out, so the long files start at once and short ones fill the end, and no worker is left alone on a long
-    file (pytest-xdist's own order, most tests first, started the few-test end-to-end files last)."""
+    runs out, so the longest files start at once and short ones fill the end: longest-first list scheduling, within
+    a few seconds of the best split. (Ordered by their counts of tests or of slow tests, a 70 s file of quick-looking
+    tests started halfway through and one worker finished 18 s after the other.)"""
+    costs = json.loads(COSTS.read_text()) if COSTS.exists() else {}
     files: dict[str, list[pytest.Item]] = {}
     for item in items:
         files.setdefault(item.nodeid.split("::")[0], []).append(item)
-    order = sorted(files.values(), key=lambda f: (-sum(i.get_closest_marker("slow") is not None for i in f), -len(f)))
-    items[:] = [item for f in order for item in f]
+    order = sorted(files.items(), key=lambda kv: -costs.get(kv[0], NEW_TEST_SECONDS * len(kv[1])))
+    items[:] = [item for _, f in order for item in f]
+
+
+_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """(Under xdist the controller sees every worker's reports.)"""
+    _seconds[report.nodeid.split("::")[0]] = _seconds.get(report.nodeid.split("::")[0], 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("--write-costs") and not hasattr(session.config, "workerinput"):
+        COSTS.write_text(json.dumps({f: round(s, 1) for f, s in sorted(_seconds.items())}, indent=1) + "\n")

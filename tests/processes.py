@@ -9,7 +9,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import torch
 
 
 def children(pid: int) -> list[int]:
@@ -25,6 +27,25 @@ def environment(pid: int) -> dict[str, str]:
     """The environment ``pid`` started with."""
     pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
     return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+_SEEN: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def checkpoint_progress(run: Path) -> dict[str, Any] | None:
+    """The ``progress`` of ``run``'s checkpoint.pt (None while there is none), read again only when the file changed.
+
+    A tiny run's checkpoint takes ~0.1 s of CPU to load: a wait that polls every 20 ms and loads each time took a
+    whole core from the run it waited for. Checkpoints are replaced by a rename, so a new file has a new stat."""
+    path = run / "checkpoint.pt"
+    try:
+        st = path.stat()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if path not in _SEEN or _SEEN[path][0] != key:
+            _SEEN[path] = key, torch.load(path, weights_only=True)["progress"]
+    except (OSError, RuntimeError, EOFError):
+        return None
+    return _SEEN[path][1]
 
 
 def group_alive(pgid: int) -> bool:

@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 import torch
 import yaml
-from processes import children, environment, sigterm_group_when
+from processes import checkpoint_progress, children, environment, sigterm_group_when
 
 from pvnas.errors import ConfigError
 from pvnas.runtime.distributed import collective_timeout
@@ -26,50 +26,45 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 
 TORCHRUN = [shutil.which("torchrun", path=os.path.dirname(sys.executable)), "--standalone", "--nproc_per_node", "2"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # and the same thread count in every run a test compares
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=900, env=ENV)
+def env(dump: Path, **extra: str) -> dict[str, str]:
+    """The same thread count in every run a test compares; scripts/ddp_search.py's ranks dump into ``dump``."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "DDP_DUMP": str(dump), **extra}
 
 
-def test_ddp_search_keeps_alphas_and_convergence_decisions_identical_on_every_rank(tmp_path):
-    run, dump = tmp_path / "run", tmp_path / "dump"
-    dump.mkdir()
-    proc = torchrun(str(SCRIPTS / "ddp_search.py"), str(run), str(dump))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = torch.load(dump / "rank0.pt"), torch.load(dump / "rank1.pt")
-    for kind in r0["alphas"]:
-        assert torch.equal(r0["alphas"][kind], r1["alphas"][kind]), kind
-    saved = torch.load(run / "alphas/epoch_002.pt")
-    for kind in saved:
-        assert torch.equal(saved[kind], r0["alphas"][kind])
-    # `converge` decides on every rank alike: 2 steps per epoch and rank, a look every step, 3 decays
-    assert r0["decisions"] == r1["decisions"] and sum(d for _, d in r0["decisions"]) == 3
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    # 0.1 x 2 ranks; the last step ran after 2 decays (the 3rd is decided after it)
-    assert records[-1]["decays"] == 3 and records[-1]["lr"] == pytest.approx(0.2 * 0.01)
-    assert (run / "genotype.json").exists()
+def torchrun(*args: str, dump: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=900, env=env(dump))
 
 
 # one command line for every start of a job (SLURM --requeue, torchrun --max-restarts): `--resume auto`, and a
-# checkpoint after every step so that a stop anywhere resumes mid-epoch
-AUTO = ["-m", "pvnas", "search", "--data", "synthetic:48", "--preset", "tiny", "--epochs", "2", "--channels", "4",
-        "--batch-size", "4", "--workers", "1", "--resume", "auto", "--checkpoint-every", "0.0001"]  # 6 steps per rank
+# checkpoint after every step so that a stop anywhere resumes mid-epoch. Through scripts/ddp_search.py: `converge`
+# decays at its first three looks, and each rank dumps its alphas and decisions into $DDP_DUMP.
+AUTO = [str(SCRIPTS / "ddp_search.py"), "search", "--data", "synthetic:48", "--preset", "tiny", "--epochs", "2",
+        "--channels", "4", "--batch-size", "4", "--crop", "16", "--scale", "16,20", "--workers", "1", "--resume",
+        "auto", "--checkpoint-every", "0.0001"]  # 6 steps per rank
 
 
 @pytest.fixture(scope="module")
 def ddp_search_cli(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """The uninterrupted run the restarted ones must reproduce."""
     run = tmp_path_factory.mktemp("ddp") / "R"
-    return torchrun(*AUTO, "--out", str(run)), run
+    return torchrun(*AUTO, "--out", str(run), dump=run.parent), run
 
 
-def test_ddp_search_cli(ddp_search_cli):
+def test_ddp_search_cli_keeps_alphas_and_convergence_decisions_identical_on_every_rank(ddp_search_cli):
     proc, run = ddp_search_cli
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("genotype:") == 1  # only rank 0 prints
-    assert (run / "genotype.json").exists() and (run / "alphas/epoch_002.pt").exists()
+    assert (run / "genotype.json").exists()
+    r0, r1 = torch.load(run.parent / "rank0.pt"), torch.load(run.parent / "rank1.pt")
+    saved = torch.load(run / "alphas/epoch_002.pt")
+    for kind in saved:
+        assert torch.equal(r0["alphas"][kind], r1["alphas"][kind]) and torch.equal(saved[kind], r0["alphas"][kind])
+    # `converge` decides on every rank alike: 6 steps per epoch and rank, a look every 3, decays after 3, 6 and 9
+    assert r0["decisions"] == r1["decisions"] == [(1, False), (3, True), (6, True), (9, True), (12, False)]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["decays"] == 3 and records[-1]["lr"] == pytest.approx(0.2 * 1e-3)  # 0.1 x 2 ranks, 3 decays
 
 
 def rank_1(pid: int) -> int:
@@ -80,11 +75,8 @@ def rank_1(pid: int) -> int:
 def checkpointed(run: Path, epoch: int) -> Callable[[int], bool]:
     """Ready once ``run``'s checkpoint is a step or more into epoch ``epoch`` (0-based)."""
     def ready(pid: int) -> bool:
-        try:
-            progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
-        except (OSError, RuntimeError, EOFError):
-            return False
-        return progress["epoch"] == epoch and progress["step"] >= 1
+        progress = checkpoint_progress(run)
+        return progress is not None and progress["epoch"] == epoch and progress["step"] >= 1
     return ready
 
 
@@ -106,13 +98,13 @@ def test_the_same_command_three_times_two_stopped_mid_epoch_ends_as_an_uninterru
     run = tmp_path / "R"
     for epoch, target in ((0, lambda pid: pid), (1, rank_1)):
         code, err = sigterm_group_when([*TORCHRUN, *AUTO, "--out", str(run)], tmp_path / f"stderr{epoch}.txt",
-                                       checkpointed(run, epoch), ENV, target)
+                                       checkpointed(run, epoch), env(tmp_path), target)
         stops = re.findall(rf"preempted: stopped at search epoch {epoch + 1}/2, step (\d+); .* --resume", err)
         assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
         progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
         assert (progress["epoch"], progress["step"]) == (epoch, int(stops[0])) and 1 <= progress["step"] < 6
         assert not (run / "genotype.json").exists()
-    proc = torchrun(*AUTO, "--out", str(run))
+    proc = torchrun(*AUTO, "--out", str(run), dump=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_final_alphas(run, ddp_search_cli[1])
     assert epochs_of(run) == [1, 2]
@@ -127,7 +119,7 @@ def test_a_rank_killed_mid_epoch_under_max_restarts_resumes_and_finishes_by_itse
     run, log = tmp_path / "R", tmp_path / "stderr.txt"
     with open(log, "w") as f:
         proc = subprocess.Popen([TORCHRUN[0], "--max-restarts", "1", *TORCHRUN[1:], *AUTO, "--out", str(run)],
-                                stdout=subprocess.DEVNULL, stderr=f, env=ENV, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=f, env=env(tmp_path), start_new_session=True)
     try:
         ready = checkpointed(run, 1)
         while proc.poll() is None and not ready(proc.pid):
@@ -151,7 +143,7 @@ def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeou
     run, log = tmp_path / "R", tmp_path / "stderr.txt"
     with open(log, "w") as f:
         proc = subprocess.Popen([*TORCHRUN, *AUTO, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=f,
-                                env={**ENV, "PVNAS_COLLECTIVE_TIMEOUT": "5"}, start_new_session=True)
+                                env=env(tmp_path, PVNAS_COLLECTIVE_TIMEOUT="5"), start_new_session=True)
     try:
         ready = checkpointed(run, 0)
         while proc.poll() is None and not ready(proc.pid):

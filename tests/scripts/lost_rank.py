@@ -17,10 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from processes import children, environment  # noqa: E402
+from processes import checkpoint_progress, children, environment  # noqa: E402
 
 
 def gone(pid: int) -> bool:
@@ -43,11 +41,9 @@ def main(how: str) -> dict:
     reader.start()
     try:
         while proc.poll() is None:
-            try:
-                if torch.load(out / "checkpoint.pt", weights_only=True)["progress"]["step"] >= 1:
-                    break
-            except (OSError, RuntimeError, EOFError):
-                pass
+            progress = checkpoint_progress(out)
+            if progress is not None and progress["step"] >= 1:
+                break
             time.sleep(0.02)
         ranks = {environment(pid).get("RANK"): pid for pid in children(proc.pid)}
         os.kill(ranks["1"], signal.SIGKILL if how == "kill" else signal.SIGSTOP)
