@@ -34,14 +34,14 @@ def target_run(tmp_path_factory):
 
 def test_a_target_search_derives_within_the_budget_and_logs_its_costs(target_run, capsys):
     genotype = Genotype.load(target_run / "genotype.json")
-    assert MACS.of(genotype) <= 0.0035e9
-    assert genotype.meta["budget"] == {"max_macs": 0.0035e9, "network": "tiny C=8 K=1 4x32x32 400 classes"}
+    assert 0.95 * 0.0035e9 <= MACS.of(genotype) <= 0.0035e9  # within the target, and spending it
+    assert genotype.meta["budget"] == {"max_macs": 0.0035e9, "network": "tiny C=8 K=1 4x32x32 400 classes", "spend": 0.95}
     assert type(Genotype.derive(torch.load(target_run / "alphas" / "epoch_002.pt"), {"budget": Budget([(MACS, 1e9)])})
                 .meta["budget"]) is dict  # plain data: YAML and JSON write it
     records = [json.loads(line) for line in (target_run / "metrics.jsonl").read_text().splitlines()]
     for r in records:  # beside the entropy, every epoch
         assert r["target_gflops"] == 0.0035 and "entropy_drop" in r and r["expected_gflops"] > 0
-        assert MACS.of(Genotype.from_dict(r["genotype"])) <= 0.0035e9
+        assert 0.95 * 0.0035e9 <= MACS.of(Genotype.from_dict(r["genotype"])) <= 0.0035e9
     plain = Genotype.derive(torch.load(target_run / "alphas" / "epoch_002.pt"))
     assert records[-1]["derived_gflops"] == pytest.approx(MACS.of(plain) / 1e9)
     # derive reproduces the run's genotype (its targets are the default budget); --max-* replace them

@@ -9,8 +9,8 @@ import torch
 
 from pvnas.errors import GenotypeError
 from pvnas.space.budget import Budget, BudgetError, CostTable, cheapest, front, genotype_score
-from pvnas.space.genotype import EDGES_PER_CELL, Genotype
-from pvnas.space.knapsack import pareto, solve
+from pvnas.space.genotype import EDGES_PER_CELL, CellGenotype, Genotype
+from pvnas.space.knapsack import pareto, solve, spend
 from pvnas.space.ops import CELL_KINDS, ops_for
 
 
@@ -100,6 +100,48 @@ def test_knapsack_equals_brute_force(seed):
             assert set(zip(states.costs[:, 0], states.scores)) == expect
 
 
+def _first_vertex_in_band(all_scores, all_costs, limit, floor):
+    """Brute force: along the upper hull of (cost, score) of what fits, from the best score (the cheaper of ties)
+    toward cost, the first vertex costing >= ``floor``; the best score where none does."""
+    fits = all_costs[:, 0] <= limit
+    top = {}
+    for c, s in zip(all_costs[fits, 0], all_scores[fits]):
+        top[c] = max(top.get(c, -np.inf), s)
+    best = max(top.values())
+    start = cur = (min(c for c, s in top.items() if s == best), best)
+    while cur[0] < floor:
+        right = [(c, s) for c, s in top.items() if c > cur[0]]
+        if not right:
+            return start
+        cur = max(right, key=lambda p: ((p[1] - cur[1]) / (p[0] - cur[0]), p[0]))  # the steepest, the farthest
+    return cur
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spending_a_budget_walks_to_the_first_hull_vertex_in_the_band(seed):
+    rng = np.random.default_rng(100 + seed)
+    cells, tilted = _reduced_space(rng, 3, (2, 3), 3, 1), 0
+    for cap in (None, 1):
+        all_scores, all_costs = _brute_force(cells, cap)
+        for q in (0.3, 0.6, 0.9):
+            limit = np.floor(all_costs.min() + q * (all_costs.max() - all_costs.min()))
+            for band in (0, 2, 5):
+                picks, costs, choices = spend(cells, cap, np.array([limit]), np.array([limit - band]))
+                cost, score = _first_vertex_in_band(all_scores, all_costs, limit, limit - band)
+                assert (costs[0], _score_of(cells, picks, choices)) == (cost, score), (cap, q, band)
+                tilted += cost != _first_vertex_in_band(all_scores, all_costs, limit, -np.inf)[0]
+    assert tilted >= 4  # (most of these bands are out of the best score's reach: the walk is what is tested)
+
+
+def _score_of(cells, picks, choices):
+    """The score of the choice ``picks`` (one per cell) indexes in ``choices``."""
+    total = 0.0
+    for (scores, _, _, rows), nodes, pick in zip(cells, choices, picks):
+        for (j1, o1, j2, o2), r in zip(nodes[pick], rows):
+            total += scores[r[j1], o1] + scores[r[j2], o2]
+    return total
+
+
 def _table(seed, metric="macs", fixed=1000.0):
     """Costs that depend on the edge and the op (stride-2 edges dearer in reduction cells), plus real ties."""
     g = torch.Generator().manual_seed(seed)
@@ -154,6 +196,40 @@ def test_no_budget_or_a_loose_one_gives_the_paper_rule_exactly():
             found = front(alphas, [table], max_param_free=cap)
             assert found.scores.max() == pytest.approx(genotype_score(plain, alphas), abs=1e-9)
             assert (np.diff(found.costs[:, 0]) > 0).all() and (np.diff(found.scores) > 0).all()
+
+
+def _one_op_changed(genotype):
+    """Every genotype that differs from ``genotype`` in the op of one kept edge."""
+    for kind, cell in genotype.cells.items():
+        for i, (op, j) in enumerate(cell.edges):
+            for other in ops_for(kind)[1:]:
+                if other != op:
+                    edges = cell.edges[:i] + ((other, j),) + cell.edges[i + 1 :]
+                    yield Genotype({**genotype.cells, kind: CellGenotype(edges)}, {})
+
+
+@pytest.mark.parametrize("cap", [None, 3])
+def test_a_budget_to_spend_lands_in_its_band_and_nothing_as_dear_scores_more(cap):
+    """A target search's budget (spend 0.95): alphas that favour cheap ops leave the best genotype within the limit
+    far under it; the tilted derivation lands in [95%, 100%], and no genotype that fits and costs as much or more
+    scores higher (the tilt's optimum: score + tilt x cost beats them all). A band out of reach leaves the best."""
+    table, noise = _table(1, fixed=10.0), _alphas(1)
+    alphas = {k: noise[k] - 0.5 * torch.tensor(table.ops[k]) for k in CELL_KINDS}
+    plain = Genotype.derive(alphas, max_param_free=cap)
+    for q in (1.3, 2.5):
+        most = q * table.of(plain)
+        assert Genotype.derive(alphas, max_param_free=cap, budget=Budget([(table, most)])) == plain  # far under
+        got = Genotype.derive(alphas, max_param_free=cap, budget=Budget([(table, most)], spend=0.95))
+        assert 0.95 * most <= table.of(got) <= most
+        assert cap is None or max(got.parameter_free_edges().values()) <= cap
+        dear = [g for g in _one_op_changed(got) if table.of(got) <= table.of(g) <= most
+                and (cap is None or max(g.parameter_free_edges().values()) <= cap)]
+        assert len(dear) > 10 and all(genotype_score(g, alphas) <= genotype_score(got, alphas) + 1e-9 for g in dear)
+    dearest = Genotype.derive({k: 10 * torch.tensor(table.ops[k]) for k in CELL_KINDS})
+    out_of_reach = Budget([(table, 2 * table.of(dearest))], spend=0.95)
+    assert Genotype.derive(alphas, max_param_free=cap, budget=out_of_reach) == plain
+    with pytest.raises(GenotypeError, match="spend must be in"):
+        Budget([(table, 100.0)], spend=1.5)
 
 
 def test_edge_weights_change_the_budgeted_derivation():

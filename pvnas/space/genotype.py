@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pvnas.errors import GenotypeError
-from pvnas.space.knapsack import Cell, Choice, solve
+from pvnas.space.knapsack import Cell, Choice, solve, spend
 from pvnas.space.ops import CELL_KINDS, CONV_OPS, PARAMETER_FREE, SPATIAL_OPS, TEMPORAL_OPS, ops_for
 
 FORMAT = "pvnas-genotype/1"
@@ -213,7 +213,7 @@ class Genotype:
         parameter-free edges is derived again as the highest-scoring choice within the cap; cells within it are
         the paper's rule unchanged. ``budget`` (docs/design.md, "Budgets"): where the result costs more than a
         limit, the genotype of largest score within every limit instead (exact; ties: the cheaper), or
-        :class:`BudgetError` naming the cheapest reachable cost.
+        :class:`BudgetError` naming the cheapest reachable cost; a budget with ``spend`` also spends it.
         """
         if max_param_free is not None and not 0 <= max_param_free <= 2 * NODES:
             raise GenotypeError(f"max_param_free must be in 0..{2 * NODES}, got {max_param_free}")
@@ -237,18 +237,19 @@ class Genotype:
                 cell = _capped_cell(weights, ops, max_param_free)
             cells[kind] = cell
         genotype = cls(cells, dict(meta or {}))
-        if budget is None or all(table.of(genotype) <= most for table, most in budget.limits):
+        if budget is None or budget.met(genotype):
             return genotype
-        states, choices = solve(_knapsack_cells(weights_of, [t for t, _ in budget.limits]), max_param_free,
-                                np.array([most - table.fixed for table, most in budget.limits], dtype=np.float64))
-        if not len(states.scores):
+        found = spend(_knapsack_cells(weights_of, [t for t, _ in budget.limits]), max_param_free,
+                      np.array([most - table.fixed for table, most in budget.limits], dtype=np.float64),
+                      np.array([(budget.spend or 0.0) * most - table.fixed for table, most in budget.limits]))
+        if found is None:
             low = cheapest([t for t, _ in budget.limits], max_param_free)
             wanted = ", ".join(_amount(t.metric, most) for t, most in budget.limits)
             within = "" if max_param_free is None else f" with at most {max_param_free} parameter-free edges per cell"
             raise BudgetError(f"no genotype fits {wanted}: the cheapest reachable network{within} costs "
                               + ", ".join(_amount(k, v) for k, v in low.items()), low)
-        best = int(np.lexsort((states.costs[:, 0], -states.scores))[0])  # largest score, then the cheaper
-        return _from_choices([choices[c][states.picks[best, c]] for c in range(len(CELL_KINDS))], meta)
+        picks, _, choices = found
+        return _from_choices([choices[c][picks[c]] for c in range(len(CELL_KINDS))], meta)
 
     @classmethod
     def random(cls, seed: int, min_conv: int = 0, meta: Mapping[str, Any] | None = None) -> "Genotype":
@@ -321,14 +322,26 @@ class Budget(dict):  # type: ignore[type-arg]
     """Limits on a network's costs for :meth:`Genotype.derive`: ``limits`` pairs a cost table (anything with
     ``metric``, ``fixed``, ``ops`` per kind and ``of(genotype)``, e.g. :class:`pvnas.space.budget.CostTable`) with
     the most it may reach. As a mapping it is what a genotype's meta records: ``{"max_<metric>": most, ...}`` and
-    the ``network`` the tables describe."""
+    the ``network`` the tables describe.
 
-    def __init__(self, limits: Sequence[tuple[Any, float]], network: str = "") -> None:
-        super().__init__({f"max_{t.metric}": float(most) for t, most in limits}, **({"network": network} if network else {}))
+    ``spend`` (a target search's budget: 0.95): a derivation that would cost under that share of a limit spends it
+    (:func:`pvnas.space.knapsack.spend`): of the genotypes in the band, the one a tilt of the score toward cost
+    picks first, not always the one of largest score; where none is reachable, the best within."""
+
+    def __init__(self, limits: Sequence[tuple[Any, float]], network: str = "", spend: float | None = None) -> None:
+        if spend is not None and not 0 < spend <= 1:
+            raise GenotypeError(f"a budget's spend must be in (0, 1], got {spend}")
+        super().__init__({f"max_{t.metric}": float(most) for t, most in limits}, **({"network": network} if network else {}),
+                         **({"spend": float(spend)} if spend is not None else {}))
         self.limits = tuple((t, float(most)) for t, most in limits)
+        self.spend = spend
+
+    def met(self, genotype: "Genotype") -> bool:
+        """Within every limit, and (with ``spend``) costing at least that share of each."""
+        return all((self.spend or 0.0) * most <= table.of(genotype) <= most for table, most in self.limits)
 
     def __reduce__(self) -> Any:  # copy and pickle keep the tables
-        return (Budget, (self.limits, self.get("network", "")))
+        return (Budget, (self.limits, self.get("network", ""), self.spend))
 
 
 def _knapsack_cells(weights: Mapping[str, torch.Tensor], tables: Sequence[Any]) -> list[Cell]:

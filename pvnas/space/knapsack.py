@@ -133,3 +133,61 @@ def solve(cells: Sequence[Cell], cap: int | None, limits: np.ndarray | None = No
         room = None if limits is None else limits - np.sum([np.zeros(d)] + floors[i + 1 :], axis=0)
         states = _combine(states, cell_states, None, room)
     return states, [nodes for _, nodes in fronts]
+
+
+def best(states: States) -> int:
+    """The state of largest score, then the cheaper (costs in order), then the first."""
+    return int(np.lexsort((states.costs[:, 0], -states.scores))[0])
+
+
+MAX_TILT = 1e6  # the tilt :func:`spend` goes up to: a cost term a million times the score, the dearest choice within
+
+
+@dataclass
+class _Vertex:
+    """The choice a solve at some tilt picks: its picks (into that solve's node choices) and costs, its untilted
+    score, its costs as summed shares."""
+
+    picks: np.ndarray
+    costs: np.ndarray
+    score: float
+    weight: float
+    choices: list[list[list[Choice]]]
+
+    def value(self, tilt: float) -> float:
+        return self.score + tilt * self.weight
+
+
+def spend(cells: Sequence[Cell], cap: int | None, limits: np.ndarray, floors: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, list[list[list[Choice]]]] | None:
+    """A budget to spend: the choice within ``limits`` of largest score, or where that costs less than ``floors``
+    on some metric, the choice of largest score + tilt x (its costs as shares of ``limits``, summed) for the smallest
+    tilt that reaches every floor: of the upper hull of (cost, score), the first vertex in the band, found exactly by
+    walking the hull between the tilts 0 and :data:`MAX_TILT` (each step a solve at the tilt where two known vertices
+    tie; exact for one metric, a walk along the summed shares for several). Where no tilt reaches the floors, the
+    choice of largest score. Returns (picks, costs) of the choice and the cells' node choices, or None if nothing fits."""
+    shares = 1.0 / np.maximum(np.abs(limits), 1e-300)
+
+    def at(tilt: float) -> _Vertex | None:
+        tilted = [(sc + tilt * np.tensordot(shares, co, axes=1), co, fr, ro) for sc, co, fr, ro in cells] if tilt else cells
+        states, choices = solve(tilted, cap, limits)
+        if not len(states.scores):
+            return None
+        i = best(states)
+        weight = float(shares @ states.costs[i])
+        return _Vertex(states.picks[i], states.costs[i], float(states.scores[i]) - tilt * weight, weight, choices)
+
+    low = at(0.0)
+    if low is None:
+        return None
+    high = None if (low.costs >= floors).all() else at(MAX_TILT)
+    if high is None or not (high.costs >= floors).all():
+        return low.picks, low.costs, low.choices
+    while high.weight > low.weight:
+        tilt = (low.score - high.score) / (high.weight - low.weight)  # where the two tie
+        mid = at(tilt)
+        assert mid is not None
+        if mid.value(tilt) <= max(low.value(tilt), high.value(tilt)) + 1e-12 * (1 + abs(mid.value(tilt))):
+            break  # nothing between them: ``high`` is the next vertex after ``low``
+        low, high = (low, mid) if (mid.costs >= floors).all() else (mid, high)
+    return high.picks, high.costs, high.choices

@@ -4,8 +4,9 @@ exact cost of the genotype derived at that moment: above the target it pushes th
 below it it does nothing, further below it pushes up (a budget left unspent is accuracy left unspent). Soft
 penalties alone miss their targets (ProxylessNAS in NNI drifted from a 1,000 ms reference to ~7,000 ms); here every
 derivation of the search (per epoch and at its end) is the exact budgeted one (:meth:`Genotype.derive` with a
-:class:`~pvnas.space.genotype.Budget`), so the genotype never exceeds the target, and the term only decides how
-much alpha score the budget costs.
+:class:`~pvnas.space.genotype.Budget`), so the genotype never exceeds the target, and spends it: one that would cost
+under 95% of the target tilts its score toward cost until it lands in the band (where the space allows). The term
+decides how much alpha score the budget costs.
 
 The expected cost is the fixed part plus, per edge, the chance that the edge is kept (2 of a node's inputs: 2 / its
 inputs, or twice the PC-DARTS edge weight) times the mean of its ops' costs under softmax(alpha) over the ops a
@@ -129,7 +130,7 @@ class _Target(Remedy):
     def derive_options(self) -> dict[str, Any]:
         """Every target of the search as one budget (each target remedy answers the same, so they combine)."""
         targets = remedies_of_targets(self.cfg)
-        return {"budget": Budget([(t.table(), t.limit()) for t in targets], targets[0].network())}
+        return {"budget": Budget([(t.table(), t.limit()) for t in targets], targets[0].network(), spend=1 - BAND)}
 
 
 class TargetGflops(_Target):
@@ -201,7 +202,7 @@ def run_budget(search: dict[str, Any]) -> Budget | None:
         targets = remedies_of_targets(cfg)
     except PvnasError as exc:
         raise ConfigError(f"config.yaml: search: {exc}") from None
-    return Budget([(t.table(), t.limit()) for t in targets], targets[0].network()) if targets else None
+    return Budget([(t.table(), t.limit()) for t in targets], targets[0].network(), spend=1 - BAND) if targets else None
 
 
 def budget_of(search: dict[str, Any], gflops: float | None = None, params: float | None = None, ms: float | None = None,
