@@ -10,12 +10,27 @@ from pvnas.errors import ConfigError, DataError
 from pvnas.estimate.project import project_search
 
 
+_COUNTED: dict[tuple, tuple[float, float]] = {}
+
+
 @pytest.fixture(autouse=True)
-def few_timed_steps(monkeypatch):
-    """The command's answers, not its precision: 3 timed steps instead of a 30 s budget's worth."""
+def quick_estimates(monkeypatch):
+    """The command's answers, not its precision: 3 timed steps instead of a 30 s budget's worth, and the activations
+    of the tiny supernet counted once for this file (~3 s a count on fake tensors; later calls with other class
+    counts get the first count, a few logits off). The count's own tests: test_estimate_step.py."""
+    import pvnas.estimate.search as search
     import pvnas.estimate.step as step
 
+    real = search.counted_activations_mb
+
+    def counted_once(build, clip, device, amp_dtype=None):
+        key = (tuple(clip), str(device), amp_dtype)
+        if key not in _COUNTED:
+            _COUNTED[key] = real(build, clip, device, amp_dtype)
+        return _COUNTED[key]
+
     monkeypatch.setattr(step, "MAX_TIMED_STEPS", 3)
+    monkeypatch.setattr(search, "counted_activations_mb", counted_once)
 
 
 def test_estimate_projection_arithmetic():

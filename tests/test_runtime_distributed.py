@@ -89,52 +89,51 @@ def assert_same_final_alphas(run: Path, straight: Path) -> None:
     assert done.keys() == ref.keys() and all(torch.equal(done[k], ref[k]) for k in ref)
 
 
-def test_the_same_command_three_times_two_stopped_mid_epoch_ends_as_an_uninterrupted_run(ddp_search_cli, tmp_path):
-    """(a) A requeued job reruns its one command line. Stopped mid-epoch twice by a SIGTERM to a process group:
-    first torchrun's (`timeout torchrun ...`, SLURM: it forwards the signal to each rank's group, loader workers
-    included), then rank 1's alone (a preempted node signals its own ranks). Either way the ranks agree on the
-    step to stop after and rank 0 checkpoints it; the third start finishes with bit-identical alphas, each epoch
-    once in metrics.jsonl and both restarts in config.yaml."""
+class KilledThenReady:
+    """For `sigterm_group_when` under `torchrun --max-restarts 1`: once the checkpoint is a step into epoch 2, SIGKILL
+    rank 1 (as the OOM killer would); ready once the group torchrun started again has checkpointed 2 steps past it."""
+
+    def __init__(self, run: Path) -> None:
+        self.run, self.killed_at = run, None
+
+    def __call__(self, pid: int) -> bool:
+        progress = checkpoint_progress(self.run)
+        if progress is None or progress["epoch"] != 1 or progress["step"] < 1:
+            return False
+        if self.killed_at is None:
+            os.kill(rank_1(pid), signal.SIGKILL)
+            self.killed_at = progress["step"]
+        return progress["step"] >= self.killed_at + 2
+
+
+def test_the_same_command_three_times_stopped_killed_and_stopped_ends_as_an_uninterrupted_run(ddp_search_cli, tmp_path):
+    """A requeued job reruns its one command line. (1) Stopped mid-epoch 1 by a SIGTERM to torchrun's process group
+    (`timeout torchrun ...`, SLURM: it forwards the signal to each rank's group, loader workers included). (2) Under
+    `torchrun --max-restarts 1`, rank 1 SIGKILLed in epoch 2: rank 0 leaves at once with one line (its peer's
+    sockets close), torchrun starts the group again, which resumes from the last checkpoint; then that group's rank 1
+    alone gets a SIGTERM (a preempted node signals its own ranks). Each SIGTERM: the ranks agree on the step to stop
+    after and rank 0 checkpoints it. (3) The third start finishes with bit-identical alphas, each epoch once in
+    metrics.jsonl and all three restarts in config.yaml."""
     run = tmp_path / "R"
-    for epoch, target in ((0, lambda pid: pid), (1, rank_1)):
-        code, err = sigterm_group_when([*TORCHRUN, *AUTO, "--out", str(run)], tmp_path / f"stderr{epoch}.txt",
-                                       checkpointed(run, epoch), env(tmp_path), target)
+    restartable = [TORCHRUN[0], "--max-restarts", "1", *TORCHRUN[1:]]
+    killed = KilledThenReady(run)
+    for epoch, cmd, ready, target in ((0, TORCHRUN, checkpointed(run, 0), lambda pid: pid),
+                                      (1, restartable, killed, rank_1)):
+        code, err = sigterm_group_when([*cmd, *AUTO, "--out", str(run)], tmp_path / f"stderr{epoch}.txt", ready,
+                                       env(tmp_path), target)
         stops = re.findall(rf"preempted: stopped at search epoch {epoch + 1}/2, step (\d+); .* --resume", err)
         assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
         progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
         assert (progress["epoch"], progress["step"]) == (epoch, int(stops[0])) and 1 <= progress["step"] < 6
         assert not (run / "genotype.json").exists()
+    assert err.count("lost a process of the group") == 1  # rank 0's one line after the SIGKILL, not a hang
     proc = torchrun(*AUTO, "--out", str(run), dump=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_final_alphas(run, ddp_search_cli[1])
     assert epochs_of(run) == [1, 2]
     restarts = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
-    assert [(r["from"], r["epoch"]) for r in restarts] == [("checkpoint", 0), ("checkpoint", 1)]
-
-
-def test_a_rank_killed_mid_epoch_under_max_restarts_resumes_and_finishes_by_itself(ddp_search_cli, tmp_path):
-    """(b) SIGKILL to rank 1 in epoch 2, as the OOM killer would: rank 0 leaves at once (its peer's sockets
-    close), torchrun restarts the group, which resumes from the last checkpoint and finishes: the alphas of the
-    uninterrupted run, each epoch once in metrics.jsonl."""
-    run, log = tmp_path / "R", tmp_path / "stderr.txt"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([TORCHRUN[0], "--max-restarts", "1", *TORCHRUN[1:], *AUTO, "--out", str(run)],
-                                stdout=subprocess.DEVNULL, stderr=f, env=env(tmp_path), start_new_session=True)
-    try:
-        ready = checkpointed(run, 1)
-        while proc.poll() is None and not ready(proc.pid):
-            time.sleep(0.02)
-        ranks = {environment(pid).get("RANK"): pid for pid in children(proc.pid)}
-        os.kill(ranks["1"], signal.SIGKILL)
-        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert "lost a process of the group" in log.read_text()  # rank 0's one line, not a hang
-    assert_same_final_alphas(run, ddp_search_cli[1])
-    assert epochs_of(run) == [1, 2]
-    [restart] = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
-    assert (restart["from"], restart["epoch"]) == ("checkpoint", 1) and restart["step"] >= 1
+    assert [(r["from"], r["epoch"]) for r in restarts] == [("checkpoint", 0), ("checkpoint", 1), ("checkpoint", 1)]
+    assert 1 <= restarts[1]["step"] <= killed.killed_at + 1 < restarts[2]["step"] == progress["step"]
 
 
 def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeout(tmp_path):

@@ -46,9 +46,15 @@ def test_plot_command_writes_valid_pngs(tiny_run, capsys):
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
 
 
-def test_report_is_self_contained_html_with_genotype(tiny_run):
+@pytest.fixture(scope="module")
+def report_page(tiny_run) -> str:
+    """`pvnas report` of the tiny run, once for the tests that read it (~3 s a report)."""
     assert main(["report", str(tiny_run)]) == 0
-    page = (tiny_run / "report.html").read_text()
+    return (tiny_run / "report.html").read_text()
+
+
+def test_report_is_self_contained_html_with_genotype(tiny_run, report_page):
+    page = report_page
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     genotype = Genotype.load(tiny_run / "genotype.json")
     for line in genotype.describe().splitlines():
@@ -133,9 +139,8 @@ def test_search_verdict_says_whether_the_alphas_moved_and_collapsed():
     assert search_verdict(search_records([mixed], [[]], ["g"]))["undecided"] == ["T-NC"]
 
 
-def test_report_shows_the_search_verdict_and_the_derived_networks_cost(tiny_run):
-    assert main(["report", str(tiny_run)]) == 0
-    page = (tiny_run / "report.html").read_text()
+def test_report_shows_the_search_verdict_and_the_derived_networks_cost(tiny_run, report_page):
+    page = report_page
     assert "<h3>Verdict</h3>" in page and "The alphas" in page
     classes = yaml.safe_load((tiny_run / "config.yaml").read_text())["classes"]
     model = network_from_config(Genotype.load(tiny_run / "genotype.json"), NETWORK_PRESETS["tiny"], len(classes))
