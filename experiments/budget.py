@@ -235,7 +235,9 @@ def check_study(args: argparse.Namespace) -> None:
                     for _, _, g, b in genotypes for r in plain.retrain_seeds]
 
         searches = run_units(args.jobs, 1, [(search_unit, data, s, plain, runs / f"search_plain_s{s}") for s in args.seeds])
-        top = statistics.fmean(macs.of(Genotype.from_dict(r["genotype"])) for r in searches)
+        setting = args.budget_seeds or args.seeds  # (an extended study keeps the budgets of its first seeds)
+        top = statistics.fmean(macs.of(Genotype.from_dict(r["genotype"])) for s, r in zip(args.seeds, searches)
+                               if s in setting)
         budgets = [low + f * (top - low) for f in args.fractions]
         genotypes: list[tuple[str, float, dict[str, Any], Any]] = []  # (variant, budget, genotype, study budget)
         for budget in budgets:
@@ -369,6 +371,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     y.add_argument("--tasks", nargs="+", default=["appearance", "order"], help="the first: the tuning task")
     y.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     y.add_argument("--fractions", type=float, nargs="+", default=[1 / 3, 2 / 3])
+    y.add_argument("--budget-seeds", type=int, nargs="+",
+                   help="the plain searches whose mean cost sets the budgets (default: all of --seeds; to add seeds to "
+                        "a study at its budgets, give its first seeds)")
     y.add_argument("--randoms", type=int, default=5)
     y.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1])
     y.add_argument("--epochs", type=int, help="retrain epochs (default: the suite's 30)")
