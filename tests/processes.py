@@ -24,8 +24,11 @@ def children(pid: int) -> list[int]:
 
 
 def environment(pid: int) -> dict[str, str]:
-    """The environment ``pid`` started with."""
-    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    """The environment ``pid`` started with (empty once it is gone: a child listed a moment ago may have exited)."""
+    try:
+        pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return {}
     return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
 

@@ -90,50 +90,61 @@ def assert_same_final_alphas(run: Path, straight: Path) -> None:
 
 
 class KilledThenReady:
-    """For `sigterm_group_when` under `torchrun --max-restarts 1`: once the checkpoint is a step into epoch 2, SIGKILL
-    rank 1 (as the OOM killer would); ready once the group torchrun started again has checkpointed 2 steps past it."""
+    """For `sigterm_group_when` under `torchrun --max-restarts 1`, resuming a run stopped at ``resumed`` (epoch 1):
+    at its first checkpoint past that, SIGKILL rank 1 (as the OOM killer would); ready once the group torchrun started
+    again has a rank 1 and the run's checkpoint is a step into epoch 2, a whole epoch later, so the stop that follows
+    always falls inside epoch 2."""
 
-    def __init__(self, run: Path) -> None:
-        self.run, self.killed_at = run, None
+    def __init__(self, run: Path, resumed: tuple[int, int]) -> None:
+        self.run, self.resumed, self.killed = run, resumed, None
 
     def __call__(self, pid: int) -> bool:
         progress = checkpoint_progress(self.run)
-        if progress is None or progress["epoch"] != 1 or progress["step"] < 1:
+        if progress is None or (progress["epoch"], progress["step"]) <= self.resumed:
             return False
-        if self.killed_at is None:
-            os.kill(rank_1(pid), signal.SIGKILL)
-            self.killed_at = progress["step"]
-        return progress["step"] >= self.killed_at + 2
+        if self.killed is None:
+            self.killed = rank_1(pid), (progress["epoch"], progress["step"])
+            os.kill(self.killed[0], signal.SIGKILL)
+            return False
+        ranks = [p for p in children(pid) if environment(p).get("RANK") == "1" and p != self.killed[0]]
+        return bool(ranks) and progress["epoch"] == 1 and progress["step"] >= 1
 
 
 def test_the_same_command_three_times_stopped_killed_and_stopped_ends_as_an_uninterrupted_run(ddp_search_cli, tmp_path):
     """A requeued job reruns its one command line. (1) Stopped mid-epoch 1 by a SIGTERM to torchrun's process group
     (`timeout torchrun ...`, SLURM: it forwards the signal to each rank's group, loader workers included). (2) Under
-    `torchrun --max-restarts 1`, rank 1 SIGKILLed in epoch 2: rank 0 leaves at once with one line (its peer's
-    sockets close), torchrun starts the group again, which resumes from the last checkpoint; then that group's rank 1
-    alone gets a SIGTERM (a preempted node signals its own ranks). Each SIGTERM: the ranks agree on the step to stop
-    after and rank 0 checkpoints it. (3) The third start finishes with bit-identical alphas, each epoch once in
-    metrics.jsonl and all three restarts in config.yaml."""
+    `torchrun --max-restarts 1`, rank 1 SIGKILLed a step after resuming: rank 0 leaves at once with one line (its
+    peer's sockets close), torchrun starts the group again, which resumes from the last checkpoint; then in epoch 2
+    that group's rank 1 alone gets a SIGTERM (a preempted node signals its own ranks). Each SIGTERM: the ranks agree
+    on the step to stop after and rank 0 checkpoints it. (3) The third start finishes with bit-identical alphas,
+    each epoch once in metrics.jsonl and all three restarts in config.yaml."""
     run = tmp_path / "R"
-    restartable = [TORCHRUN[0], "--max-restarts", "1", *TORCHRUN[1:]]
-    killed = KilledThenReady(run)
-    for epoch, cmd, ready, target in ((0, TORCHRUN, checkpointed(run, 0), lambda pid: pid),
-                                      (1, restartable, killed, rank_1)):
-        code, err = sigterm_group_when([*cmd, *AUTO, "--out", str(run)], tmp_path / f"stderr{epoch}.txt", ready,
-                                       env(tmp_path), target)
-        stops = re.findall(rf"preempted: stopped at search epoch {epoch + 1}/2, step (\d+); .* --resume", err)
-        assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
-        progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
-        assert (progress["epoch"], progress["step"]) == (epoch, int(stops[0])) and 1 <= progress["step"] < 6
-        assert not (run / "genotype.json").exists()
+    code, err = sigterm_group_when([*TORCHRUN, *AUTO, "--out", str(run)], tmp_path / "stderr0.txt",
+                                   checkpointed(run, 0), env(tmp_path))
+    first = assert_stopped_mid_epoch(run, 0, code, err)
+    killed = KilledThenReady(run, (0, first))
+    code, err = sigterm_group_when([TORCHRUN[0], "--max-restarts", "1", *TORCHRUN[1:], *AUTO, "--out", str(run)],
+                                   tmp_path / "stderr1.txt", killed, env(tmp_path), rank_1)
+    second = assert_stopped_mid_epoch(run, 1, code, err)
     assert err.count("lost a process of the group") == 1  # rank 0's one line after the SIGKILL, not a hang
     proc = torchrun(*AUTO, "--out", str(run), dump=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_final_alphas(run, ddp_search_cli[1])
     assert epochs_of(run) == [1, 2]
-    restarts = yaml.safe_load((run / "config.yaml").read_text())["restarts"]
-    assert [(r["from"], r["epoch"]) for r in restarts] == [("checkpoint", 0), ("checkpoint", 1), ("checkpoint", 1)]
-    assert 1 <= restarts[1]["step"] <= killed.killed_at + 1 < restarts[2]["step"] == progress["step"]
+    restarts = [(r["from"], r["epoch"], r["step"]) for r in yaml.safe_load((run / "config.yaml").read_text())["restarts"]]
+    assert restarts[0] == ("checkpoint", 0, first) and restarts[2] == ("checkpoint", 1, second)
+    assert restarts[1][0] == "checkpoint" and (0, first) < restarts[1][1:] < (1, second)  # torchrun's restart
+
+
+def assert_stopped_mid_epoch(run: Path, epoch: int, code: int, err: str) -> int:
+    """Both ranks said they stopped after the same step of ``epoch`` (0-based), inside it, and rank 0 checkpointed
+    it; the step."""
+    stops = re.findall(rf"preempted: stopped at search epoch {epoch + 1}/2, step (\d+); .* --resume", err)
+    assert code != 0 and len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # torchrun itself exits 1
+    progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+    assert (progress["epoch"], progress["step"]) == (epoch, int(stops[0])) and 1 <= progress["step"] < 6
+    assert not (run / "genotype.json").exists()
+    return progress["step"]
 
 
 def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeout(tmp_path):
