@@ -65,6 +65,7 @@ class _Target(Remedy):
         super().__init__(value, cfg)
         self._table: CostTable | None = None
         self._costs: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self.check_reachable()
 
     def check_reachable(self) -> None:
         """Refuse, before the search runs, a target no genotype of the space reaches (within the cap)."""
@@ -139,19 +140,11 @@ class TargetGflops(_Target):
             "flops): an expected-cost term in the alpha loss, and every derivation within it (exact).")
     metric, unit, scale = "macs", "gflops", 1e9
 
-    def __init__(self, value: Value, cfg: SearchConfig) -> None:
-        super().__init__(value, cfg)
-        self.check_reachable()
-
 
 class TargetParams(_Target):
     name = "target_params"
     help = "Aim the search at this many parameters of the retrained network (as --target-gflops)."
     metric, unit, scale = "params", "params", 1.0
-
-    def __init__(self, value: Value, cfg: SearchConfig) -> None:
-        super().__init__(value, cfg)
-        self.check_reachable()
 
 
 class TargetMs(_Target):
@@ -171,16 +164,16 @@ class TargetMs(_Target):
         except ValueError:
             return False
 
-    def __init__(self, value: Value, cfg: SearchConfig) -> None:
-        super().__init__(value, cfg)
-        ms, _, path = str(value).partition(":")
-        self.ms, self._table = float(ms), CostTable.load(Path(path))
-        if self._table.metric != "ms":
-            raise ConfigError(f"--target-ms: {path} is a {self._table.metric} table, not a `pvnas latency` one")
-        self.check_reachable()
+    def table(self) -> CostTable:
+        if self._table is None:
+            path = str(self.value).partition(":")[2]
+            self._table = CostTable.load(Path(path))
+            if self._table.metric != "ms":
+                raise ConfigError(f"--target-ms: {path} is a {self._table.metric} table, not a `pvnas latency` one")
+        return self._table
 
     def limit(self) -> float:
-        return self.ms
+        return float(str(self.value).partition(":")[0])
 
     def network(self) -> str:
         meta = self.table().meta
