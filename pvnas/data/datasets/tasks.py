@@ -14,7 +14,7 @@ from pvnas.data.datasets.generated import cache_dir, ensure_tree
 from pvnas.data.generators.task_suite import FPS, get_task, render_clip
 from pvnas.errors import ConfigError
 
-VERSION = 2  # bump when a task's generator or size changes: a new cache directory
+VERSION = 3  # bump when a task's generator or size changes: a new cache directory
 VIDEO_OPTIONS = {"pix_fmt": "yuv444p", "crf": 12}
 
 
