@@ -16,7 +16,8 @@ import torch
 from pvnas.config import ClipConfig
 from pvnas.data import build_dataset
 from pvnas.data.datasets.video import VideoDataset
-from pvnas.data.loader import TAKES_STOP_SIGNALS, build_loader
+from pvnas.data.decode.pyav import PyAVDecoder
+from pvnas.data.loader import TAKES_STOP_SIGNALS, CachedItems, build_loader
 
 CLIP = ClipConfig(frames=4, window_seconds=0.32, crop=32, scale=(32, 40), test_clips=2, test_crops=3)
 
@@ -83,6 +84,42 @@ def test_all_bad_batch_is_empty_not_an_error(generated_videos, bad_videos):
     loader = build_loader(ds, 1, shuffle=False, seed=0)
     batches = list(loader)
     assert batches[1].clips.numel() == 0 and len(batches[1].skipped) == 1
+
+
+class CountingDecoder(PyAVDecoder):
+    """Counts the reads of each file (in this process: a worker's counts stay in the worker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def read(self, path, indices):
+        self.reads[str(path)] = self.reads.get(str(path), 0) + 1
+        return super().read(path, indices)
+
+
+def test_cached_items_decode_each_video_once_and_equal_a_fresh_load(generated_videos, bad_videos):
+    names = ["h264_bframes.mp4", "h264.mkv", "vp9.webm", "mpeg4.avi", "low_fps_5.mp4"]
+    samples = [(str(generated_videos[n]), i % 2) for i, n in enumerate(names)] + [(str(bad_videos["empty.mp4"]), 0)]
+    fresh = VideoDataset(samples, ["a", "b"], CLIP, views="single")
+    expected = _epochs(build_loader(fresh, 2, shuffle=False, seed=0), 1)[0]
+    one_clip = fresh[0][0].nbytes
+    for workers in (0, 2):
+        decoder = CountingDecoder()
+        ds = VideoDataset(samples, ["a", "b"], CLIP, views="single", decoder=decoder)
+        cached = CachedItems(ds, max_bytes=3 * one_clip)
+        loader = build_loader(cached, 2, shuffle=False, seed=0, workers=workers)
+        for epoch in _epochs(loader, 3):
+            assert len(epoch) == len(expected)
+            for (c0, l0, i0), (c1, l1, i1) in zip(expected, epoch):
+                assert torch.equal(c0, c1) and torch.equal(l0, l1) and torch.equal(i0, i1)
+        assert loader.skip_count == 3  # a damaged file is skipped every epoch, as without the cache
+    decoder = CountingDecoder()
+    cached = CachedItems(VideoDataset(samples, ["a", "b"], CLIP, views="single", decoder=decoder), 3 * one_clip)
+    _epochs(build_loader(cached, 2, shuffle=False, seed=0), 3)
+    reads = [decoder.reads.get(p, 0) for p, _ in samples]
+    assert reads == [1, 1, 1, 3, 3, 0]  # the first three fit under the cap; the bad file fails before reading
+    assert sorted(cached.items) == [0, 1, 2, 5] and cached.bytes == 3 * one_clip
 
 
 @pytest.mark.skipif(not TAKES_STOP_SIGNALS, reason="Linux only: elsewhere workers keep torch's signal handling")

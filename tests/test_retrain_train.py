@@ -1,6 +1,7 @@
 """Retraining: schedule defaults per dataset, lr curve, a real 1-epoch run directory, resume."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,7 +9,9 @@ import yaml
 
 from pvnas.config import NETWORK_PRESETS, RunOptions, override
 from pvnas.retrain.modelfile import load_model
-from pvnas.retrain.train import resolve_schedule, run_train
+import pvnas.retrain.train as train_module
+from pvnas.retrain.train import resolve_schedule, run_train, validation_loader
+from pvnas.runtime.distributed import DistEnv
 from pvnas.lr_schedules import train_lr
 from pvnas.errors import ConfigError
 from pvnas.space.genotype import Genotype
@@ -93,6 +96,33 @@ def test_resume_extends_a_run_and_refuses_a_different_config(one_epoch, tmp_path
     records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["drop_path"] == pytest.approx(0.05)  # DARTS ramp: 0.1 * epoch / epochs
+
+
+def test_validation_loads_each_video_once_over_epochs(monkeypatch):
+    """Centre views are the same every epoch: the second epoch's validation reads nothing (same batches)."""
+    loads = []
+
+    class Counted:
+        def __init__(self, dataset):
+            self.dataset, self.classes = dataset, dataset.classes
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def __getitem__(self, key):
+            loads.append(key[0] if isinstance(key, tuple) else key)
+            return self.dataset[key]
+
+    build = train_module.build_dataset
+    monkeypatch.setattr(train_module, "build_dataset", lambda *a, **k: Counted(build(*a, **k)))
+    run = SimpleNamespace(env=DistEnv(), note_files=lambda split, dataset: None)
+    loader = validation_loader(DATA, TINY, build(DATA, "val", TINY.clip).classes, run)
+    epochs = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        epochs.append([(b.clips, b.indices) for b in loader])
+    assert len(loads) == TINY.val_videos and len(set(loads)) == TINY.val_videos
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*epochs))
 
 
 def test_model_file_errors_name_the_file(tmp_path, one_epoch):

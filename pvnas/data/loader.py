@@ -70,6 +70,35 @@ def collate(items: Sequence[Item]) -> Batch:
     return Batch(clips, labels, indices, bad)
 
 
+class CachedItems:
+    """Keeps a dataset's items in memory after their first load, up to ``max_bytes`` of clips (later items are
+    loaded each time): validating every epoch then decodes each video once.
+
+    Only for items that do not depend on the sample seed (``views="single"`` or ``"multi"``): the cache is keyed
+    by the index alone. Each loader worker holds its own cache (its share of a persistent loader's batches).
+    """
+
+    def __init__(self, dataset: ClipDataset, max_bytes: int) -> None:
+        self.dataset, self.max_bytes = dataset, max_bytes
+        self.classes = dataset.classes
+        self.items: dict[int, Item] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        index = key[0] if isinstance(key, tuple) else key
+        if (item := self.items.get(index)) is not None:
+            return item
+        item = self.dataset[key]
+        size = 0 if isinstance(item, Skipped) else item[0].nbytes
+        if self.bytes + size <= self.max_bytes:
+            self.items[index] = item
+            self.bytes += size
+        return item
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of one sample's randomness: a function of (run seed, epoch, index) only.
 

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from pvnas.config import NetworkConfig, RunOptions, override, to_dict
 from pvnas.data import build_dataset
-from pvnas.data.loader import ClipDataset, Item, VideoLoader, build_loader
+from pvnas.data.loader import CachedItems, ClipDataset, Item, VideoLoader, build_loader
 from pvnas.retrain.diagnose import blind_to_motion, check_epochs, diagnose, early_check
 from pvnas.runtime.distributed import DistEnv, average_gradients, broadcast_module, check_same_on_all_ranks
 from pvnas.runtime.device import autocast, compiled, cuda_layout, to_device
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"kinetics": (196, 36), "ssv2": (196, 36), "ucf101": (128, 16),
                                                  "hmdb51": (128, 16)}
 DEFAULT_SCHEDULE = DATASET_SCHEDULES["kinetics"]
+VAL_CACHE_BYTES = 2 << 30  # validation clips kept in memory across epochs (float32: ~200 views of 16x224x224)
 
 
 def resolve_schedule(cfg: NetworkConfig, data: str, epochs: int | None = None) -> NetworkConfig:
@@ -124,15 +125,17 @@ def validation_subset(dataset: ClipDataset, size: int) -> ClipDataset:
 
 def validation_loader(data: str, cfg: NetworkConfig, classes: list[str], run: Run) -> VideoLoader | None:
     """The single-view loader over ``cfg.val_videos`` validation videos (None without validation); the files of
-    the validation split go into config.yaml's ``data_files``."""
+    the validation split go into config.yaml's ``data_files``. Centre views are the same every epoch, so the
+    first :data:`VAL_CACHE_BYTES` of them stay in memory (on a small split, validation stops decoding)."""
     if cfg.val_videos == 0:
         return None
     val_set = build_dataset(data, "val", cfg.clip, seed=cfg.seed, views="single")
     if list(val_set.classes) != classes:
         raise DataError(f"--data {data}: the val split's classes differ from the train split's")
     run.note_files("val", val_set)
-    return build_loader(validation_subset(val_set, cfg.val_videos), cfg.batch_size, shuffle=False, seed=cfg.seed,
-                        workers=cfg.workers, rank=run.env.rank, world=run.env.world)
+    cached = CachedItems(validation_subset(val_set, cfg.val_videos), VAL_CACHE_BYTES // max(cfg.workers, 1))
+    return build_loader(cached, cfg.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.workers,
+                        rank=run.env.rank, world=run.env.world)
 
 
 def frozen_epochs(freeze: float, epochs: int) -> int:
