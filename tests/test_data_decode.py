@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pvnas.data.decode import DecodeError, PyAVDecoder, get_decoder
+from pvnas.data.decode import CachedDecoder, DecodeError, PyAVDecoder, get_decoder
 from pvnas.data.decode.pyav import _plan
 from pvnas.errors import ConfigError
 
@@ -21,9 +21,13 @@ def _index_sets(n: int, rng: np.random.Generator) -> list[list[int]]:
     return sets
 
 
-def test_read_is_frame_exact(any_video, reference_frames):
+DECODERS = {"pyav": PyAVDecoder, "cached": lambda: CachedDecoder(PyAVDecoder(), 1 << 30)}
+
+
+@pytest.mark.parametrize("backend", DECODERS)
+def test_read_is_frame_exact(any_video, reference_frames, backend):
     ref = reference_frames(any_video)
-    decoder = PyAVDecoder()
+    decoder = DECODERS[backend]()
     info = decoder.info(any_video)
     assert info.num_frames == len(ref)
     assert (info.height, info.width) == ref.shape[1:3]
@@ -127,6 +131,63 @@ def test_decoder_pickles_without_its_cache(generated_videos):
     decoder.info(generated_videos["h264.mkv"])
     clone = pickle.loads(pickle.dumps(decoder))
     assert clone.threads == 1 and not clone._cache
+
+
+class CountingReads:
+    """A PyAV decoder that counts reads and can fail whole-video reads (a damaged tail)."""
+
+    name = "counting"
+
+    def __init__(self, damaged_tail: bool = False) -> None:
+        self.inner, self.damaged_tail, self.reads = PyAVDecoder(), damaged_tail, []
+
+    def info(self, path):
+        return self.inner.info(path)
+
+    def read(self, path, indices):
+        indices = list(indices)
+        self.reads.append(len(indices))
+        if self.damaged_tail and indices[-1] == self.info(path).num_frames - 1:
+            raise DecodeError(path, "frames [19] could not be decoded")
+        return self.inner.read(path, indices)
+
+
+def test_cached_decoder_decodes_once_within_its_caps(generated_videos, tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(generated_videos["low_fps_5.mp4"].read_bytes())
+    info, other = PyAVDecoder().info(video), PyAVDecoder().info(generated_videos["h264.mkv"])
+    whole = info.num_frames * info.height * info.width * 3
+    counting = CountingReads()
+    cached = CachedDecoder(counting, 64 * other.num_frames * other.height * other.width * 3)
+    first, again = cached.read(video, [3, 1, 3]), cached.read(video, [0, 7])
+    assert counting.reads == [info.num_frames] and cached.bytes == whole  # one whole decode serves both
+    assert torch.equal(first, PyAVDecoder().read(video, [3, 1, 3]))
+    assert torch.equal(again, PyAVDecoder().read(video, [0, 7]))
+    with pytest.raises(ValueError, match=r"\[0, 20\)"):  # the wrapped decoder's error for indices out of range
+        cached.read(video, [20])
+    video.write_bytes(generated_videos["h264.mkv"].read_bytes())  # the file changed: decoded again
+    assert torch.equal(cached.read(video, [1]), PyAVDecoder().read(video, [1]))
+    assert counting.reads[-1] == other.num_frames and len(cached.videos) == 2
+    for cap in (64 * whole - 1, whole):  # one video over 1/64 of the cap, or past what is left: frames as asked
+        counting = CountingReads()
+        small = CachedDecoder(counting, cap)
+        small.read(generated_videos["low_fps_5.mp4"], [2, 4])
+        small.read(generated_videos["low_fps_5.mp4"], [2, 4])
+        assert counting.reads == [2, 2] and not small.videos
+    damaged = CountingReads(damaged_tail=True)
+    cached = CachedDecoder(damaged, 64 * whole)
+    low = generated_videos["low_fps_5.mp4"]
+    assert torch.equal(cached.read(low, [0, 2]), PyAVDecoder().read(low, [0, 2]))  # what the clip needs is read
+    assert damaged.reads == [info.num_frames, 2] and not cached.videos
+
+
+def test_cached_decoder_pickles_without_its_videos(generated_videos):
+    import pickle
+
+    cached = CachedDecoder(PyAVDecoder(threads=1), 1 << 30)
+    cached.read(generated_videos["h264.mkv"], [0])
+    clone = pickle.loads(pickle.dumps(cached))
+    assert cached.videos and not clone.videos and clone.max_bytes == 1 << 30 and clone.inner.threads == 1
 
 
 def test_get_decoder():

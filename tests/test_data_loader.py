@@ -16,6 +16,8 @@ import torch
 from pvnas.config import ClipConfig
 from pvnas.data import build_dataset
 from pvnas.data.datasets.video import VideoDataset
+from pvnas.runtime.distributed import DistEnv
+from pvnas.runtime.run import training_set
 from pvnas.data.decode.pyav import PyAVDecoder
 from pvnas.data.loader import TAKES_STOP_SIGNALS, CachedItems, build_loader
 
@@ -120,6 +122,25 @@ def test_cached_items_decode_each_video_once_and_equal_a_fresh_load(generated_vi
     reads = [decoder.reads.get(p, 0) for p, _ in samples]
     assert reads == [1, 1, 1, 3, 3, 0]  # the first three fit under the cap; the bad file fails before reading
     assert sorted(cached.items) == [0, 1, 2, 5] and cached.bytes == 3 * one_clip
+
+
+def test_training_decodes_each_video_whole_once_and_samples_the_same_clips(tmp_path, generated_videos, monkeypatch):
+    names = ["h264_bframes.mp4", "h264.mkv", "vp9.webm", "mpeg4.avi"]
+    for split in ("train", "val"):
+        for i, name in enumerate(names):
+            (tmp_path / split / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(generated_videos[name], tmp_path / split / "ab"[i % 2] / name)
+    plain = _epochs(build_loader(build_dataset(f"folder:{tmp_path}", "train", CLIP), 2, shuffle=True, seed=3,
+                                 drop_last=True), 2)
+    reads = []
+    read = PyAVDecoder.read
+    monkeypatch.setattr(PyAVDecoder, "read", lambda self, path, ix: reads.append(len(ix)) or read(self, path, ix))
+    cached = _epochs(training_set(f"folder:{tmp_path}", CLIP, 2, 0, 3, DistEnv()).loader, 2)
+    frames = sorted(PyAVDecoder().info(generated_videos[n]).num_frames for n in names)
+    assert sorted(reads) == frames  # one whole decode per video over both epochs
+    for e in range(2):
+        for (c0, l0, i0), (c1, l1, i1) in zip(plain[e], cached[e], strict=True):
+            assert torch.equal(c0, c1) and torch.equal(l0, l1) and torch.equal(i0, i1)
 
 
 @pytest.mark.skipif(not TAKES_STOP_SIGNALS, reason="Linux only: elsewhere workers keep torch's signal handling")

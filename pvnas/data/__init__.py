@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 from pvnas.config import ClipConfig
 from pvnas.data.datasets import KINDS
-from pvnas.data.decode import Decoder, get_decoder
+from pvnas.data.decode import CachedDecoder, Decoder, get_decoder
 from pvnas.data.loader import ClipDataset
 from pvnas.errors import ConfigError
 
@@ -73,6 +73,7 @@ def build_dataset(
     seed: int = 0,
     views: str | None = None,
     decoder: Decoder | None = None,
+    cache_bytes: int = 0,
 ) -> ClipDataset:
     """Parse a ``--data`` spec and build the ``split`` ("train" or "val") dataset.
 
@@ -94,6 +95,7 @@ def build_dataset(
     or leave them out with a warning — real Kinetics copies always lack a few), ``val`` and ``seed``
     (folder, list: the validation split drawn from data without one), ``root`` (list: where paths start).
     The ``seed`` argument only changes the content of ``synthetic``; clip randomness comes from the sampler.
+    ``cache_bytes`` > 0 keeps up to that many bytes of whole decoded videos in memory (:class:`CachedDecoder`).
     File datasets raise :class:`~pvnas.errors.DataError` when a manifest is missing, names an
     unknown label or a file that does not exist, or when no listed video is readable.
     """
@@ -111,6 +113,8 @@ def build_dataset(
     samples, classes, source, flip, _ = list_samples(kind, arg, options, split)
     if decoder is None:
         decoder = get_decoder(options.get("decoder", "pyav"))
+    if cache_bytes > 0:
+        decoder = CachedDecoder(decoder, cache_bytes)
     return VideoDataset(
         samples, classes, clip, views=views, decoder=decoder, flip=flip, source=source,
         allow_missing=options.get("missing") == "skip",

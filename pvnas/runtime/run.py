@@ -66,6 +66,7 @@ OUTPUTS = ("genotype.json", "report.html", "alphas", "plots", "tensorboard")
 ALWAYS_MUTABLE = frozenset({"version", "preset"})  # a resume may come from another release or preset name
 # the file each command writes last: with every epoch checkpointed and this file there, the run is finished
 FINAL_OUTPUT = {"search": "genotype.json", "train": "model.pt"}
+TRAIN_CACHE_BYTES = 2 << 30  # whole decoded training videos kept in memory (uint8; a small dataset fits)
 
 
 class Preempted(PvnasError):
@@ -186,8 +187,10 @@ class TrainingSet:
 
 
 def training_set(data: str, clip: ClipConfig, batch_size: int, workers: int, seed: int, env: DistEnv) -> TrainingSet:
-    """The training split of ``data`` and its loader; a batch larger than this rank's share is an error."""
-    dataset = build_dataset(data, "train", clip, seed=seed, views="train")
+    """The training split of ``data`` and its loader; a batch larger than this rank's share is an error. Up to
+    :data:`TRAIN_CACHE_BYTES` of whole decoded videos stay in memory (shared out over the loader workers)."""
+    dataset = build_dataset(data, "train", clip, seed=seed, views="train",
+                            cache_bytes=TRAIN_CACHE_BYTES // max(workers, 1))
     if len(dataset) == 0:
         raise DataError(f"--data {data}: the training split has no videos")
     if batch_size * env.world > len(dataset):
