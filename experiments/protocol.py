@@ -10,6 +10,7 @@ import argparse
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -24,6 +25,7 @@ from pvnas.retrain.modelfile import load_model
 from pvnas.retrain.train import run_train
 from pvnas.errors import ConfigError, PvnasError
 from pvnas.metrics.flops import count_flops
+from pvnas.runtime.run import Preempted
 from pvnas.search.loop import run_search
 from pvnas.search.snapshots import derive_from_run
 from pvnas.space.genotype import Genotype
@@ -114,8 +116,15 @@ def _init_worker(threads: int) -> None:
 
 
 def _call(unit: tuple) -> Any:
+    """One unit in a pool worker. A stop signal (SIGTERM to the study's process group: ``timeout``, SLURM,
+    ``kill -- -PGID``) ends the worker once its run has checkpointed: otherwise it would go on with the units
+    already queued to it, beside the study that is restarted into the same folders."""
     fn, *args = unit
-    return fn(*args)
+    try:
+        return fn(*args)
+    except Preempted as stop:
+        logging.getLogger(__name__).warning("%s", stop)
+        os._exit(stop.exit_code)
 
 
 def run_units(jobs: int, threads: int, units: list[tuple]) -> list[Any]:
