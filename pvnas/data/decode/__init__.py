@@ -25,7 +25,8 @@ from pvnas.errors import ConfigError
 
 __all__ = [
     "DECODERS", "MAX_ASPECT", "MAX_PACKETS", "MAX_PIXELS", "VIDEO_EXTENSIONS", "CachedDecoder", "DecodeError",
-    "Decoder", "DecordDecoder", "PyAVDecoder", "VideoInfo", "VideoScan", "get_decoder", "is_video_file", "rotate_frames",
+    "Decoder", "DecordDecoder", "PyAVDecoder", "VideoInfo", "VideoScan", "get_decoder", "is_video_file",
+    "rotate_frames",
 ]
 
 DECODERS = {"pyav": PyAVDecoder, "decord": DecordDecoder}
