@@ -227,6 +227,7 @@ def check_study(args: argparse.Namespace) -> None:
     tasks = []
     for role, task in [("tuning", args.tasks[0])] + [("held out", t) for t in args.tasks[1:]]:
         data = task if ":" in task else f"task:{task}"
+        plain = resolve_budget(sq_args, data)  # the task's own retrain length
         slug = data.replace(":", "_").replace("?", "_").replace("=", "")
         runs = out / "runs" / slug
 
@@ -376,7 +377,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "a study at its budgets, give its first seeds)")
     y.add_argument("--randoms", type=int, default=5)
     y.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1])
-    y.add_argument("--epochs", type=int, help="retrain epochs (default: the suite's 30)")
+    y.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but fine_motion's 60)")
     y.add_argument("--search-epochs", type=int, help="search epochs (default: the demo preset's)")
     y.add_argument("--jobs", type=int, default=2)
     y.add_argument("--quick", action="store_true", help="tiny data and budget (search_quality's --quick)")

@@ -3,10 +3,11 @@
 
 Per task (``--tasks`` of the generated suite, or ``--data SPEC``), genotype (``r0``..``r4``: the random genotypes
 of experiments/search_quality.py, or genotype JSON files) and retrain seed: one retrain with the network preset
-(``--preset``, default ``demo``) and the study's schedule (``--epochs``, default 30), with the overrides of
-``--set`` (a recipe: e.g. ``dropout=0.4 drop_path=0.1``). The first steps are instrumented (gradient norm of the
-stem, each cell and the classifier, the logits' spread, BatchNorm running variance, the share of units a ReLU
-after a BatchNorm would zero), so a retrain that fails can be compared with one that learns where they part.
+(``--preset``, default ``demo``) and the study's schedule (``--epochs``, default the task's: 30, ``fine_motion``
+60), with the overrides of ``--set`` (a recipe: e.g. ``dropout=0.4 drop_path=0.1``). The first steps are
+instrumented (gradient norm of the stem, each cell and the classifier, the logits' spread, BatchNorm running
+variance, the share of units a ReLU after a BatchNorm would zero), so a retrain that fails can be compared with
+one that learns where they part.
 
 Reported per task and recipe: each genotype's top-1 per seed, the pooled std over seeds (the retrain noise of
 search_quality.py), the genotypes that failed on one seed (within 10 points of chance where another seed
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 
 from pvnas.config import NETWORK_PRESETS, get_preset, override
-from pvnas.data.generators.task_suite import TASKS
+from pvnas.data.generators.task_suite import TASKS, retrain_epochs
 from pvnas.errors import ConfigError
 from pvnas.retrain.diagnose import check_epochs, early_check
 from pvnas.space.genotype import Genotype
@@ -78,8 +79,8 @@ def run_unit(data: str, name: str, genotype: dict, seed: int, settings: dict, pr
     from pvnas.retrain.evaluate import run_eval
 
     done = out / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    if done.exists() and len((cached := json.loads(done.read_text()))["epochs"]) == epochs:
+        return cached  # (a run of another length under the same name is redone)
     shutil.rmtree(out, ignore_errors=True)
     network = get_preset(NETWORK_PRESETS, preset)
     cfg = override(network, epochs=epochs, warmup_epochs=min(network.warmup_epochs or 0, epochs - 1), seed=seed,
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="network settings (the recipe)")
     p.add_argument("--variant", default="default", help="a name for the recipe (in OUT)")
     p.add_argument("--preset", default="demo", help="network preset")
-    p.add_argument("--epochs", type=int, default=30, help="retrain epochs (the study's 30)")
+    p.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but fine_motion's 60)")
     p.add_argument("--out", type=Path, default=Path("runs/retrain_seeds"))
     p.add_argument("--jobs", type=int, default=1, help="retrains in parallel processes (one torch thread each)")
     args = p.parse_args(argv)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [args.data] if args.data else [f"task:{t}" for t in args.tasks]
     summary = {}
     for spec in specs:
-        units = [(spec, name, g, seed, settings, args.preset, args.epochs,
+        units = [(spec, name, g, seed, settings, args.preset, args.epochs or retrain_epochs(spec),
                   args.out / args.variant / spec.replace(":", "_") / f"{Path(name).stem}_r{seed}")
                  for name, g in genotypes.items() for seed in args.seeds]
         if args.jobs > 1:

@@ -56,7 +56,7 @@ import torch  # noqa: E402
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
 from pvnas.data.generators.single_frame import FrameCheck  # noqa: E402
-from pvnas.data.generators.task_suite import TASKS  # noqa: E402
+from pvnas.data.generators.task_suite import TASKS, retrain_epochs  # noqa: E402
 from pvnas.search.remedies import REMEDIES, SELECTIONS, remedies_of, selection  # noqa: E402
 from pvnas.search.remedies import settings as remedy_settings  # noqa: E402
 from pvnas.runtime.rundir import MetricsLog  # noqa: E402
@@ -113,13 +113,15 @@ def parse_sets(items: Sequence[str], base: SearchConfig) -> SearchConfig:
     return dataclasses.replace(base, **changes, remedies=chosen)
 
 
-def resolve_budget(args: argparse.Namespace) -> Budget:
+def resolve_budget(args: argparse.Namespace, data: str | None = None) -> Budget:
+    """The study's settings from its arguments; retrains last ``--epochs``, else the suite's length for ``data``
+    (:func:`~pvnas.data.generators.task_suite.retrain_epochs`: 30, ``fine_motion`` 60)."""
     search_cfg = override(get_preset(SEARCH_PRESETS, args.search_preset), epochs=args.search_epochs)
     network = get_preset(NETWORK_PRESETS, args.train_preset)
     if args.quick:
         search_cfg = override(search_cfg, channels=4, epochs=args.search_epochs or 2, workers=0)
         network = override(network, channels=4, workers=0)
-    epochs = args.epochs or (2 if args.quick else 30)
+    epochs = args.epochs or (2 if args.quick else retrain_epochs(data or ""))
     network = override(network, epochs=epochs, warmup_epochs=min(network.warmup_epochs or 0, epochs - 1),
                        val_videos=10**6, workers=args.workers if args.workers is not None else network.workers)
     search_cfg = dataclasses.replace(parse_sets(args.set, search_cfg), workers=network.workers)
@@ -303,7 +305,7 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
             "rows": rows, "randoms": random_stats, "random_mean_top1": random_mean, "retrain_noise": noise,
             **noise_parts(trained, noise), "consistency": consistency([res["genotype"] for res in searches]),
             "margin_noise": margin_noise, "wins": sum(x["win"] for x in rows), "clear_wins": sum(x["clear_win"] for x in rows),
-            "seeds": len(rows)}
+            "seeds": len(rows), "retrain_epochs": budget.network.epochs}
 
 
 # ---------------------------------------------------------------- does one frame tell the class? (full size)
@@ -408,12 +410,19 @@ def search_only_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def epochs_text(epochs: int, tasks: list[dict[str, Any]]) -> str:
+    """The retrain length for the report: the study's, and each task that had its own."""
+    own = [f"{t['data']} {t['retrain_epochs']}" for t in tasks if t.get("retrain_epochs", epochs) != epochs]
+    return f"{epochs} epochs" + (f" ({', '.join(own)}: the task's own length)" if own else "")
+
+
 def markdown(result: dict[str, Any]) -> str:
     if result.get("search_only"):
         return search_only_markdown(result)
     b = result["budget"]
     s, n = b["search"], b["network"]
     cap = "" if b.get("max_param_free") is None else f", at most {b['max_param_free']} parameter-free edges per cell"
+    epochs = epochs_text(n["epochs"], result["tasks"])
     lines = [
         "# Search quality on the task suite: searched vs random genotypes at the same retrain budget", "",
         f"Command: `{result['command']}`  ",
@@ -423,7 +432,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['batch_size']}, alpha lr budget {s['a_lr_budget']}, warm-up {s['a_warmup']}, "
         f"remedies {', '.join(f'{k} {v}' for k, v in s['remedies'].items() if k != 'max_param_free') or 'none'}, "
         f"schedule {s['schedule']}; selection {b['select']}{cap}.",
-        f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} warm-up, "
+        f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {epochs} ({n['warmup_epochs']} warm-up, "
         f"cosine to 0), batch {n['batch_size']}, lr {n['lr']}; seeds {b['retrain_seeds']}; test {b['views']} views; "
         f"{b['randoms']} random genotypes (>= 4 convs per cell), the same for every task and seed.", "",
         "## Summary", "",
@@ -507,7 +516,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", help="search seeds (default: 0 1 2; --quick: 0)")
     p.add_argument("--randoms", type=int, default=5, help="random genotypes (default 5)")
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1], help="retrains per genotype (default 0 1)")
-    p.add_argument("--epochs", type=int, help="retrain epochs (default 30: the plateau of the suite)")
+    p.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but fine_motion's 60)")
     p.add_argument("--stop-at", type=float, default=0.5, help="stop-at-epoch ablation: share of the search epochs (0: off)")
     p.add_argument("--select", choices=["alpha", *SELECTIONS], default="alpha", help="how genotypes are derived")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="search settings, e.g. skip_noise=0.3")
@@ -552,7 +561,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tasks = []
     for spec in specs:
         log.info("task %s", spec)
-        t = study_task(spec, budget, seeds, args.out, args.jobs, args.threads, args.search_only)
+        t = study_task(spec, resolve_budget(args, spec), seeds, args.out, args.jobs, args.threads, args.search_only)
         t["role"] = "tuning" if t["task"] in args.tuning else ("held out" if t["task"] else "data")
         tasks.append(t)
     result: dict[str, Any] = {

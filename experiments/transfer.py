@@ -40,7 +40,7 @@ import torch
 from pvnas.config import NETWORK_PRESETS, NetworkConfig, get_preset, override, to_dict
 from pvnas.data.datasets import tasks as task_trees
 from pvnas.data.decode import is_video_file
-from pvnas.data.generators.task_suite import TASKS
+from pvnas.data.generators.task_suite import TASKS, retrain_epochs
 from pvnas.errors import ConfigError
 from pvnas.retrain.evaluate import run_eval
 from pvnas.retrain.train import run_train
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if not all(0 < f <= 1 for f in args.fractions):
         raise ConfigError(f"--fractions must be in (0, 1], got {args.fractions}")
     base = get_preset(NETWORK_PRESETS, args.preset)
-    epochs = args.epochs or (2 if args.quick else 30)
+    epochs = args.epochs or (2 if args.quick else retrain_epochs(f"task:{args.target}"))
     network = override(base, epochs=epochs, warmup_epochs=min(base.warmup_epochs or 0, epochs - 1),
                        **({"channels": 4, "val_videos": 16} if args.quick else {}))
     source_cfg = override(network, epochs=args.source_epochs or epochs,
@@ -220,7 +220,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 1.0], help="shares of the target's clips")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
     p.add_argument("--freeze", type=float, default=0.2, help="probe+ft arm: share of linear-probe epochs (0: no arm)")
-    p.add_argument("--epochs", type=int, help="target epochs, every arm (default 30: the suite's plateau)")
+    p.add_argument("--epochs", type=int,
+                   help="target epochs, every arm (default: the target task's, 30 but fine_motion's 60)")
     p.add_argument("--source-epochs", type=int, help="source epochs (default: --epochs)")
     p.add_argument("--preset", default="demo", help="network preset (default demo)")
     p.add_argument("--genotype", help="genotype JSON (default: a random one, >= 4 convolutions per cell)")

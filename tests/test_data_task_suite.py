@@ -115,10 +115,24 @@ def test_the_readme_table_says_what_each_task_claims():
     lines = README.read_text().splitlines()
     header = [c.strip() for c in next(line for line in lines if line.startswith("| task | classes |")).split("|")]
     frame, train = header.index("a single frame tells"), header.index("training clips per class")
-    rows = {cells[1].strip(" `"): (cells[frame].strip(), int(cells[train])) for cells in
+    epochs = header.index("retrain epochs")
+    rows = {cells[1].strip(" `"): (cells[frame].strip(), int(cells[train]), int(cells[epochs])) for cells in
             (line.split("|") for line in lines if line.startswith("| `")) if cells[1].strip(" `") in TASKS}
-    assert rows == {name: ({"the shape": "half of it"}.get(t.single_frame, t.single_frame), t.train_per_class)
-                    for name, t in TASKS.items()}
+    assert rows == {name: ({"the shape": "half of it"}.get(t.single_frame, t.single_frame), t.train_per_class,
+                           t.retrain_epochs) for name, t in TASKS.items()}
+
+
+def test_studies_retrain_each_task_for_its_own_length():
+    """A task spec, whatever its options, gives the task's retrain length; other data the suite's default; a task
+    the suite lacks is the spec's usual error."""
+    assert task_suite.retrain_epochs("task:fine_motion") == TASKS["fine_motion"].retrain_epochs == 60
+    assert task_suite.retrain_epochs("task:fine_motion?seed=2&train=200") == 60
+    assert task_suite.retrain_epochs("task:order") == task_suite.retrain_epochs("synthetic:16") == 30
+    assert task_suite.retrain_epochs("folder:/data/fine_motion") == task_suite.RETRAIN_EPOCHS
+    with pytest.raises(ConfigError, match="unknown task"):
+        task_suite.retrain_epochs("task:nope")
+    with pytest.raises(ValueError, match="retrain_epochs"):
+        dataclasses.replace(TASKS["order"], retrain_epochs=0)
 
 
 @pytest.mark.parametrize("motion", ["shift_right", "shift_up", "rotate_cw", "rotate_ccw"])

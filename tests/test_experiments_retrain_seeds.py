@@ -24,6 +24,8 @@ def test_two_seeds_of_a_tiny_retrain_are_probed_cached_and_summarised(tmp_path, 
     assert summary["pooled_std"] == pytest.approx(abs(a - b) / 2**0.5) and summary["dof"] == 1  # std of two
     stamp = [p.stat().st_mtime_ns for p in runs]
     assert study.main(args) == 0 and [p.stat().st_mtime_ns for p in runs] == stamp  # cached: not retrained
+    longer = [x if x != "2" else "3" for x in args]  # another length under the same name: redone, not reused
+    assert study.main(longer) == 0 and all(len(json.loads(p.read_text())["epochs"]) == 3 for p in runs)
     assert study.main([*args, "--set", "dropout=2"]) == 2 and capsys.readouterr().err.startswith("error: ")
 
 

@@ -59,6 +59,34 @@ def test_bad_study_arguments_are_user_errors(tmp_path, capsys, args):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_each_task_is_retrained_for_its_own_length_unless_epochs_is_given(tmp_path, monkeypatch):
+    """fine_motion's retrains last 60 epochs (a seed can start late), the other tasks' 30; --epochs sets every
+    task's. The study hands each task its own budget, and the report says which task differs."""
+    study = load_script(SCRIPT)
+    seen = {}
+
+    class Enough(Exception):
+        pass
+
+    def fake_task(spec, budget, *args, **kwargs):
+        seen[spec] = budget.network.epochs
+        if len(seen) == 2:
+            raise Enough
+        return {"task": spec.partition(":")[2]}
+
+    monkeypatch.setattr(study, "study_task", fake_task)
+    for extra, expected in (([], {"task:order": 30, "task:fine_motion": 60}),
+                            (["--epochs", "12"], {"task:order": 12, "task:fine_motion": 12})):
+        seen.clear()
+        with pytest.raises(Enough):
+            study.run(study.parse_args(["--tasks", "order", "fine_motion", "--out", str(tmp_path), *extra]), "cmd")
+        assert seen == expected
+    assert study.resolve_budget(study.parse_args(["--out", str(tmp_path)])).network.epochs == 30  # no task: 30
+    tasks = [{"data": "task:order", "retrain_epochs": 30}, {"data": "task:fine_motion", "retrain_epochs": 60}]
+    assert study.epochs_text(30, tasks) == "30 epochs (task:fine_motion 60: the task's own length)"
+    assert study.epochs_text(30, tasks[:1]) == "30 epochs"
+
+
 def test_pooled_noise_is_the_within_genotype_std_with_its_degrees_of_freedom():
     study = load_script(SCRIPT)
     # by hand: means 0.6 and 0.3; squares 0.01 + 0.01 and 0.01 + 0.01 + 0.04 = 0.08 over 1 + 2 degrees of freedom
