@@ -4,9 +4,10 @@ was not tuned on (``--data task:NAME``).
 Each task renders deterministic clips from a seed and says what it demands of a network: which cells'
 convolutions it needs (``needs``) and why: noise, clutter and small objects make them hard, and each training
 split (suite v3) is as large as retrains of the ``demo`` network needed to learn the task on the seeds measured
-(``fine_motion``: one random genotype of five memorises it on one seed), and each task's retrain (``retrain_epochs``) as long as a late start needs. With fewer clips, learning is a phase
-change: below it the clips are memorised and the retrain ends at chance, near it some seeds learn and others do
-not (docs/RESULTS.md), and then the noise of a retrain, not the architecture, decides a comparison.
+(``fine_motion``: one random genotype of five memorises it on one seed), and each task's retrain
+(``retrain_epochs``) as long as a late start needs. With fewer clips, learning is a phase change: below it the
+clips are memorised and the retrain ends at chance, near it some seeds learn and others do not
+(docs/RESULTS.md), and then the noise of a retrain, not the architecture, decides a comparison.
 
 | task | a class is | a single frame tells | needs |
 |---|---|---|---|
