@@ -43,6 +43,8 @@ import numpy as np
 import torch
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, override
+from pvnas.data.datasets.tasks import study_slug
+from pvnas.data.generators.task_suite import search_spec
 from pvnas.metrics.cost import network_costs
 from pvnas.runtime.rundir import load_yaml
 from pvnas.search.remedies import derive_options
@@ -228,14 +230,13 @@ def check_study(args: argparse.Namespace) -> None:
     for role, task in [("tuning", args.tasks[0])] + [("held out", t) for t in args.tasks[1:]]:
         data = task if ":" in task else f"task:{task}"
         plain = resolve_budget(sq_args, data)  # the task's own retrain length
-        slug = data.replace(":", "_").replace("?", "_").replace("=", "")
-        runs = out / "runs" / slug
+        runs, searched = out / "runs" / study_slug(data), search_spec(data)  # a task's searches may see part of it
 
         def retrain_units(genotypes: list[tuple[str, float, dict[str, Any], Any]]) -> list[tuple]:
             return [(retrain_unit, data, g, r, b, runs / f"train_{key_of(g['cells'])}_c{b.network.channels}_r{r}")
                     for _, _, g, b in genotypes for r in plain.retrain_seeds]
 
-        searches = run_units(args.jobs, 1, [(search_unit, data, s, plain, runs / f"search_plain_s{s}") for s in args.seeds])
+        searches = run_units(args.jobs, 1, [(search_unit, searched, s, plain, runs / f"search_plain_s{s}") for s in args.seeds])
         setting = args.budget_seeds or args.seeds  # (an extended study keeps the budgets of its first seeds)
         top = statistics.fmean(macs.of(Genotype.from_dict(r["genotype"])) for s, r in zip(args.seeds, searches)
                                if s in setting)
@@ -244,7 +245,7 @@ def check_study(args: argparse.Namespace) -> None:
         for budget in budgets:
             target = dataclasses.replace(plain, search=override(plain.search, remedies={**plain.search.remedies,
                                                                                        "target_gflops": budget / 1e9}))
-            aimed = run_units(args.jobs, 1, [(search_unit, data, s, target, runs / f"search_t{budget / 1e9:.6f}_s{s}")
+            aimed = run_units(args.jobs, 1, [(search_unit, searched, s, target, runs / f"search_t{budget / 1e9:.6f}_s{s}")
                                              for s in args.seeds])
             limit = Budget([(macs, budget)], f"{net_name} 400 classes")
             for s, a in zip(args.seeds, aimed):

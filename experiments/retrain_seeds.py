@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from pvnas.config import NETWORK_PRESETS, get_preset, override
+from pvnas.data.datasets.tasks import study_slug
 from pvnas.data.generators.task_suite import TASKS, retrain_epochs
 from pvnas.errors import ConfigError
 from pvnas.retrain.diagnose import check_epochs, early_check
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for spec in specs:
         units = [(spec, name, g, seed, settings, args.preset, args.epochs or retrain_epochs(spec),
-                  args.out / args.variant / spec.replace(":", "_") / f"{Path(name).stem}_r{seed}")
+                  args.out / args.variant / study_slug(spec) / f"{Path(name).stem}_r{seed}")
                  for name, g in genotypes.items() for seed in args.seeds]
         if args.jobs > 1:
             with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -55,8 +55,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pvnas.config import NETWORK_PRESETS, SEARCH_PRESETS, NetworkConfig, SearchConfig, get_preset, override, to_dict  # noqa: E402
+from pvnas.data.datasets.tasks import study_slug  # noqa: E402
 from pvnas.data.generators.single_frame import FrameCheck  # noqa: E402
-from pvnas.data.generators.task_suite import TASKS, retrain_epochs  # noqa: E402
+from pvnas.data.generators.task_suite import TASKS, retrain_epochs, search_spec  # noqa: E402
 from pvnas.search.remedies import REMEDIES, SELECTIONS, remedies_of, selection  # noqa: E402
 from pvnas.search.remedies import settings as remedy_settings  # noqa: E402
 from pvnas.runtime.rundir import MetricsLog  # noqa: E402
@@ -260,21 +261,21 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
                search_only: bool = False) -> dict[str, Any]:
     """Searches and retrains of one task; returns its per-seed rows and summary (``search_only``: the searches, their
     genotypes and how consistent they are, no retrain)."""
-    slug = task_data.replace(":", "_").replace("/", "_")
+    slug, search_data = study_slug(task_data), search_spec(task_data)
     settings = key_of(search_settings(budget.search))
-    search_dirs = {s: out / "runs" / slug / f"search_{settings}" / f"seed_{s}" for s in seeds}
+    search_dirs = {s: out / "runs" / study_slug(search_data) / f"search_{settings}" / f"seed_{s}" for s in seeds}
     randoms = [Genotype.random(RANDOM_SEED_BASE + i, min_conv=4).to_dict() for i in range(budget.randoms)]
     train_key = key_of({"network": settings_of(budget.network), "views": budget.views})
 
     def retrain_dir(genotype: dict[str, Any], seed: int) -> Path:
         return out / "runs" / slug / f"train_{train_key}" / f"{key_of(genotype['cells'])}_r{seed}"
 
-    searches = run_units(jobs, threads, [(search_unit, task_data, s, budget, search_dirs[s]) for s in seeds] +
+    searches = run_units(jobs, threads, [(search_unit, search_data, s, budget, search_dirs[s]) for s in seeds] +
                          ([] if search_only else [(retrain_unit, task_data, g, r, budget, retrain_dir(g, r))
                                                   for g in randoms for r in budget.retrain_seeds]))[: len(seeds)]
     if search_only:
         return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
-                "consistency": consistency([res["genotype"] for res in searches]), "seeds": len(seeds),
+                "search_data": search_data, "consistency": consistency([res["genotype"] for res in searches]), "seeds": len(seeds),
                 "rows": [{"seed": seed, "genotype": res["genotype"], "param_free": res["param_free"],
                           "entropy_drop": res["entropy_drop"], "search_seconds": res["seconds"],
                           "supernet_acc": res["supernet_acc"]} for seed, res in zip(seeds, searches)]}
@@ -305,7 +306,7 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
             "rows": rows, "randoms": random_stats, "random_mean_top1": random_mean, "retrain_noise": noise,
             **noise_parts(trained, noise), "consistency": consistency([res["genotype"] for res in searches]),
             "margin_noise": margin_noise, "wins": sum(x["win"] for x in rows), "clear_wins": sum(x["clear_win"] for x in rows),
-            "seeds": len(rows), "retrain_epochs": budget.network.epochs}
+            "seeds": len(rows), "retrain_epochs": budget.network.epochs, "search_data": search_data}
 
 
 # ---------------------------------------------------------------- does one frame tell the class? (full size)
@@ -401,7 +402,8 @@ def search_only_markdown(result: dict[str, Any]) -> str:
              f"Wall time {result['wall_seconds'] / 60:.1f} min on {result['machine']['cpus']} CPU cores ({result['jobs']} "
              f"jobs x {result['threads']} torch thread(s)), load average at start {result['machine']['load_start']}.", "",
              f"- Search (preset `{result['budget']['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
-             f"{s['batch_size']}; remedies {s['remedies']}.", ""] + consistency_lines(result["tasks"])
+             f"{s['batch_size']}; remedies {s['remedies']}. {search_data_text(result['tasks'])}".rstrip(), ""]
+    lines += consistency_lines(result["tasks"])
     lines += ["", "| task | seed | param-free S-NC/S-RC/T-NC/T-RC | supernet train acc | search (min) |", "|---|---|---|---|---|"]
     for t in result["tasks"]:
         for x in t["rows"]:
@@ -414,6 +416,12 @@ def epochs_text(epochs: int, tasks: list[dict[str, Any]]) -> str:
     """The retrain length for the report: the study's, and each task that had its own."""
     own = [f"{t['data']} {t['retrain_epochs']}" for t in tasks if t.get("retrain_epochs", epochs) != epochs]
     return f"{epochs} epochs" + (f" ({', '.join(own)}: the task's own length)" if own else "")
+
+
+def search_data_text(tasks: list[dict[str, Any]]) -> str:
+    """The report's line on tasks whose searches see part of the retrain's training split (empty if none)."""
+    part = [f"{t['data']} on `{t['search_data']}`" for t in tasks if t.get("search_data", t["data"]) != t["data"]]
+    return f"Searches of {', '.join(part)}: part of the retrain's training split." if part else ""
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -431,7 +439,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Search `{b['variant']}` (preset `{b['search_preset']}`): C={s['channels']}, {s['epochs']} epochs, batch "
         f"{s['batch_size']}, alpha lr budget {s['a_lr_budget']}, warm-up {s['a_warmup']}, "
         f"remedies {', '.join(f'{k} {v}' for k, v in s['remedies'].items() if k != 'max_param_free') or 'none'}, "
-        f"schedule {s['schedule']}; selection {b['select']}{cap}.",
+        f"schedule {s['schedule']}; selection {b['select']}{cap}. {search_data_text(result['tasks'])}".rstrip(),
         f"- Retrain (preset `{b['train_preset']}`): C={n['channels']}, {epochs} ({n['warmup_epochs']} warm-up, "
         f"cosine to 0), batch {n['batch_size']}, lr {n['lr']}; seeds {b['retrain_seeds']}; test {b['views']} views; "
         f"{b['randoms']} random genotypes (>= 4 convs per cell), the same for every task and seed.", "",

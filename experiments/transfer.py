@@ -57,7 +57,7 @@ def subset_lists(task: str, fraction: float, seed: int, out: Path) -> str:
     """A ``list:`` spec of ``task``'s training clips, ``fraction`` of each class (the first by SHA-256 of the seed and
     the file name: the same clips for every arm of a seed), and its whole validation split."""
     root = task_trees.ensure_task(task)
-    folder = out / "data" / f"{task}-f{fraction:g}-s{seed}"
+    folder = out / "data" / f"{task_trees.study_slug(f'task:{task}')}-f{fraction:g}-s{seed}"
     if not (folder / "val.txt").exists():
         folder.mkdir(parents=True, exist_ok=True)
         lines = {"train": [], "val": []}
@@ -128,13 +128,14 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     runs = args.out / "runs"
+    source_slug, target_slug = (task_trees.study_slug(f"task:{t}") for t in (args.source, args.target))
     source_data = subset_lists(args.source, 1.0, 0, args.out)
     sources = run_units(args.jobs, args.threads, [
-        (train_unit, genotype, override(source_cfg, seed=s), source_data, runs / f"source-{args.source}-s{s}", views)
+        (train_unit, genotype, override(source_cfg, seed=s), source_data, runs / f"source-{source_slug}-s{s}", views)
         for s in seeds])
     units, keys = [], []
     for s in seeds:
-        model = str(runs / f"source-{args.source}-s{s}" / "model.pt")
+        model = str(runs / f"source-{source_slug}-s{s}" / "model.pt")
         for f in args.fractions:
             data = subset_lists(args.target, f, s, args.out)
             cfg = override(network, seed=s)
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 if arm == "probe+ft" and not args.freeze:
                     continue
                 keys.append((f, arm, s))
-                units.append((train_unit, genotype, cfg, data, runs / f"{args.target}-f{f:g}-{arm}-s{s}", views, init,
+                units.append((train_unit, genotype, cfg, data, runs / f"{target_slug}-f{f:g}-{arm}-s{s}", views, init,
                               freeze))
     results = dict(zip(keys, run_units(args.jobs, args.threads, units)))
 
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 "auc": paired([results[f, arm, s]["auc"] for s in seeds], [results[f, "scratch", s]["auc"] for s in seeds])}
     result = {
         "command": command, "source": args.source, "target": args.target, "seeds": seeds, "fractions": args.fractions,
-        "task_suite_version": task_trees.VERSION, "genotype": genotype, "freeze": args.freeze, "views": views,
+        "task_versions": {t: TASKS[t].version for t in (args.source, args.target)}, "genotype": genotype, "freeze": args.freeze, "views": views,
         "network": to_dict(network), "source_network": to_dict(source_cfg), "preset": args.preset,
         "train_clips": {f"{f:g}": sum(1 for _ in open(subset_lists(args.target, f, seeds[0], args.out)[5:]))
                         for f in args.fractions},
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 def markdown(r: dict[str, Any]) -> str:
     n = r["network"]
     lines = [
-        f"# Transfer: `{r['source']}` -> `{r['target']}` (task suite v{r['task_suite_version']})", "",
+        f"# Transfer: `{r['source']}` (v{r['task_versions'][r['source']]}) -> `{r['target']}` "
+        f"(v{r['task_versions'][r['target']]})", "",
         f"`{r['command']}`", "",
         f"- Network: preset `{r['preset']}`, C={n['channels']}, {n['epochs']} epochs ({n['warmup_epochs']} warm-up), "
         f"batch {n['batch_size']}, lr {n['lr']}; the same recipe for every arm; source models "

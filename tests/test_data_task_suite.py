@@ -8,7 +8,7 @@ import pytest
 
 from pvnas.config import SEARCH_PRESETS
 from pvnas.data import build_dataset
-from pvnas.data.datasets.tasks import VERSION
+from pvnas.data.datasets.tasks import study_slug
 from pvnas.data.datasets.video import VideoDataset
 from pvnas.data.generators import task_suite
 from pvnas.data.generators.moving_patterns import CLASSES as MOTIONS
@@ -54,17 +54,52 @@ def test_task_spec_is_written_once_and_read_like_user_data(tmp_path, monkeypatch
     x, label, _ = train[(3, 11)]
     assert x.shape == (3, clip.frames, clip.crop, clip.crop)
     assert dataset_of("task:appearance") == (TASKS["appearance"].train_size, "task:appearance (train split)", 8)
-    assert not (tmp_path / f"task-v{VERSION}" / "appearance-s0").exists()  # sizes known without writing it
+    assert not (tmp_path / f"task-v{TASKS['appearance'].version}" / "appearance-s0").exists()  # sizes known without writing it
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
         build_dataset("task:nope", "train", clip)
     with pytest.raises(ConfigError, match="seed"):
         build_dataset("task:order?seed=x", "train", clip)
     fewer = build_dataset("task:order?train=2", "train", clip)  # fewer training clips, the same validation clips
-    assert len(fewer) == 2 * len(task.classes) and (tmp_path / f"task-v{VERSION}" / "order-s0-train2").is_dir()
+    assert len(fewer) == 2 * len(task.classes) and (tmp_path / f"task-v{task.version}" / "order-s0-train2").is_dir()
     for bad, message in (("task:order?train=0", "N >= 1"), ("task:order?nope=1", "unknown option")):
         with pytest.raises(ConfigError, match=message):
             build_dataset(bad, "train", clip)
 
+
+
+def test_a_task_whose_clips_change_gets_new_folders(tmp_path, monkeypatch):
+    """A task's version names its clips' folder and the studies' cache folders: after a bump, nothing cached of the
+    old clips (a tree, a search, a retrain) is reused."""
+    monkeypatch.setenv("PVNAS_CACHE", str(tmp_path))
+    old = TASKS["order"].version
+    assert study_slug("task:order") == f"task_order_v{old}"
+    assert study_slug("task:fine_motion?train=800&seed=2") == f"task_fine_motion_train800_seed2_v{TASKS['fine_motion'].version}"
+    assert study_slug("folder:/data/ucf?x=1") == "folder__data_ucf_x1" and study_slug("demo") == "demo"
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        study_slug("task:nope?train=3")
+    small = dataclasses.replace(TASKS["order"], train_per_class=1, val_per_class=1)
+    monkeypatch.setitem(TASKS, "order", small)
+    build_dataset("task:order", "train", SEARCH_PRESETS["demo"].clip)
+    monkeypatch.setitem(TASKS, "order", dataclasses.replace(small, version=old + 1))
+    build_dataset("task:order", "train", SEARCH_PRESETS["demo"].clip)
+    assert {p.name for p in tmp_path.iterdir()} == {f"task-v{old}", f"task-v{old + 1}"}
+    assert study_slug("task:order") == f"task_order_v{old + 1}"
+    with pytest.raises(ValueError, match="version must be >= 1"):
+        dataclasses.replace(small, version=0)
+
+
+def test_studies_search_on_the_tasks_search_split(monkeypatch):
+    """A task's studies search on its first search_per_class training clips per class (a ``?train=N`` spec, whose
+    clips are the first N of the full split's); a spec naming its own split, or other data, is searched as given."""
+    monkeypatch.setitem(TASKS, "order", dataclasses.replace(TASKS["order"], train_per_class=9, search_per_class=3))
+    monkeypatch.setitem(TASKS, "motion", dataclasses.replace(TASKS["motion"], search_per_class=0))
+    assert task_suite.search_spec("task:order") == "task:order?train=3"
+    assert task_suite.search_spec("task:order?seed=2") == "task:order?seed=2&train=3"
+    assert task_suite.search_spec("task:order?train=5&seed=1") == "task:order?train=5&seed=1"
+    assert task_suite.search_spec("task:motion") == "task:motion" and task_suite.search_spec("demo") == "demo"
+    assert task_suite.search_spec("folder:/d/train=3") == "folder:/d/train=3"
+    with pytest.raises(ValueError, match="search_per_class must be >= 0"):
+        dataclasses.replace(TASKS["order"], search_per_class=-1)
 
 def _clean(monkeypatch):
     """Every task's scene without what is independent of the class (background texture, distractor blobs and dots,

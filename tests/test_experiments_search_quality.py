@@ -136,6 +136,43 @@ def test_a_task_row_carries_its_noise_and_margin_noise_from_the_retrains(tmp_pat
     assert len(task["consistency"]["S-NC"]["pairs"]) == 3  # 3 seeds: 3 pairs
 
 
+
+def test_a_task_whose_clips_changed_is_studied_afresh(tmp_path, monkeypatch):
+    """Units are cached by folder: after a task's version bump (new clips or split), every search and retrain
+    of it gets a new folder, so no result of the old clips is reused."""
+    import dataclasses
+
+    study = load_script(SCRIPT)
+    budget = study.resolve_budget(study.parse_args(["--quick", "--randoms", "1", "--stop-at", "0"]))
+    runs: list = []
+
+    def fake_search(data, seed, budget, run):
+        runs.append(run)
+        assert data == "task:order?train=2"  # the task's search split
+        return {"genotype": Genotype.random(seed, min_conv=4).to_dict(), "stop_at": None, "param_free": {},
+                "entropy_drop": {}, "seconds": 1.0, "supernet_acc": 0.5}
+
+    def fake_retrain(data, genotype, seed, budget, run):
+        runs.append(run)
+        assert data == "task:order"  # the whole training split
+        return {"top1": 0.5, "auc": 0.5, "learned": True, "videos": 625}
+
+    monkeypatch.setattr(study, "search_unit", fake_search)
+    monkeypatch.setattr(study, "retrain_unit", fake_retrain)
+    monkeypatch.setitem(study.TASKS, "order", dataclasses.replace(study.TASKS["order"], search_per_class=2))
+    task = study.study_task("task:order", budget, [0], tmp_path, jobs=1, threads=1)
+    assert task["search_data"] == "task:order?train=2"
+    assert study.search_data_text([task]) == "Searches of task:order on `task:order?train=2`: part of the retrain's training split."
+    assert study.search_data_text([{**task, "search_data": "task:order"}]) == ""
+    before, runs[:] = set(runs), []
+    study.study_task("task:order", budget, [0], tmp_path, jobs=1, threads=1)
+    assert set(runs) == before  # unchanged: the same folders (the cache)
+    order = study.TASKS["order"]
+    monkeypatch.setitem(study.TASKS, "order", dataclasses.replace(order, version=order.version + 1))
+    runs[:] = []
+    study.study_task("task:order", budget, [0], tmp_path, jobs=1, threads=1)
+    assert len(set(runs)) == len(before) and not set(runs) & before
+
 def test_evaluation_noise_is_binomial_and_training_noise_the_rest():
     study = load_script(SCRIPT)
     results = [{"top1": 0.6, "videos": 600}, {"top1": 0.5, "videos": 600}]

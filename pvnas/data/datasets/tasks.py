@@ -1,5 +1,6 @@
 """``task:NAME[?seed=S&train=N]``: a task of the suite (:mod:`pvnas.data.generators.task_suite`) written once as mp4 files in
-``$PVNAS_CACHE/task-v<VERSION>/<NAME>-s<S>`` and read like user data (a ``folder:`` layout).
+``$PVNAS_CACHE/task-v<VERSION>/<NAME>-s<S>`` (``VERSION``: the task's own, bumped when its clips or split change)
+and read like user data (a ``folder:`` layout).
 
 Clips are stored in 4:4:4 colour at a high quality (crf 12), so the fine detail and noise a task is made of
 survive the encoder.
@@ -8,13 +9,13 @@ survive the encoder.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from pvnas.data.datasets.generated import cache_dir, ensure_tree
 from pvnas.data.generators.task_suite import FPS, get_task, render_clip
 from pvnas.errors import ConfigError
 
-VERSION = 3  # bump when a task's generator or size changes: a new cache directory
 VIDEO_OPTIONS = {"pix_fmt": "yuv444p", "crf": 12}
 
 
@@ -49,7 +50,15 @@ def ensure_task(name: str, seed: int = 0, root: Path | None = None, train_per_cl
     if train_per_class is not None:
         task = dataclasses.replace(task, train_per_class=train_per_class)
     suffix = "" if train_per_class is None else f"-train{train_per_class}"
-    final = root if root is not None else cache_dir() / f"task-v{VERSION}" / f"{name}-s{seed}{suffix}"
+    final = root if root is not None else cache_dir() / f"task-v{task.version}" / f"{name}-s{seed}{suffix}"
     return ensure_tree(final, task.classes, lambda label, s: render_clip(task, label, s),
                        {"train": task.train_per_class, "val": task.val_per_class}, FPS, seed=seed,
                        video_options=VIDEO_OPTIONS)
+
+
+def study_slug(spec: str) -> str:
+    """A folder name for the data of a study's cached units. A suite task's names its version (``task_order_v4``),
+    so the units of a task whose clips or split changed are redone, never reused."""
+    slug = re.sub(r"[:/?&]", "_", spec).replace("=", "")
+    kind, _, name = spec.partition("?")[0].partition(":")
+    return f"{slug}_v{get_task(name).version}" if kind == "task" else slug

@@ -57,8 +57,14 @@ class Task:
     val_per_class: int = 0  # 0: enough for an evaluation noise of at most EVAL_STD (see __post_init__)
     hidden: tuple[int, ...] | None = None  # per class, the part of it no single frame tells (with "the shape")
     retrain_epochs: int = RETRAIN_EPOCHS  # how long the studies retrain on it: long enough for a late start to finish
+    search_per_class: int = 0  # the studies search on this many training clips per class (0: all of them)
+    version: int = 3  # the suite version in which its clips or split last changed: names its cache folders
 
     def __post_init__(self) -> None:
+        if self.version < 1:
+            raise ValueError(f"task {self.name}: version must be >= 1, got {self.version}")
+        if self.search_per_class < 0:
+            raise ValueError(f"task {self.name}: search_per_class must be >= 0, got {self.search_per_class}")
         if self.retrain_epochs < 1:
             raise ValueError(f"task {self.name}: retrain_epochs must be >= 1, got {self.retrain_epochs}")
         if not self.val_per_class:  # the binomial std sqrt(p (1 - p) / n) is largest at p = 0.5
@@ -303,6 +309,19 @@ def retrain_epochs(spec: str) -> int:
     learns, and a 30-epoch retrain then ends wherever the cosine leaves it (docs/RESULTS.md)."""
     kind, _, name = spec.partition("?")[0].partition(":")
     return get_task(name).retrain_epochs if kind == "task" else RETRAIN_EPOCHS
+
+
+def search_spec(spec: str) -> str:
+    """The data the studies search on for a retrain on ``spec``: a suite task's first ``search_per_class`` training
+    clips per class (``?train=N``; a spec that names its own ``train`` keeps it), other data as given. Why: a
+    retrain memorises a split that a search ranks operations on well (``order``: docs/RESULTS.md), and DARTS too
+    searches on part of the data it retrains on."""
+    base, _, query = spec.partition("?")
+    kind, _, name = base.partition(":")
+    if kind != "task" or "train" in (o.partition("=")[0] for o in query.split("&")):
+        return spec
+    n = get_task(name).search_per_class
+    return f"{spec}{'&' if query else '?'}train={n}" if n else spec
 
 
 def render_clip(task: Task, label: int, seed: int) -> np.ndarray:
