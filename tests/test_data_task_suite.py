@@ -150,11 +150,11 @@ def test_the_readme_table_says_what_each_task_claims():
     lines = README.read_text().splitlines()
     header = [c.strip() for c in next(line for line in lines if line.startswith("| task | classes |")).split("|")]
     frame, train = header.index("a single frame tells"), header.index("training clips per class")
-    epochs = header.index("retrain epochs")
-    rows = {cells[1].strip(" `"): (cells[frame].strip(), int(cells[train]), int(cells[epochs])) for cells in
-            (line.split("|") for line in lines if line.startswith("| `")) if cells[1].strip(" `") in TASKS}
+    epochs, search = header.index("retrain epochs"), header.index("searched on (per class)")
+    rows = {cells[1].strip(" `"): (cells[frame].strip(), int(cells[train]), int(cells[epochs]), cells[search].strip())
+            for cells in (line.split("|") for line in lines if line.startswith("| `")) if cells[1].strip(" `") in TASKS}
     assert rows == {name: ({"the shape": "half of it"}.get(t.single_frame, t.single_frame), t.train_per_class,
-                           t.retrain_epochs) for name, t in TASKS.items()}
+                           t.retrain_epochs, str(t.search_per_class or "all")) for name, t in TASKS.items()}
 
 
 def test_studies_retrain_each_task_for_its_own_length():

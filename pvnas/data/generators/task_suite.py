@@ -285,7 +285,7 @@ TASKS: dict[str, Task] = {
     "order": Task(
         "order", tuple("_then_".join(o) for o in ORDERS),
         "tell in which order an object moved two ways (left then right is not right then left)",
-        ("T-NC", "T-RC"), "nothing", render_order, 200),
+        ("T-NC", "T-RC"), "nothing", render_order, 400, search_per_class=200, version=4),
     "fine_motion": Task(
         "fine_motion", tuple(f"dot_{d}" for d in FINE_DIRECTIONS),
         "find the one small dot that moves steadily among look-alike dots that jitter and flicker, and its direction",
