@@ -378,7 +378,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "a study at its budgets, give its first seeds)")
     y.add_argument("--randoms", type=int, default=5)
     y.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1])
-    y.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but fine_motion's 60)")
+    y.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but order's and fine_motion's 60)")
     y.add_argument("--search-epochs", type=int, help="search epochs (default: the demo preset's)")
     y.add_argument("--jobs", type=int, default=2)
     y.add_argument("--quick", action="store_true", help="tiny data and budget (search_quality's --quick)")

@@ -3,8 +3,8 @@
 
 Per task (``--tasks`` of the generated suite, or ``--data SPEC``), genotype (``r0``..``r4``: the random genotypes
 of experiments/search_quality.py, or genotype JSON files) and retrain seed: one retrain with the network preset
-(``--preset``, default ``demo``) and the study's schedule (``--epochs``, default the task's: 30, ``fine_motion``
-60), with the overrides of ``--set`` (a recipe: e.g. ``dropout=0.4 drop_path=0.1``). The first steps are
+(``--preset``, default ``demo``) and the study's schedule (``--epochs``, default the task's: 30, ``order`` and
+``fine_motion`` 60), with the overrides of ``--set`` (a recipe: e.g. ``dropout=0.4 drop_path=0.1``). The first steps are
 instrumented (gradient norm of the stem, each cell and the classifier, the logits' spread, BatchNorm running
 variance, the share of units a ReLU after a BatchNorm would zero), so a retrain that fails can be compared with
 one that learns where they part.
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="network settings (the recipe)")
     p.add_argument("--variant", default="default", help="a name for the recipe (in OUT)")
     p.add_argument("--preset", default="demo", help="network preset")
-    p.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but fine_motion's 60)")
+    p.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but order's and fine_motion's 60)")
     p.add_argument("--out", type=Path, default=Path("runs/retrain_seeds"))
     p.add_argument("--jobs", type=int, default=1, help="retrains in parallel processes (one torch thread each)")
     args = p.parse_args(argv)

@@ -116,7 +116,7 @@ def parse_sets(items: Sequence[str], base: SearchConfig) -> SearchConfig:
 
 def resolve_budget(args: argparse.Namespace, data: str | None = None) -> Budget:
     """The study's settings from its arguments; retrains last ``--epochs``, else the suite's length for ``data``
-    (:func:`~pvnas.data.generators.task_suite.retrain_epochs`: 30, ``fine_motion`` 60)."""
+    (:func:`~pvnas.data.generators.task_suite.retrain_epochs`: 30, ``order`` and ``fine_motion`` 60)."""
     search_cfg = override(get_preset(SEARCH_PRESETS, args.search_preset), epochs=args.search_epochs)
     network = get_preset(NETWORK_PRESETS, args.train_preset)
     if args.quick:
@@ -524,7 +524,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", help="search seeds (default: 0 1 2; --quick: 0)")
     p.add_argument("--randoms", type=int, default=5, help="random genotypes (default 5)")
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1], help="retrains per genotype (default 0 1)")
-    p.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but fine_motion's 60)")
+    p.add_argument("--epochs", type=int, help="retrain epochs (default: the task's, 30 but order's and fine_motion's 60)")
     p.add_argument("--stop-at", type=float, default=0.5, help="stop-at-epoch ablation: share of the search epochs (0: off)")
     p.add_argument("--select", choices=["alpha", *SELECTIONS], default="alpha", help="how genotypes are derived")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="search settings, e.g. skip_noise=0.3")

@@ -223,7 +223,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
     p.add_argument("--freeze", type=float, default=0.2, help="probe+ft arm: share of linear-probe epochs (0: no arm)")
     p.add_argument("--epochs", type=int,
-                   help="target epochs, every arm (default: the target task's, 30 but fine_motion's 60)")
+                   help="target epochs, every arm (default: the target task's, 30 but order's and fine_motion's 60)")
     p.add_argument("--source-epochs", type=int, help="source epochs (default: --epochs)")
     p.add_argument("--preset", default="demo", help="network preset (default demo)")
     p.add_argument("--genotype", help="genotype JSON (default: a random one, >= 4 convolutions per cell)")

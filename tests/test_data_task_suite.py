@@ -162,7 +162,7 @@ def test_studies_retrain_each_task_for_its_own_length():
     the suite lacks is the spec's usual error."""
     assert task_suite.retrain_epochs("task:fine_motion") == TASKS["fine_motion"].retrain_epochs == 60
     assert task_suite.retrain_epochs("task:fine_motion?seed=2&train=200") == 60
-    assert task_suite.retrain_epochs("task:order") == task_suite.retrain_epochs("synthetic:16") == 30
+    assert task_suite.retrain_epochs("task:appearance") == task_suite.retrain_epochs("synthetic:16") == 30
     assert task_suite.retrain_epochs("folder:/data/fine_motion") == task_suite.RETRAIN_EPOCHS
     with pytest.raises(ConfigError, match="unknown task"):
         task_suite.retrain_epochs("task:nope")

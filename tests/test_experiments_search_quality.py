@@ -60,7 +60,7 @@ def test_bad_study_arguments_are_user_errors(tmp_path, capsys, args):
 
 
 def test_each_task_is_retrained_for_its_own_length_unless_epochs_is_given(tmp_path, monkeypatch):
-    """fine_motion's retrains last 60 epochs (a seed can start late), the other tasks' 30; --epochs sets every
+    """fine_motion's retrains last 60 epochs (a seed can start late), appearance's 30; --epochs sets every
     task's. The study hands each task its own budget, and the report says which task differs."""
     study = load_script(SCRIPT)
     seen = {}
@@ -75,11 +75,11 @@ def test_each_task_is_retrained_for_its_own_length_unless_epochs_is_given(tmp_pa
         return {"task": spec.partition(":")[2]}
 
     monkeypatch.setattr(study, "study_task", fake_task)
-    for extra, expected in (([], {"task:order": 30, "task:fine_motion": 60}),
-                            (["--epochs", "12"], {"task:order": 12, "task:fine_motion": 12})):
+    for extra, expected in (([], {"task:appearance": 30, "task:fine_motion": 60}),
+                            (["--epochs", "12"], {"task:appearance": 12, "task:fine_motion": 12})):
         seen.clear()
         with pytest.raises(Enough):
-            study.run(study.parse_args(["--tasks", "order", "fine_motion", "--out", str(tmp_path), *extra]), "cmd")
+            study.run(study.parse_args(["--tasks", "appearance", "fine_motion", "--out", str(tmp_path), *extra]), "cmd")
         assert seen == expected
     assert study.resolve_budget(study.parse_args(["--out", str(tmp_path)])).network.epochs == 30  # no task: 30
     tasks = [{"data": "task:order", "retrain_epochs": 30}, {"data": "task:fine_motion", "retrain_epochs": 60}]
