@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from pvnas.data.datasets.generated import cache_dir, ensure_tree
-from pvnas.data.generators.task_suite import FPS, get_task, render_clip
+from pvnas.data.generators.task_suite import FPS, get_task, render_clip, task_of
 from pvnas.errors import ConfigError
 
 VIDEO_OPTIONS = {"pix_fmt": "yuv444p", "crf": 12}
@@ -59,6 +59,5 @@ def ensure_task(name: str, seed: int = 0, root: Path | None = None, train_per_cl
 def study_slug(spec: str) -> str:
     """A folder name for the data of a study's cached units. A suite task's names its version (``task_order_v4``),
     so the units of a task whose clips or split changed are redone, never reused."""
-    slug = re.sub(r"[:/?&]", "_", spec).replace("=", "")
-    kind, _, name = spec.partition("?")[0].partition(":")
-    return f"{slug}_v{get_task(name).version}" if kind == "task" else slug
+    slug, task = re.sub(r"[:/?&]", "_", spec).replace("=", ""), task_of(spec)
+    return f"{slug}_v{task.version}" if task else slug

@@ -306,12 +306,18 @@ def get_task(name: str) -> Task:
         raise ConfigError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}") from None
 
 
+def task_of(spec: str) -> Task | None:
+    """The suite task a dataset spec names (``task:NAME[?...]``); None for other data."""
+    kind, _, name = spec.partition("?")[0].partition(":")
+    return get_task(name) if kind == "task" else None
+
+
 def retrain_epochs(spec: str) -> int:
     """The studies' retrain length on a dataset spec: a suite task's own (``task:NAME[?...]``), else
     :data:`RETRAIN_EPOCHS`. Why per task: on ``fine_motion`` and ``order`` a seed can sit at chance for 15-25
     epochs before it learns, and a 30-epoch retrain then ends wherever the cosine leaves it (docs/RESULTS.md)."""
-    kind, _, name = spec.partition("?")[0].partition(":")
-    return get_task(name).retrain_epochs if kind == "task" else RETRAIN_EPOCHS
+    task = task_of(spec)
+    return task.retrain_epochs if task else RETRAIN_EPOCHS
 
 
 def search_spec(spec: str) -> str:
@@ -319,12 +325,10 @@ def search_spec(spec: str) -> str:
     clips per class (``?train=N``; a spec that names its own ``train`` keeps it), other data as given. Why: a
     retrain memorises a split that a search ranks operations on well (``order``: docs/RESULTS.md), and DARTS too
     searches on part of the data it retrains on."""
-    base, _, query = spec.partition("?")
-    kind, _, name = base.partition(":")
-    if kind != "task" or "train" in (o.partition("=")[0] for o in query.split("&")):
+    task, query = task_of(spec), spec.partition("?")[2]
+    if task is None or not task.search_per_class or "train" in (o.partition("=")[0] for o in query.split("&")):
         return spec
-    n = get_task(name).search_per_class
-    return f"{spec}{'&' if query else '?'}train={n}" if n else spec
+    return f"{spec}{'&' if query else '?'}train={task.search_per_class}"
 
 
 def render_clip(task: Task, label: int, seed: int) -> np.ndarray:
