@@ -236,7 +236,8 @@ def check_study(args: argparse.Namespace) -> None:
             return [(retrain_unit, data, g, r, b, runs / f"train_{key_of(g['cells'])}_c{b.network.channels}_r{r}")
                     for _, _, g, b in genotypes for r in plain.retrain_seeds]
 
-        searches = run_units(args.jobs, 1, [(search_unit, searched, s, plain, runs / f"search_plain_s{s}") for s in args.seeds])
+        searches = run_units(args.jobs, 1, [(search_unit, searched, s, plain, runs / f"search_plain_s{s}")
+                                            for s in args.seeds])
         setting = args.budget_seeds or args.seeds  # (an extended study keeps the budgets of its first seeds)
         top = statistics.fmean(macs.of(Genotype.from_dict(r["genotype"])) for s, r in zip(args.seeds, searches)
                                if s in setting)

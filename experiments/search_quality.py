@@ -275,7 +275,8 @@ def study_task(task_data: str, budget: Budget, seeds: Sequence[int], out: Path, 
                                                   for g in randoms for r in budget.retrain_seeds]))[: len(seeds)]
     if search_only:
         return {"data": task_data, "task": task_data.partition(":")[2] if task_data.startswith("task:") else None,
-                "search_data": search_data, "consistency": consistency([res["genotype"] for res in searches]), "seeds": len(seeds),
+                "search_data": search_data, "consistency": consistency([res["genotype"] for res in searches]),
+                "seeds": len(seeds),
                 "rows": [{"seed": seed, "genotype": res["genotype"], "param_free": res["param_free"],
                           "entropy_drop": res["entropy_drop"], "search_seconds": res["seconds"],
                           "supernet_acc": res["supernet_acc"]} for seed, res in zip(seeds, searches)]}

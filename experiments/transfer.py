@@ -161,7 +161,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 "auc": paired([results[f, arm, s]["auc"] for s in seeds], [results[f, "scratch", s]["auc"] for s in seeds])}
     result = {
         "command": command, "source": args.source, "target": args.target, "seeds": seeds, "fractions": args.fractions,
-        "task_versions": {t: TASKS[t].version for t in (args.source, args.target)}, "genotype": genotype, "freeze": args.freeze, "views": views,
+        "task_versions": {t: TASKS[t].version for t in (args.source, args.target)}, "genotype": genotype,
+        "freeze": args.freeze, "views": views,
         "network": to_dict(network), "source_network": to_dict(source_cfg), "preset": args.preset,
         "train_clips": {f"{f:g}": sum(1 for _ in open(subset_lists(args.target, f, seeds[0], args.out)[5:]))
                         for f in args.fractions},

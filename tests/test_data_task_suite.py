@@ -73,7 +73,8 @@ def test_a_task_whose_clips_change_gets_new_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("PVNAS_CACHE", str(tmp_path))
     old = TASKS["order"].version
     assert study_slug("task:order") == f"task_order_v{old}"
-    assert study_slug("task:fine_motion?train=800&seed=2") == f"task_fine_motion_train800_seed2_v{TASKS['fine_motion'].version}"
+    fine = TASKS["fine_motion"].version
+    assert study_slug("task:fine_motion?train=800&seed=2") == f"task_fine_motion_train800_seed2_v{fine}"
     assert study_slug("folder:/data/ucf?x=1") == "folder__data_ucf_x1" and study_slug("demo") == "demo"
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
         study_slug("task:nope?train=3")

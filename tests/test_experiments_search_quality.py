@@ -162,7 +162,8 @@ def test_a_task_whose_clips_changed_is_studied_afresh(tmp_path, monkeypatch):
     monkeypatch.setitem(study.TASKS, "order", dataclasses.replace(study.TASKS["order"], search_per_class=2))
     task = study.study_task("task:order", budget, [0], tmp_path, jobs=1, threads=1)
     assert task["search_data"] == "task:order?train=2"
-    assert study.search_data_text([task]) == "Searches of task:order on `task:order?train=2`: part of the retrain's training split."
+    assert study.search_data_text([task]) == ("Searches of task:order on `task:order?train=2`: part of the retrain's "
+                                              "training split.")
     assert study.search_data_text([{**task, "search_data": "task:order"}]) == ""
     before, runs[:] = set(runs), []
     study.study_task("task:order", budget, [0], tmp_path, jobs=1, threads=1)
