@@ -79,7 +79,8 @@ def test_each_task_is_retrained_for_its_own_length_unless_epochs_is_given(tmp_pa
                             (["--epochs", "12"], {"task:appearance": 12, "task:fine_motion": 12})):
         seen.clear()
         with pytest.raises(Enough):
-            study.run(study.parse_args(["--tasks", "appearance", "fine_motion", "--out", str(tmp_path), *extra]), "cmd")
+            args = ["--tasks", "appearance", "fine_motion", "--out", str(tmp_path), *extra]
+            study.run(study.parse_args(args), "cmd")
         assert seen == expected
     assert study.resolve_budget(study.parse_args(["--out", str(tmp_path)])).network.epochs == 30  # no task: 30
     tasks = [{"data": "task:order", "retrain_epochs": 30}, {"data": "task:fine_motion", "retrain_epochs": 60}]
@@ -136,7 +137,6 @@ def test_a_task_row_carries_its_noise_and_margin_noise_from_the_retrains(tmp_pat
     assert len(task["consistency"]["S-NC"]["pairs"]) == 3  # 3 seeds: 3 pairs
 
 
-
 def test_a_task_whose_clips_changed_is_studied_afresh(tmp_path, monkeypatch):
     """Units are cached by folder: after a task's version bump (new clips or split), every search and retrain
     of it gets a new folder, so no result of the old clips is reused."""
@@ -173,6 +173,7 @@ def test_a_task_whose_clips_changed_is_studied_afresh(tmp_path, monkeypatch):
     runs[:] = []
     study.study_task("task:order", budget, [0], tmp_path, jobs=1, threads=1)
     assert len(set(runs)) == len(before) and not set(runs) & before
+
 
 def test_evaluation_noise_is_binomial_and_training_noise_the_rest():
     study = load_script(SCRIPT)
