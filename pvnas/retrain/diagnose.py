@@ -77,13 +77,13 @@ def early_check(records: Sequence[Mapping[str, Any]], num_classes: int, epochs: 
 
     Diverging: a non-finite loss or one above 1.5 ln(classes), which a network that learns nothing stays at.
     Not learning: from a quarter of the run on, training accuracy within three standard errors of chance and the
-    loss at chance level (>= 0.98 ln(classes)). Memorising: from half of the run on, training accuracy above
-    chance, and already a quarter of the run earlier, while validation accuracy is within three standard errors of
-    chance and below training's by more than three (a validation split too small to tell a learned network from
-    chance says nothing). The retrains that failed in docs/RESULTS.md did this; the ones that learned had left
-    chance on validation by then, except a late start, whose training accuracy had only just left chance (hence the
-    quarter: a network that fits its training clips for a quarter of the run with nothing to show on validation is
-    memorising them). Each comes with what to try.
+    loss at chance level (>= 0.98 ln(classes)). Memorising: from half of the run on, training accuracy at least
+    halfway from chance to 1 while validation accuracy is within three standard errors of chance and below
+    training's by more than three (a validation split too small to tell a learned network from chance says
+    nothing). The retrains that failed in docs/RESULTS.md did this (training 0.70-0.87 at the end); the ones that
+    learned had left chance on validation by then, except a late start, which creeps above chance on its training
+    clips for many epochs (`order`: 0.17 -> 0.31 over 27 epochs) before both jump together. Each comes with what
+    to try.
     """
     last = records[-1]
     ln_k = math.log(num_classes)
@@ -103,12 +103,9 @@ def early_check(records: Sequence[Mapping[str, Any]], num_classes: int, epochs: 
                        "--seed"}
     val, n_val = last.get("val_top1"), last.get("val_videos")
     chance = 1 / num_classes
-    earlier = [r for r in records if 4 * (last["epoch"] - r["epoch"]) >= epochs]  # a quarter of the run ago or more
     if (2 * last["epoch"] >= epochs and val is not None and n_val and at_chance(val, num_classes, n_val)
-            and not at_chance(last["acc"], num_classes, last["seen"])
-            and earlier and not at_chance(earlier[-1]["acc"], num_classes, earlier[-1]["seen"])
+            and last["acc"] >= (1 + chance) / 2  # half of what lies above chance: more than a late start fits
             and last["acc"] - val > 3 * math.sqrt(chance * (1 - chance) / n_val)):  # a split this small could tell
-        seen.append(f"training accuracy {earlier[-1]['acc']:.3f} at epoch {earlier[-1]['epoch']}")
         seen.append(f"validation top-1 {val:.3f} on {n_val} videos")
         return {"epoch": last["epoch"], "kind": "memorising", "saw": "; ".join(seen),
                 "try": "less regularising noise (the network config's dropout and drop_path) or another --seed; check "
