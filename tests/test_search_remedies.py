@@ -34,13 +34,17 @@ def with_remedies(cfg, **values):
 def test_a_tiny_search_with_every_remedy_gives_the_known_answer(tmp_path):
     """Op dropout, skip noise, the beta regulariser and the cap together, through the real loop: the alphas and the
     genotype of a 4-step search equal those recorded before the remedies moved behind the seam (same seed, same
-    draws in the same order; the alphas re-recorded when the optimizers became fused: rounding, same genotype)."""
+    draws in the same order; the alphas re-recorded when the optimizers became fused: rounding, same genotype).
+
+    The alphas agree to 0.1 (of up to 16.5), not to the bit: Adam's first steps are about lr (4 here) whatever the
+    gradient's size, so where a gradient is near zero another CPU's rounding can turn a step's sign (0.016-0.05
+    on a second EPYC model with the same torch). One draw out of order moves some alphas by whole steps."""
     cfg = with_remedies(override(DEMO, channels=4, epochs=2, workers=0, batch_size=4, a_warmup=0.25), beta_decay=2.0)
     result = run_search(cfg, "synthetic:8", tmp_path / "run", RunOptions())
     known = json.loads(KNOWN.read_text())
     for kind, alphas in result.alphas.items():
         torch.testing.assert_close(alphas.double(), torch.tensor(known["alphas"][kind], dtype=torch.float64),
-                                   atol=1e-6, rtol=0)
+                                   atol=0.1, rtol=0)
     assert result.genotype.to_dict()["cells"] == known["genotype"]
     assert result.genotype.meta["max_param_free"] == 4  # the cap's derivation, recorded
 
